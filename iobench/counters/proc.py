@@ -1,0 +1,101 @@
+"""QEMU's syscall byte counters and CPU time per thread, from /proc.
+
+Why /proc/<pid>/io: `rchar` and `wchar` count every byte the process moved
+through read/write-family syscalls, which is exactly the user/kernel copy that
+QEMU's userspace datapath pays per packet (tap read/writev) and that vhost-net
+removes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ThreadCPU:
+    """CPU time of one thread, with the name QEMU gave it (-name ...,debug-threads=on)."""
+
+    tid: int
+    comm: str
+    kind: str
+    cpu_s: float
+
+
+def parse_io(text: str) -> dict[str, int]:
+    """Parse /proc/<pid>/io ("key: value" lines)."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            out[key.strip()] = int(value)
+    return out
+
+
+def read_io(pid: int) -> dict[str, int]:
+    return parse_io(Path(f"/proc/{pid}/io").read_text())
+
+
+def parse_stat_cpu_s(stat: str) -> float:
+    """utime+stime in seconds from a /proc/.../stat line; comm may contain spaces and
+    parentheses, so fields are counted after the last ')'."""
+    rest = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(rest[11]), int(rest[12])
+    return (utime + stime) / CLK_TCK
+
+
+def thread_kind(comm: str, tid: int, pid: int) -> str:
+    """Thread kind from its name: vCPU threads are "CPU n/KVM" or "CPU n/TCG"."""
+    if comm.startswith("CPU ") and "/" in comm:
+        return "vcpu"
+    if comm.startswith("vhost-"):
+        return "vhost"
+    if tid == pid:
+        return "main"
+    if comm.startswith("IO "):
+        return "iothread"
+    return "other"
+
+
+def read_threads(pid: int) -> list[ThreadCPU]:
+    """Every thread of `pid`, plus vhost worker kernel threads serving it.
+
+    On kernels before 6.4 the vhost worker is a kernel thread named
+    `vhost-<qemu pid>`, not a task of QEMU, so it is found by name.
+    """
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            cpu = parse_stat_cpu_s((task / "stat").read_text())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        tid = int(task.name)
+        out.append(ThreadCPU(tid, comm, thread_kind(comm, tid, pid), cpu))
+    return out + vhost_workers(pid)
+
+
+def vhost_workers(pid: int) -> list[ThreadCPU]:
+    name = f"vhost-{pid}"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == pid:
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != name:
+                continue
+            cpu = parse_stat_cpu_s((entry / "stat").read_text())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(ThreadCPU(int(entry.name), name, "vhost", cpu))
+    return found
+
+
+def cpu_by_kind(threads: list[ThreadCPU]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in threads:
+        out[t.kind] = out.get(t.kind, 0.0) + t.cpu_s
+    return out

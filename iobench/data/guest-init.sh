@@ -1,0 +1,39 @@
+#!/bin/busybox sh
+# iobench guest init: the whole userspace of the benchmark guest.
+# Kernel command line: iobench.addr=<cidr> iobench.modules=<m1,m2,...>
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
+ADDR=$(arg iobench.addr)
+for m in $(cat /etc/iobench/modules.order); do
+  insmod "/lib/modules/$m.ko" || echo "IOBENCH-ERROR insmod $m failed"
+done
+
+if [ "$(arg iobench.probe)" = 1 ]; then
+  # The accelerator probe only asks whether the guest reaches userspace.
+  echo "IOBENCH-READY probe"
+  poweroff -f
+fi
+
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+if [ ! -e /sys/class/net/eth0 ]; then
+  echo "IOBENCH-ERROR no eth0: the NIC driver did not bind"
+  poweroff -f
+fi
+ip link set lo up
+ip addr add "$ADDR" dev eth0
+ip link set eth0 up
+# One long-lived server serves the cells one after another; restarted if it dies.
+( while :; do iperf3 -s >/dev/null 2>>/tmp/iperf3.err; echo "IOBENCH-ERROR iperf3 server exited"; sleep 0.2; done ) &
+# READY only once the server listens on 5201 (0x1451, state 0A in /proc/net/tcp).
+i=0
+while ! grep -q ':1451 00000000:0000 0A' /proc/net/tcp && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+echo "IOBENCH-INFO kernel=$(uname -r) driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)") addr=$ADDR"
+echo "IOBENCH-READY"
+while :; do sleep 3600; done

@@ -1,0 +1,53 @@
+"""`iobench doctor`: one screen on what this host can run and why.
+
+Every line is a check that was performed, not a guess: /dev/kvm is probed by
+booting the guest (the cached verdict is shown if there is one).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from iobench import accel, backends, guest, hostinfo, topology
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def checks(probe: bool = True) -> list[Check]:
+    out = []
+    q, i = hostinfo.qemu_version(), hostinfo.iperf3_version()
+    out.append(Check("qemu", q is not None, q or "qemu-system-x86_64 not found: apt-get install qemu-system-x86"))
+    out.append(Check("iperf3", i is not None, i or "iperf3 not found: apt-get install iperf3"))
+    ok, why = topology.can_create_netns()
+    out.append(Check("privileges", ok, why))
+    leftovers = topology.list_own_netns()
+    out.append(Check("leftovers", not leftovers,
+                     "no iobench namespaces left" if not leftovers else f"left-over namespaces: {', '.join(leftovers)}"))
+    images = guest.cached_images()
+    out.append(Check("guest image", bool(images),
+                     f"{len(images)} cached under {guest.cache_root() / 'images'}" + (
+                         f", newest kernel {images[-1].kernel_release}" if images else " (built on first run)")))
+    problem = accel.kvm_device_problem()
+    if problem:
+        out.append(Check("kvm", False, problem))
+    else:
+        cached = accel.cached_probe()
+        if cached is None and probe and images and q:
+            usable, reason = accel.probe_kvm(images[-1])
+        elif cached is not None:
+            usable, reason = bool(cached["kvm_usable"]), str(cached["reason"]) + " (cached probe)"
+        else:
+            usable, reason = False, "/dev/kvm present; not probed yet (needs QEMU and a guest image)"
+        out.append(Check("kvm", usable, ("/dev/kvm present and " if usable else "") + reason))
+    kvm_ok = out[-1].ok
+    out.append(Check("accel auto", True, "will use kvm" if kvm_ok else "will use tcg (trap counts, exit_source=tcg-traps)"))
+    vhost = backends.unavailable_reason(backends.VHOST, "kvm" if kvm_ok else "tcg")
+    out.append(Check("vhost-net", vhost is None, "/dev/vhost-net usable" if vhost is None else vhost))
+    out.append(Check("netns", os.path.isdir("/var/run/netns") or os.geteuid() == 0, "named namespaces under /var/run/netns"))
+    return out

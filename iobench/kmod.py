@@ -1,0 +1,88 @@
+"""Kernel modules from an unpacked kernel package: find them, read their
+dependencies, order them for loading.
+
+Why read `depends=` from each module's `.modinfo` section: a kernel package
+ships no `modules.dep` (depmod makes it at install time), and a hard-coded load
+order breaks on the next kernel. The lab image uses the same functions.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from iobench.errors import UserError
+
+_SUFFIXES = (".ko", ".ko.xz")
+
+
+def canonical(name: str) -> str:
+    """Module names treat '-' and '_' alike; the kernel uses '_'."""
+    return name.replace("-", "_")
+
+
+def index_modules(modules_root: Path) -> dict[str, Path]:
+    """Map module name -> file under lib/modules/<version>/kernel."""
+    found: dict[str, Path] = {}
+    for path in modules_root.rglob("*.ko*"):
+        for suffix in _SUFFIXES:
+            if path.name.endswith(suffix):
+                found[canonical(path.name[: -len(suffix)])] = path
+    return found
+
+
+def module_bytes(path: Path) -> bytes:
+    """The plain ELF object (busybox insmod cannot read compressed modules)."""
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        data = lzma.decompress(data)
+    return data
+
+
+def modinfo(data: bytes) -> dict[str, list[str]]:
+    """Parse a module's `.modinfo` section: NUL-separated key=value strings."""
+    section = ELFFile(io.BytesIO(data)).get_section_by_name(".modinfo")
+    info: dict[str, list[str]] = {}
+    if section is None:
+        return info
+    for item in section.data().split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if sep:
+            info.setdefault(key, []).append(value)
+    return info
+
+
+def depends(data: bytes) -> list[str]:
+    values = modinfo(data).get("depends", [""])
+    return [canonical(d) for d in values[0].split(",") if d]
+
+
+def load_order(wanted: list[str], index: dict[str, Path]) -> list[str]:
+    """`wanted` and all their dependencies, each after everything it depends on.
+
+    Raises UserError naming a module the kernel package does not ship (it may be
+    built in, which `builtin` in the caller accounts for).
+    """
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        name = canonical(name)
+        if name in order:
+            return
+        if name in visiting:
+            raise UserError(f"kernel module dependency cycle through {name}.")
+        if name not in index:
+            raise UserError(f"the guest kernel package has no module {name}.")
+        visiting.add(name)
+        for dep in depends(module_bytes(index[name])):
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order

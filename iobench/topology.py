@@ -1,0 +1,147 @@
+"""The run's private network: one namespace, one tap, addresses from 198.18.0.0/15.
+
+Why a namespace per run: the host's own interfaces and routes are never touched,
+two runs can coexist, and removing the namespace removes everything in it. All
+netlink work goes through pyroute2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, netns
+
+NETNS_PREFIX = "iobench-"
+BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Host and guest addresses on one /24 inside 198.18.0.0/15."""
+
+    subnet: ipaddress.IPv4Network
+
+    @classmethod
+    def for_run(cls, run_id: str) -> AddressPlan:
+        """Pick one of the 512 /24s from the run id, so concurrent runs differ."""
+        index = int.from_bytes(run_id.encode(), "big") % 512
+        return cls(ipaddress.IPv4Network((int(BENCH_RANGE.network_address) + (index << 8), 24)))
+
+    @property
+    def host(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    @property
+    def guest(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 2
+
+    @property
+    def prefixlen(self) -> int:
+        return self.subnet.prefixlen
+
+    def __post_init__(self) -> None:
+        if self.subnet.version != 4 or not self.subnet.subnet_of(BENCH_RANGE):
+            raise ValueError(f"{self.subnet} is outside {BENCH_RANGE}")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What exists while the run holds it: the namespace, the tap inside it, and
+    one netlink socket opened in that namespace.
+
+    Why keep the socket: pyroute2 opens a socket in another namespace by forking
+    a helper process; doing that once, before any QEMU runs, keeps forks out of
+    the measurement windows.
+    """
+
+    netns: str
+    tap: str
+    plan: AddressPlan
+    ipr: IPRoute
+
+    def link_stats(self, ifname: str | None = None) -> dict[str, int]:
+        """The kernel's 64-bit counters of one interface (the tap by default)."""
+        name = ifname or self.tap
+        idx = self.ipr.link_lookup(ifname=name)
+        if not idx:
+            raise LookupError(f"no interface {name} in namespace {self.netns}")
+        stats = self.ipr.get_links(idx[0])[0].get("IFLA_STATS64")
+        return {k: int(v) for k, v in dict(stats).items()}
+
+
+def netns_name(run_id: str) -> str:
+    return f"{NETNS_PREFIX}{run_id}"
+
+
+def tap_name(run_id: str, n: int = 0) -> str:
+    """Interface names have 15 characters at most; the run id's tail keeps them unique."""
+    return f"ibt{run_id[-8:]}{n}"[:15]
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling process into namespace `name` (used as a Popen preexec_fn).
+
+    Only opens the existing namespace: flags=0 keeps pyroute2 from creating it.
+    """
+    netns.setns(name, flags=0)
+
+
+def _write_sysctl_in(name: str, settings: dict[str, str]) -> None:
+    """Write sysctls of namespace `name`: /proc/sys/net shows the netns of the
+    opening thread, so switch this thread in and back out."""
+    netns.pushns(name)
+    try:
+        for key, value in settings.items():
+            with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+                f.write(value)
+    finally:
+        netns.popns()
+
+
+@contextmanager
+def tap_topology(run_id: str) -> Iterator[Topology]:
+    """Create the run's namespace with a vnet_hdr tap holding the host-side address;
+    remove the namespace (and with it the tap) on exit, whatever happened."""
+    name = netns_name(run_id)
+    plan = AddressPlan.for_run(run_id)
+    tap = tap_name(run_id)
+    netns.create(name)
+    try:
+        # IPv6 off keeps router solicitations and DAD out of the idle windows.
+        _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
+        with IPRoute(netns=name) as ipr:
+            ipr.link("add", ifname=tap, kind="tuntap", mode="tap",
+                     ifr={"vnet_hdr": True, "no_pi": True, "one_queue": False, "multi_queue": False})
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")
+            idx = ipr.link_lookup(ifname=tap)[0]
+            ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
+            ipr.link("set", index=idx, state="up")
+            yield Topology(name, tap, plan, ipr)
+    finally:
+        remove_netns(name)
+
+
+def remove_netns(name: str) -> None:
+    """Remove a namespace of ours; its tap goes with it once no process holds it."""
+    if not name.startswith(NETNS_PREFIX):
+        raise ValueError(f"refusing to remove namespace {name!r}: not iobench's")
+    if name in netns.listnetns():
+        netns.remove(name)
+
+
+def list_own_netns() -> list[str]:
+    return sorted(n for n in netns.listnetns() if n.startswith(NETNS_PREFIX))
+
+
+def can_create_netns() -> tuple[bool, str]:
+    """Whether this process may create namespaces and taps (CAP_NET_ADMIN, /dev/net/tun)."""
+    if os.geteuid() != 0:
+        return False, "not root: creating network namespaces and taps needs CAP_NET_ADMIN (run as root)"
+    if not os.path.exists("/dev/net/tun"):
+        return False, "/dev/net/tun is missing: load the tun module (modprobe tun)"
+    return True, "root, /dev/net/tun present"

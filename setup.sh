@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up iobench on a fresh Debian/Ubuntu machine, as root: system packages + a venv in .venv.
+# Idempotent: a second run only checks. Used by the README's two commands and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (iobench creates network namespaces and taps, and installs packages)." >&2
+  exit 2
+fi
+
+SYSTEM_PACKAGES=(qemu-system-x86 iperf3 busybox-static cpio python3 python3-venv python3-pip)
+missing=()
+for p in "${SYSTEM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# apt-get update also feeds the guest image builder (apt-cache show / apt-get download).
+lists=$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -n 1)
+if [ "${#missing[@]}" -gt 0 ] || [ -z "$lists" ]; then
+  echo "setup.sh: apt-get update" >&2
+  apt-get update -q >/dev/null
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.iobench-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup.sh: installing iobench and its Python dependencies into .venv" >&2
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]' tox
+  touch "$stamp"
+fi

@@ -1,0 +1,36 @@
+"""The command line: help on every verb, one-sentence errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from iobench.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["image", "--help"], ["image", "build", "--help"],
+                                  ["image", "show", "--help"], ["doctor", "--help"]])
+def test_every_verb_has_help(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "iobench", *argv], capture_output=True, text=True)
+    assert proc.returncode == 0 and "usage: iobench" in proc.stdout
+
+
+def test_bad_option_values_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["run", "--duration", "0"])
+    assert info.value.code == 2
+
+
+def test_explicit_unavailable_backend_is_one_line_and_exit_2(vm_host: None, guest_image, capsys) -> None:
+    assert main(["run", "--backend", "vhost", "--accel", "tcg", "--out", "/tmp/iobench-test-never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("iobench: error: backend vhost is unavailable here:")
+    import os
+    assert not os.path.exists("/tmp/iobench-test-never")  # nothing created
+
+
+def test_doctor_reports_kvm_and_vhost(vm_host: None, capsys) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for name in ("qemu", "iperf3", "kvm", "accel auto", "vhost-net", "privileges"):
+        assert name in out
