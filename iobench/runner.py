@@ -115,22 +115,26 @@ def run(opts: RunOptions, log: Log = print) -> RunReport:
     status = "failed"
     meta: dict[str, Any] = {}
     started = time.time()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, _raise_terminated), (signal.SIGINT, signal.default_int_handler))}
+    interrupted_by = None
     try:
         with topology.tap_topology(run_id) as topo:
             for backend in chosen:
                 _run_backend(backend, topo, image, choice, opts, run_id, writer, rows, cells, log)
         status = "ok" if all(c.status == "ok" for c in cells) else "partial"
     except KeyboardInterrupt:
-        status = "interrupted"
+        status, interrupted_by = "interrupted", "SIGINT"
         raise
     except Terminated:
-        status = "terminated"
+        status, interrupted_by = "interrupted", "SIGTERM"
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         meta = {
-            "iobench_version": __version__, "run_id": run_id, "status": status,
+            "iobench_version": __version__, "run_id": run_id, "status": status, "interrupted_by": interrupted_by,
             "started": started, "finished": time.time(), "host": hostinfo.describe(),
             "accel": accel.as_dict(choice), "environment": "host",
             "image": image.manifest, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
