@@ -10,20 +10,37 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from iobench import __version__, backends
+from iobench import __version__
 from iobench.errors import Terminated, UserError
+
+BACKEND_CHOICES = ("e1000", "virtio", "vhost", "native", "all")
 
 
 def _log(message: str) -> None:
     print(f"iobench: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _add_scenario_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `plan`; each overrides the scenario file's value."""
+    p.add_argument("--scenario", type=Path, help="scenario TOML file (default: built-in defaults = scenarios/default.toml)")
+    p.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
+                   help="backend to run (repeatable); all = every backend this host can run, plus native")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="kvm, tcg, or auto: kvm only if a guest boots under it")
+    p.add_argument("--direction", choices=("rx", "tx", "both"), help="rx = host->guest, tx = guest->host")
+    p.add_argument("--duration", type=int, help="seconds of measured traffic per cell, and of the idle window")
+    p.add_argument("--omit", type=int, help="iperf3 warm-up seconds not counted in throughput")
+    p.add_argument("--repeats", type=int, help="rounds; every backend runs once per round")
+    p.add_argument("--message-size", type=int, action="append", help="iperf3 -l in bytes (repeatable: a sweep)")
+    p.add_argument("--streams", type=int, help="iperf3 -P parallel streams")
+    p.add_argument("--protocol", choices=("tcp", "udp"), help="tcp, or udp at --udp-bitrate")
+    p.add_argument("--udp-bitrate", help="iperf3 -b for udp, e.g. 500M")
+    p.add_argument("--vcpus", type=int, help="guest vCPUs")
+    p.add_argument("--memory", type=int, help="guest memory in MiB")
+    p.add_argument("--offloads", choices=("on", "off"), help="guest NIC offloads (TSO/GSO/GRO/checksum) via ethtool")
+    p.add_argument("--qemu-arg", action="append", help="raw QEMU argument appended to every VM (repeatable)")
+    p.add_argument("--boot-timeout", type=float, help="seconds to wait for the guest's READY")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Boot the same guest under each NIC backend, drive iperf3 both ways, "
                                      "count exits (or TCG trap equivalents), copies and CPU time, and write "
                                      "results/<run-id>/.")
-    run.add_argument("--backend", action="append", choices=[*backends.BACKENDS, "all"],
-                     help="backend to run (repeatable); 'all' = every backend this host can run (default)")
-    run.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                     help="kvm, tcg, or auto: kvm only if a guest really boots under it (default auto)")
-    run.add_argument("--direction", choices=("rx", "tx", "both"), default="both",
-                     help="rx = host->guest, tx = guest->host (default both)")
-    run.add_argument("--duration", type=_positive_int, default=10, help="seconds of measured traffic per cell (default 10)")
-    run.add_argument("--omit", type=int, default=1, help="iperf3 warm-up seconds not counted in throughput (default 1)")
-    run.add_argument("--repeats", type=_positive_int, default=1, help="repeats of each cell (default 1)")
+    _add_scenario_options(run)
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
-    run.add_argument("--boot-timeout", type=float, default=90.0, help="seconds to wait for the guest's READY (default 90)")
+
+    plan = sub.add_parser("plan", help="print the cells and exact QEMU/iperf3 command lines, run nothing",
+                          description="Validate a scenario and print its cells and command lines without running them.")
+    plan.add_argument("scenario_file", nargs="?", type=Path, help="scenario TOML file")
+    _add_scenario_options(plan)
 
     image = sub.add_parser("image", help="build or show the guest image",
                            description="The guest image: kernel + initramfs from Debian packages.")
@@ -63,24 +76,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from iobench import report
-    from iobench.runner import RunOptions, run
+def scenario_from_args(args: argparse.Namespace) -> Any:
+    """The scenario file (or defaults) with every given option applied and validated."""
+    from iobench import scenario
 
-    opts = RunOptions(
-        backends=tuple(args.backend or ["all"]), accel=args.accel,
-        directions=backends.DIRECTIONS if args.direction == "both" else (args.direction,),
-        duration_s=args.duration, omit_s=args.omit, repeats=args.repeats, out=args.out,
+    path = getattr(args, "scenario_file", None) or args.scenario
+    base = scenario.load(path) if path else scenario.Scenario()
+    directions = {"both": ("rx", "tx"), "rx": ("rx",), "tx": ("tx",)}.get(args.direction or "")
+    return base.with_overrides(
+        backends=tuple(args.backend) if args.backend else None, accel=args.accel, directions=directions,
+        duration_s=args.duration, omit_s=args.omit, repeats=args.repeats,
+        message_bytes=tuple(args.message_size) if args.message_size else None, streams=args.streams,
+        protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
+        offloads=None if args.offloads is None else args.offloads == "on",
+        qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout,
     )
-    result = run(opts, log=_log)
-    lines = report.summary_lines([r.__dict__ for r in result.rows], [c.__dict__ for c in result.cells], result.unavailable)
-    report.print_table(lines, title=f"iobench {result.meta['run_id']} - accel {result.meta['accel']['accel']}",
-                       notes=result.unavailable)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from iobench import report
+    from iobench.runner import run
+
+    scn = scenario_from_args(args)
+    result = run(scn, args.out, log=_log)
+    report.print_run(result.directory)
     print(f"results: {result.directory}")
     if result.status != "ok":
         _log(f"run status: {result.status}; see {result.directory / 'run.json'}")
         return 1
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from iobench import plan
+
+    scn = scenario_from_args(args)
+    print(plan.describe(scn))
     return 0
 
 
@@ -112,7 +144,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "image": cmd_image, "doctor": cmd_doctor}
+    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor}
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -28,6 +28,9 @@ BUILDER_VERSION = 1
 READY_MARKER = "IOBENCH-READY"
 ERROR_MARKER = "IOBENCH-ERROR"
 GUEST_MODULES = ("e1000", "virtio_net", "virtio_pci")
+# Dynamically linked programs the guest runs, from the package of the same name:
+# iperf3 is the server; ethtool switches offloads off when a scenario asks (offloads = false).
+GUEST_TOOLS = ("iperf3", "ethtool")
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
@@ -65,7 +68,7 @@ def init_script() -> bytes:
 def resolve_inputs() -> list[debpkg.Package]:
     """The exact package versions this host's apt would use for the guest."""
     kernel = debpkg.kernel_package()
-    pkgs = {p.name: p for p in debpkg.library_closure("iperf3", "busybox-static")}
+    pkgs = {p.name: p for p in debpkg.library_closure(*GUEST_TOOLS, "busybox-static")}
     pkgs[kernel.name] = kernel
     return sorted(pkgs.values(), key=lambda p: p.name)
 
@@ -75,7 +78,7 @@ def image_key(packages: list[debpkg.Package]) -> str:
     h.update(f"builder={BUILDER_VERSION}\n".encode())
     for p in packages:
         h.update(f"{p.spec}\n".encode())
-    h.update(",".join(GUEST_MODULES).encode())
+    h.update(",".join(GUEST_MODULES + GUEST_TOOLS).encode())
     h.update(init_script())
     return h.hexdigest()[:16]
 
@@ -108,12 +111,16 @@ def _stage_initramfs(tree: Path, stage: Path, kernel_release: str) -> list[str]:
         (stage / d).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tree / "bin/busybox", stage / "bin/busybox")
     (stage / "bin/busybox").chmod(0o755)
-    shutil.copyfile(tree / "usr/bin/iperf3", stage / "bin/iperf3")
-    (stage / "bin/iperf3").chmod(0o755)
-    for inside, src in elfdeps.closure(tree, tree / "usr/bin/iperf3").items():
-        (stage / inside).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, stage / inside)
-        (stage / inside).chmod(0o755)
+    for tool in GUEST_TOOLS:
+        binary = next((tree / d / tool for d in ("usr/bin", "usr/sbin", "bin", "sbin") if (tree / d / tool).exists()), None)
+        if binary is None:
+            raise UserError(f"the {tool} package has no {tool} program; cannot build the guest image.")
+        shutil.copyfile(binary, stage / "bin" / tool)
+        (stage / "bin" / tool).chmod(0o755)
+        for inside, src in elfdeps.closure(tree, binary).items():
+            (stage / inside).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, stage / inside)
+            (stage / inside).chmod(0o755)
     index = kmod.index_modules(tree / "lib/modules" / kernel_release / "kernel")
     order = kmod.load_order(list(GUEST_MODULES), index)
     for name in order:

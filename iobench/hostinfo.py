@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 
-def _first_line(argv: list[str]) -> str | None:
+def version_line(argv: list[str]) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -19,11 +19,11 @@ def _first_line(argv: list[str]) -> str | None:
 
 
 def qemu_version() -> str | None:
-    return _first_line(["qemu-system-x86_64", "--version"])
+    return version_line(["qemu-system-x86_64", "--version"])
 
 
 def iperf3_version() -> str | None:
-    return _first_line(["iperf3", "--version"])
+    return version_line(["iperf3", "--version"])
 
 
 def cpuinfo() -> dict[str, str]:

@@ -1,60 +1,93 @@
-"""One measurement window: snapshot counters, run traffic, snapshot again, make a row.
+"""Measurement windows: snapshot counters, run traffic (or sit idle), snapshot again.
 
-Counters are read only at the edges of the window (never polled during it), so
-reading them costs the guest nothing while traffic flows. Every number in the
-row is a delta of a counter that was read, except the `*_model` columns.
+Counters are read only at the edges of a window (never polled during it), so
+reading them costs the guest nothing while traffic flows. Every number in a row
+is a delta of a counter that was read, except the `*_model` columns, which say
+so in `copy_model_basis`.
 """
 
 from __future__ import annotations
 
+import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from iobench import topology
 from iobench.backends import Backend
 from iobench.counters import kvm, proc, tcg
-from iobench.results import FRAME_AT_MTU, Row
+from iobench.results import Row
+from iobench.scenario import Workload
 from iobench.traffic import TrafficResult
 from iobench.vm import VM
 
 # Tap counters are named from the host kernel: data going into the guest leaves
 # through the tap (tx), data from the guest arrives on it (rx).
 TAP_DATA_COUNTERS = {"rx": ("tx_bytes", "tx_packets"), "tx": ("rx_bytes", "rx_packets")}
+# The native peer's veth is the guest's stand-in: data for it arrives (rx).
+PEER_DATA_COUNTERS = {"rx": ("rx_bytes", "rx_packets"), "tx": ("tx_bytes", "tx_packets")}
+
+
+@dataclass(frozen=True)
+class CellId:
+    backend: str
+    direction: str
+    repeat: int
+    workload: Workload
+    offloads: bool
+    vcpus: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/r{self.repeat}-{self.workload.label}-{self.direction}"
 
 
 @dataclass(frozen=True)
 class Snapshot:
     monotonic: float
-    tap: dict[str, int]
+    link: dict[str, int]
     io: dict[str, int]
     threads: list[proc.ThreadCPU]
     kvm: dict[str, int] | None
     trace_offset: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"monotonic": self.monotonic, "tap": self.tap, "io": self.io,
+        return {"monotonic": self.monotonic, "link": self.link, "io": self.io,
                 "threads": [t.__dict__ for t in self.threads], "kvm": self.kvm,
                 "trace_offset": self.trace_offset}
 
 
-def snapshot(vm: VM, topo: topology.Topology, accel: str) -> Snapshot:
+@dataclass(frozen=True)
+class IdleWindow:
+    """Exits and interrupts of the same VM with no traffic, over `seconds`."""
+
+    seconds: float
+    exits: int
+    irq_injections: int
+
+
+def snapshot(pid: int, link_stats: Callable[[], dict[str, int]], vm: VM | None = None,
+             accel: str = "tcg") -> Snapshot:
     """Read every counter once. Raises VMLaunchFailure if QEMU is gone."""
-    vm.check_alive()
-    kvm_stats = kvm.sum_vcpu_stats(vm.command("query-stats", target="vcpu")) if accel == "kvm" else None
-    return Snapshot(
-        monotonic=time.monotonic(),
-        tap=topo.link_stats(),
-        io=proc.read_io(vm.pid),
-        threads=proc.read_threads(vm.pid),
-        kvm=kvm_stats,
-        trace_offset=tcg.log_size(vm.trace_log),
-    )
+    kvm_stats = None
+    trace_offset = 0
+    if vm is not None:
+        vm.check_alive()
+        if accel == "kvm":
+            kvm_stats = kvm.sum_vcpu_stats(vm.command("query-stats", target="vcpu"))
+        trace_offset = tcg.log_size(vm.trace_log)
+    return Snapshot(time.monotonic(), link_stats(), proc.read_io(pid), proc.read_threads(pid), kvm_stats, trace_offset)
 
 
 def set_trace(vm: VM, enable: bool) -> None:
     for event in tcg.EVENTS:
         vm.command("trace-event-set-state", name=event, enable=enable)
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (the iperf3 client, once it exited)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def cpu_delta(before: list[proc.ThreadCPU], after: list[proc.ThreadCPU]) -> dict[str, float]:
@@ -66,56 +99,90 @@ def cpu_delta(before: list[proc.ThreadCPU], after: list[proc.ThreadCPU]) -> dict
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def make_row(*, run_id: str, backend: Backend, direction: str, repeat: int, accel: str,
-             before: Snapshot, after: Snapshot, traffic: TrafficResult,
-             traps: tcg.TrapCounts | None) -> Row:
-    """Turn two snapshots, iperf3's result and (under TCG) the trap counts into a row."""
-    bytes_key, frames_key = TAP_DATA_COUNTERS[direction]
-    data_bytes = after.tap[bytes_key] - before.tap[bytes_key]
-    frames = after.tap[frames_key] - before.tap[frames_key]
-    packets = data_bytes / FRAME_AT_MTU
+def exit_counts(before: Snapshot, after: Snapshot, traps: tcg.TrapCounts | None) -> dict[str, int | None]:
+    """Exit columns of a VM window: KVM stats deltas, or TCG trap equivalents."""
+    if before.kvm is not None and after.kvm is not None:
+        d: dict[str, int | None] = dict(kvm.delta(before.kvm, after.kvm))
+        return d | dict.fromkeys(("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled"), None)
+    assert traps is not None
+    d = dict.fromkeys(kvm.KVM_STATS, None)
+    return d | {"exits": traps.total, "irq_injections": traps.irq_deliveries, "traps_nic": traps.nic,
+                "traps_apic": traps.apic, "traps_other": traps.other,
+                "virtio_kicks_handled": traps.virtio_kicks_handled}
+
+
+_NO_KVM_KINDS: dict[str, Any] = dict.fromkeys((k for k in kvm.KVM_STATS if k != "exits"), None)
+TCG_NA = ("KVM exit kinds are empty under TCG: exits are trap equivalents (device MMIO/PIO dispatches + "
+          "virtio kicks), irq_injections are LAPIC deliveries")
+KVM_NA = "traps_* are TCG-only"
+
+
+def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: Snapshot, after: Snapshot,
+           traffic: TrafficResult, traps: tcg.TrapCounts | None, idle: IdleWindow | None,
+           client_cpu_s: float, cpu_hz: float | None) -> Row:
+    """A VM cell's row from two snapshots, iperf3's result, the trap counts (TCG) and the idle window."""
+    bytes_key, frames_key = TAP_DATA_COUNTERS[cell.direction]
+    exits = exit_counts(before, after, traps)
     rchar = after.io["rchar"] - before.io["rchar"]
     wchar = after.io["wchar"] - before.io["wchar"]
     trace_bytes = after.trace_offset - before.trace_offset
-    copy_bytes = rchar + wchar - trace_bytes
-    model = backend.copy_model[direction]
+    model = backend.copy_model[cell.direction]
     cpu = cpu_delta(before.threads, after.threads)
-    kvm_delta: dict[str, int | None]
-    if before.kvm is not None and after.kvm is not None:
-        kvm_delta = dict(kvm.delta(before.kvm, after.kvm))
-        exits = int(kvm_delta["exits"] or 0)
-        trap_cols: dict[str, int | None] = dict.fromkeys(
-            ("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled"), None)
-        na = "traps_* are TCG-only"
-        exit_source = "kvm-stats"
-    else:
-        assert traps is not None
-        kvm_delta = dict.fromkeys(kvm.KVM_STATS, None)
-        kvm_delta["irq_injections"] = traps.irq_deliveries
-        exits = traps.total
-        trap_cols = {"traps_nic": traps.nic, "traps_apic": traps.apic, "traps_other": traps.other,
-                     "virtio_kicks_handled": traps.virtio_kicks_handled}
-        na = ("KVM exit kinds are empty under TCG: exits are trap equivalents (device MMIO/PIO "
-              "dispatches + virtio kicks), irq_injections are LAPIC deliveries")
-        exit_source = "tcg-traps"
     return Row(
-        run_id=run_id, backend=backend.name, direction=direction, repeat=repeat, accel=accel,
-        exit_source=exit_source, duration_s=round(after.monotonic - before.monotonic, 3),
+        **_identity(run_id, cell, accel, "kvm-stats" if accel == "kvm" else "tcg-traps"),
+        duration_s=round(after.monotonic - before.monotonic, 3),
         throughput_bps=traffic.bits_per_second, iperf3_bytes=traffic.bytes_received,
-        bytes=data_bytes, frames=frames, packets=round(packets, 1),
-        exits=exits, exits_per_packet=round(exits / packets, 4) if packets else float("nan"),
-        io_exits=kvm_delta["io_exits"], mmio_exits=kvm_delta["mmio_exits"],
-        halt_exits=kvm_delta["halt_exits"], irq_exits=kvm_delta["irq_exits"],
-        irq_window_exits=kvm_delta["irq_window_exits"], request_irq_exits=kvm_delta["request_irq_exits"],
-        signal_exits=kvm_delta["signal_exits"], insn_emulation=kvm_delta["insn_emulation"],
-        hypercalls=kvm_delta["hypercalls"], irq_injections=kvm_delta["irq_injections"],
-        traps_nic=trap_cols["traps_nic"], traps_apic=trap_cols["traps_apic"],
-        traps_other=trap_cols["traps_other"], virtio_kicks_handled=trap_cols["virtio_kicks_handled"],
-        rchar=rchar, wchar=wchar, trace_log_bytes=trace_bytes, syscall_copy_bytes=copy_bytes,
-        copies_per_packet_measured=round(copy_bytes / data_bytes, 4) if data_bytes else float("nan"),
+        retransmits=traffic.retransmits,
+        bytes=after.link[bytes_key] - before.link[bytes_key],
+        frames=after.link[frames_key] - before.link[frames_key],
+        exits=int(exits["exits"] or 0),
+        **_kinds(exits),
+        traps_nic=exits["traps_nic"], traps_apic=exits["traps_apic"], traps_other=exits["traps_other"],
+        virtio_kicks_handled=exits["virtio_kicks_handled"],
+        idle_s=idle.seconds if idle else None, idle_exits=idle.exits if idle else None,
+        idle_irq_injections=idle.irq_injections if idle else None,
+        copy_process="qemu", rchar=rchar, wchar=wchar, trace_log_bytes=trace_bytes,
+        syscall_copy_bytes=rchar + wchar - trace_bytes,
         copies_per_packet_model=model.copies, syscall_copies_per_packet_model=model.syscall_copies,
         copy_model_basis=f"model: {model.where}",
         cpu_s_vcpu=cpu["vcpu"], cpu_s_main=cpu["main"], cpu_s_iothread=cpu["iothread"],
         cpu_s_other=cpu["other"], cpu_s_vhost=cpu["vhost"],
-        na_reason=na,
+        cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=None, cpu_hz=cpu_hz,
+        na_reason=(TCG_NA if accel == "tcg" else KVM_NA) + "; iperf3 server CPU is inside the guest",
     )
+
+
+def _kinds(exits: dict[str, int | None]) -> dict[str, Any]:
+    return {k: exits[k] for k in kvm.KVM_STATS if k != "exits"}
+
+
+def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, traffic: TrafficResult,
+               client_cpu_s: float, cpu_hz: float | None) -> Row:
+    """The ceiling: the same iperf3 between two namespaces over veth, no VM in the path."""
+    bytes_key, frames_key = PEER_DATA_COUNTERS[cell.direction]
+    server_cpu = sum(t.cpu_s for t in after.threads) - sum(t.cpu_s for t in before.threads)
+    return Row(
+        **_identity(run_id, cell, "none", "none"),
+        duration_s=round(after.monotonic - before.monotonic, 3),
+        throughput_bps=traffic.bits_per_second, iperf3_bytes=traffic.bytes_received,
+        retransmits=traffic.retransmits,
+        bytes=after.link[bytes_key] - before.link[bytes_key],
+        frames=after.link[frames_key] - before.link[frames_key],
+        exits=0, **_NO_KVM_KINDS,
+        traps_nic=None, traps_apic=None, traps_other=None, virtio_kicks_handled=None,
+        idle_s=None, idle_exits=None, idle_irq_injections=None,
+        copy_process="none", rchar=None, wchar=None, trace_log_bytes=None, syscall_copy_bytes=None,
+        copies_per_packet_model=0, syscall_copies_per_packet_model=0,
+        copy_model_basis="model: no VM, so no copy between a guest buffer and the host stack "
+                         "(the socket copies of both iperf3 ends exist in every row)",
+        cpu_s_vcpu=None, cpu_s_main=None, cpu_s_iothread=None, cpu_s_other=None, cpu_s_vhost=None,
+        cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=round(server_cpu, 3), cpu_hz=cpu_hz,
+        na_reason="native: no VM, 0 exits by construction; no QEMU, so no QEMU copies or threads",
+    )
+
+
+def _identity(run_id: str, cell: CellId, accel: str, exit_source: str) -> dict[str, Any]:
+    w = cell.workload
+    return {"run_id": run_id, "backend": cell.backend, "direction": cell.direction, "repeat": cell.repeat,
+            "workload": w.label, "protocol": w.protocol, "streams": w.streams, "message_bytes": w.message_bytes,
+            "offloads": cell.offloads, "vcpus": cell.vcpus, "accel": accel, "exit_source": exit_source}

@@ -4,6 +4,7 @@ Written into a hidden temp dir beside the final one and renamed at the end, so
 a reader never sees half a run; a run that fails midway still renames, with
 run.json saying what failed. FORMAT_VERSION history:
   1 - first format (iobench 0.1): one row per backend x direction x repeat.
+  2 - rows gain workload identity, idle windows, per-packet and CPU columns; summary.csv.
 """
 
 from __future__ import annotations
@@ -12,35 +13,43 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from iobench.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MTU = 1500
 FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measured cell. None means not available from this exit source (see `na_reason`)."""
+    """One measured cell: identity plus counter deltas that were read. None means
+    "not available from this source", with the reason in `na_reason`. Figures
+    derived from these (per packet, per byte) are added by `derive`."""
 
     run_id: str
     backend: str
     direction: str
     repeat: int
+    workload: str
+    protocol: str
+    streams: int
+    message_bytes: int
+    offloads: bool
+    vcpus: int
     accel: str
     exit_source: str
     duration_s: float
     throughput_bps: float
     iperf3_bytes: int
+    retransmits: int | None
     bytes: int
     frames: int
-    packets: float
     exits: int
-    exits_per_packet: float
     io_exits: int | None
     mmio_exits: int | None
     halt_exits: int | None
@@ -55,23 +64,83 @@ class Row:
     traps_apic: int | None
     traps_other: int | None
     virtio_kicks_handled: int | None
-    rchar: int
-    wchar: int
-    trace_log_bytes: int
-    syscall_copy_bytes: int
-    copies_per_packet_measured: float
-    copies_per_packet_model: int
-    syscall_copies_per_packet_model: int
+    idle_s: float | None
+    idle_exits: int | None
+    idle_irq_injections: int | None
+    copy_process: str
+    rchar: int | None
+    wchar: int | None
+    trace_log_bytes: int | None
+    syscall_copy_bytes: int | None
+    copies_per_packet_model: int | None
+    syscall_copies_per_packet_model: int | None
     copy_model_basis: str
-    cpu_s_vcpu: float
-    cpu_s_main: float
-    cpu_s_iothread: float
-    cpu_s_other: float
-    cpu_s_vhost: float
+    cpu_s_vcpu: float | None
+    cpu_s_main: float | None
+    cpu_s_iothread: float | None
+    cpu_s_other: float | None
+    cpu_s_vhost: float | None
+    cpu_s_iperf3_client: float
+    cpu_s_iperf3_server: float | None
+    cpu_hz: float | None
     na_reason: str
 
 
-COLUMNS = [f.name for f in fields(Row)]
+EXIT_KINDS = ("io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_window_exits", "request_irq_exits",
+              "signal_exits", "insn_emulation", "hypercalls", "irq_injections",
+              "traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled")
+CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost", "iperf3_client", "iperf3_server")
+
+
+def _per(value: float | None, packets: float, scale: float = 1.0, digits: int = 4) -> float | None:
+    if value is None or not packets:
+        return None
+    return round(value * scale / packets, digits)
+
+
+def derive(row: Row) -> dict[str, Any]:
+    """The tidy row of rows.csv: measured columns plus the derived ones of DESIGN.md §4.
+
+    packets = bytes / 1514 (MTU-sized packet equivalents, so GSO superframes are
+    credited); every *_per_packet divides by it. net_exits_per_packet subtracts
+    the idle rate of the same VM over the same duration. cycles_per_byte counts
+    the host CPU of the virtual I/O path (QEMU threads + vhost workers) at the
+    nominal clock from /proc/cpuinfo.
+    """
+    out = asdict(row)
+    packets = row.bytes / FRAME_AT_MTU
+    out["packets"] = round(packets, 1)
+    out["bytes_per_frame"] = round(row.bytes / row.frames, 1) if row.frames else None
+    out["exits_per_packet"] = _per(row.exits, packets)
+    idle_rate = row.idle_exits / row.idle_s if row.idle_exits is not None and row.idle_s else None
+    out["exits_idle_rate"] = round(idle_rate, 2) if idle_rate is not None else None
+    irq_idle = row.idle_irq_injections / row.idle_s if row.idle_irq_injections is not None and row.idle_s else None
+    out["irq_injections_idle_rate"] = round(irq_idle, 2) if irq_idle is not None else None
+    out["net_exits_per_packet"] = (_per(row.exits - idle_rate * row.duration_s, packets)
+                                   if idle_rate is not None else None)
+    for kind in EXIT_KINDS:
+        out[f"{kind}_per_packet"] = _per(getattr(row, kind), packets)
+    out["copies_per_packet_measured"] = (round(row.syscall_copy_bytes / row.bytes, 4)
+                                         if row.syscall_copy_bytes is not None and row.bytes else None)
+    cpu_values = {k: getattr(row, f"cpu_s_{k}") for k in CPU_KINDS}
+    for kind, value in cpu_values.items():
+        out[f"cpu_us_per_packet_{kind}"] = _per(value, packets, 1e6, 3)
+    path = [v for k, v in cpu_values.items() if v is not None and not k.startswith("iperf3")]
+    path_cpu = sum(path) if path else None  # None for native: no VM path to charge
+    out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
+    out["cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
+                              if path_cpu is not None and row.cpu_hz and row.bytes else None)
+    return out
+
+
+SUMMARY_COLUMNS = ["backend", "direction", "workload", "metric", "n", "median", "min", "max", "cv", "flagged"]
+DERIVED_COLUMNS = [
+    "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
+    "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
+    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "cycles_per_byte",
+]
+COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
+INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -105,12 +174,15 @@ class ResultsWriter:
             path.write_text(content)
         return path
 
-    def finish(self, meta: dict[str, Any], rows: list[Row]) -> Path:
-        """Write rows.csv and run.json, then rename into place."""
+    def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = ()) -> Path:
+        """Write rows.csv, summary.csv and run.json, then rename into place."""
         import pandas as pd
 
-        frame = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+        frame = pd.DataFrame([derive(r) for r in rows], columns=COLUMNS)
+        # Counters are integers: keep them so in the CSV even where a column has gaps (pandas would write 1.0).
+        frame = frame.astype({c: "Int64" for c in INT_COLUMNS})
         frame.to_csv(self.tmp / "rows.csv", index=False)
+        pd.DataFrame([asdict(s) for s in stats], columns=SUMMARY_COLUMNS).to_csv(self.tmp / "summary.csv", index=False)
         (self.tmp / "run.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta},
                                                       indent=2, default=str) + "\n")
         os.chmod(self.tmp, 0o755)

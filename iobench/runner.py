@@ -1,9 +1,12 @@
-"""`iobench run`: plan the cells, run them, publish the results directory.
+"""`iobench run`: plan the cells, run them round by round, publish the results directory.
 
-The runner is a function of (options, host) -> results dir; every fact about
+The runner is a function of (scenario, host) -> results dir; every fact about
 the host goes into run.json, so results can be merged across machines later.
-Cleanup is structural: the namespace, each VM and each iperf3 client live in
-context managers, so success, failure, Ctrl-C and SIGTERM all unwind them.
+Backends are interleaved in rounds (round 1: every backend once, then round 2...)
+so that drift hits all backends alike; each round boots a fresh VM per backend,
+so repeats also sample boot-to-boot variation. Cleanup is structural: the
+namespaces, each VM and each iperf3 process live in context managers, so
+success, failure, Ctrl-C and SIGTERM all unwind them.
 """
 
 from __future__ import annotations
@@ -16,30 +19,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iobench import __version__, accel, backends, guest, hostinfo, topology, traffic
-from iobench.backends import DIRECTIONS
+from iobench import __version__, accel, backends, guest, hostinfo, summary, topology, traffic
 from iobench.counters import tcg
 from iobench.errors import CellFailed, Terminated, UserError
-from iobench.measure import make_row, set_trace, snapshot
+from iobench.measure import CellId, IdleWindow, children_cpu_s, exit_counts, native_row, set_trace, snapshot, vm_row
 from iobench.results import ResultsWriter, Row, new_run_id
-from iobench.vm import VM, VMConfig, VMLaunchFailure
+from iobench.scenario import Scenario, Workload, as_dict
+from iobench.vm import VM, VMConfig
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    backends: tuple[str, ...] = ("all",)
-    accel: str = "auto"
-    directions: tuple[str, ...] = DIRECTIONS
-    duration_s: int = 10
-    omit_s: int = 1
-    repeats: int = 1
-    out: Path = Path("results")
-    boot_timeout_s: float = 90.0
-    memory_mb: int = 256
-    vcpus: int = 1
-    qemu_args: tuple[str, ...] = ()
+NATIVE = "native"
+SETTLE_S = 1.0  # after READY, before the idle window: let the guest's boot-time timers quiet down
 
 
 @dataclass
@@ -47,6 +37,7 @@ class CellOutcome:
     backend: str
     direction: str
     repeat: int
+    workload: str
     status: str
     reason: str = ""
 
@@ -63,67 +54,72 @@ class RunReport:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def select_backends(requested: tuple[str, ...], accel_name: str) -> tuple[list[backends.Backend], dict[str, str]]:
-    """Backends to run and the unavailable ones with reasons.
+def select_backends(requested: tuple[str, ...], accel_name: str) -> tuple[list[str], dict[str, str]]:
+    """Backend names to run (NIC backends, then `native`) and the unavailable ones with reasons.
 
     Raises UserError (exit 2) for an unknown name or an explicitly requested
     backend that cannot run here.
     """
-    names = list(backends.BACKENDS) if "all" in requested else list(dict.fromkeys(requested))
+    everything = [*backends.BACKENDS, NATIVE]
+    names = everything if "all" in requested else list(dict.fromkeys(requested))
     chosen, unavailable = [], {}
     for name in names:
+        if name == NATIVE:
+            chosen.append(name)
+            continue
         if name not in backends.BACKENDS:
-            raise UserError(f"unknown backend {name!r}: choose from {', '.join(backends.BACKENDS)} or all.")
-        backend = backends.BACKENDS[name]
-        reason = backends.unavailable_reason(backend, accel_name)
+            raise UserError(f"unknown backend {name!r}: choose from {', '.join(everything)} or all.")
+        reason = backends.unavailable_reason(backends.BACKENDS[name], accel_name)
         if reason is None:
-            chosen.append(backend)
+            chosen.append(name)
         elif "all" in requested:
             unavailable[name] = reason
         else:
             raise UserError(f"backend {name} is unavailable here: {reason}.")
-    if not chosen:
-        raise UserError("no backend can run on this host: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
+    if not [n for n in chosen if n != NATIVE] and "all" in requested:
+        raise UserError("no VM backend can run on this host: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()))
     return chosen, unavailable
 
 
-def preflight(opts: RunOptions) -> None:
+def preflight() -> None:
     """Checks that must pass before anything is created."""
     ok, why = topology.can_create_netns()
     if not ok:
         raise UserError(f"cannot create the run's network namespace: {why}.")
     for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("iperf3", "iperf3")):
-        if hostinfo._first_line([tool, "--version"]) is None:
+        if hostinfo.version_line([tool, "--version"]) is None:
             raise UserError(f"{tool} is not installed: apt-get install {pkg} (or run the README's setup command).")
-    if opts.duration_s <= 0 or opts.repeats <= 0 or opts.omit_s < 0:
-        raise UserError("duration and repeats must be positive and omit non-negative.")
 
 
-def run(opts: RunOptions, log: Log = print) -> RunReport:
-    preflight(opts)
+def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
+    preflight()
     image = guest.build(log=log)
     guest.verify(image)
-    choice = accel.choose(opts.accel, image, log=log)
+    choice = accel.choose(scn.accel, image, log=log)
     log(f"accelerator: {choice.accel} ({choice.reason})")
-    chosen, unavailable = select_backends(opts.backends, choice.accel)
+    chosen, unavailable = select_backends(scn.backends, choice.accel)
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
     run_id = new_run_id()
-    writer = ResultsWriter(opts.out, run_id)
-    rows: list[Row] = []
-    cells: list[CellOutcome] = []
-    status = "failed"
-    meta: dict[str, Any] = {}
+    writer = ResultsWriter(out, run_id)
+    host = hostinfo.describe()
+    mhz = host.get("cpu_mhz")
+    cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
+    ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log)
+    status, interrupted_by = "failed", None
     started = time.time()
     # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGTERM, _raise_terminated), (signal.SIGINT, signal.default_int_handler))}
-    interrupted_by = None
     try:
-        with topology.tap_topology(run_id) as topo:
-            for backend in chosen:
-                _run_backend(backend, topo, image, choice, opts, run_id, writer, rows, cells, log)
-        status = "ok" if all(c.status == "ok" for c in cells) else "partial"
+        with topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
+            for repeat in range(1, scn.repeats + 1):
+                for name in chosen:
+                    if name == NATIVE:
+                        _run_native(ctx, topo, repeat)
+                    else:
+                        _run_vm(ctx, topo, backends.BACKENDS[name], repeat)
+        status = "ok" if all(c.status == "ok" for c in ctx.cells) else "partial"
     except KeyboardInterrupt:
         status, interrupted_by = "interrupted", "SIGINT"
         raise
@@ -133,17 +129,48 @@ def run(opts: RunOptions, log: Log = print) -> RunReport:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        summ = summary.summarize(ctx.rows)
         meta = {
             "iobench_version": __version__, "run_id": run_id, "status": status, "interrupted_by": interrupted_by,
-            "started": started, "finished": time.time(), "host": hostinfo.describe(),
-            "accel": accel.as_dict(choice), "environment": "host",
-            "image": image.manifest, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
-            "backends": {b.name: {"status": "available", "summary": b.summary} for b in chosen}
+            "started": started, "finished": time.time(), "environment": "host", "host": host,
+            "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
+            "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
             | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
-            "cells": [asdict(c) for c in cells],
+            "cells": [asdict(c) for c in ctx.cells],
+            "flagged": summary.flagged(summ),
         }
-        directory = writer.finish(meta, rows)
-    return RunReport(directory, rows, cells, unavailable, status, meta)
+        directory = writer.finish(meta, ctx.rows, summ)
+    return RunReport(directory, ctx.rows, ctx.cells, unavailable, status, meta)
+
+
+def _summary_of(name: str) -> str:
+    if name == NATIVE:
+        return "no VM: iperf3 between two namespaces over veth, the ceiling of every backend"
+    return backends.BACKENDS[name].summary
+
+
+@dataclass
+class _Context:
+    scn: Scenario
+    run_id: str
+    writer: ResultsWriter
+    image: guest.GuestImage
+    choice: accel.AccelChoice
+    cpu_hz: float | None
+    log: Log
+    rows: list[Row] = field(default_factory=list)
+    cells: list[CellOutcome] = field(default_factory=list)
+
+    def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
+        return [CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)
+                for w in self.scn.workloads for d in self.scn.directions]
+
+    def fail(self, cell: CellId, reason: str) -> None:
+        self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason))
+
+    def ok(self, cell: CellId, row: Row) -> None:
+        self.rows.append(row)
+        self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok"))
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -165,71 +192,124 @@ def _default_signals_in_child() -> None:
 os.register_at_fork(after_in_child=_default_signals_in_child)
 
 
-def _run_backend(backend: backends.Backend, topo: topology.Topology, image: guest.GuestImage,
-                 choice: accel.AccelChoice, opts: RunOptions, run_id: str, writer: ResultsWriter,
-                 rows: list[Row], cells: list[CellOutcome], log: Log) -> None:
-    """Boot one VM for this backend and run every direction x repeat on it."""
-    cfg = VMConfig(
-        name=f"{backend.name}", accel=choice.accel, image=image,
-        nic_args=backends.nic_args(backend, topo.tap),
-        guest_cidr=f"{topo.plan.guest}/{topo.plan.prefixlen}",
-        memory_mb=opts.memory_mb, vcpus=opts.vcpus, netns=topo.netns, extra_args=opts.qemu_args,
+def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image: guest.GuestImage,
+              topo_tap: str, guest_cidr: str, netns: str | None) -> VMConfig:
+    return VMConfig(
+        name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap),
+        guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns, extra_args=scn.qemu_args,
+        cmdline_extra=() if scn.offloads else ("iobench.offloads=off",),
     )
-    todo = [(d, r) for r in range(1, opts.repeats + 1) for d in opts.directions]
-    with VM(cfg, logs_dest=writer.raw / backend.name) as vm:
+
+
+def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> traffic.TrafficSpec:
+    return traffic.TrafficSpec(server, direction, scn.duration_s, scn.omit_s, w.protocol, w.streams,
+                               w.message_bytes, w.udp_bitrate)
+
+
+def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:
+    """Boot one VM for this backend and round, measure its idle window, then every cell."""
+    scn, log = ctx.scn, ctx.log
+    cells = ctx.cell_ids(backend.name, repeat)
+    cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
+                    topo.netns)
+    tag = f"{backend.name}/r{repeat}"
+    with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
         try:
-            log(f"{backend.name}: booting the guest ({choice.accel})")
+            log(f"{tag}: booting the guest ({ctx.choice.accel})")
             try:
-                vm.launch(boot_timeout=opts.boot_timeout_s)
+                vm.launch(boot_timeout=scn.boot_timeout_s)
             finally:
-                writer.write_raw(f"{backend.name}/qemu-cmdline.json", vm.argv)
-            log(f"{backend.name}: READY in {vm.boot_seconds:.1f} s")
-            writer.write_raw(f"{backend.name}/boot.json", {"boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line})
-        except VMLaunchFailure as exc:
-            log(f"{backend.name}: boot failed: {exc.reason}")
-            cells.extend(CellOutcome(backend.name, d, r, "failed", f"boot: {exc}") for d, r in todo)
+                ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
+            log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
+            time.sleep(SETTLE_S)
+            idle = _idle_window(vm, topo, ctx.choice.accel, scn.duration_s)
+            ctx.writer.write_raw(f"{tag}/boot-and-idle.json", {
+                "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle)})
+        except CellFailed as exc:
+            log(f"{tag}: boot failed: {str(exc).splitlines()[0]}")
+            for cell in cells:
+                ctx.fail(cell, f"boot: {exc}")
             return
-        for direction, repeat in todo:
-            name = f"{backend.name}/{direction}-r{repeat}"
-            log(f"{backend.name}: {direction} repeat {repeat}: {opts.duration_s} s of traffic")
+        for i, cell in enumerate(cells):
+            log(f"{tag}: {cell.workload.label} {cell.direction}: {scn.duration_s} s of traffic")
             try:
-                rows.append(_measure_cell(vm, topo, backend, direction, repeat, choice, opts, run_id, writer, name))
-                cells.append(CellOutcome(backend.name, direction, repeat, "ok"))
+                ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle))
             except CellFailed as exc:
-                log(f"{backend.name}: {direction} repeat {repeat} failed: {exc}")
-                cells.append(CellOutcome(backend.name, direction, repeat, "failed", str(exc)))
+                log(f"{tag}: {cell.direction} failed: {str(exc).splitlines()[0]}")
+                ctx.fail(cell, str(exc))
                 if not vm.alive():
-                    for d, r in todo[todo.index((direction, repeat)) + 1:]:
-                        cells.append(CellOutcome(backend.name, d, r, "failed", "not run: QEMU is gone"))
+                    for rest in cells[i + 1:]:
+                        ctx.fail(rest, "not run: QEMU is gone")
                     return
 
 
-def _measure_cell(vm: VM, topo: topology.Topology, backend: backends.Backend, direction: str, repeat: int,
-                  choice: accel.AccelChoice, opts: RunOptions, run_id: str, writer: ResultsWriter,
-                  name: str) -> Row:
-    spec = traffic.TrafficSpec(str(topo.plan.guest), direction, opts.duration_s, opts.omit_s)
-    tracing = choice.accel == "tcg"
+def _idle_window(vm: VM, topo: topology.Topology, accel_name: str, seconds: float) -> IdleWindow:
+    tracing = accel_name == "tcg"
     if tracing:
         set_trace(vm, True)
     try:
-        before = snapshot(vm, topo, choice.accel)
-        raw = traffic.run(spec, topo.netns)
-        writer.write_raw(f"{name}.iperf3.json", raw)
-        after = snapshot(vm, topo, choice.accel)
+        before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
+        time.sleep(seconds)
+        after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
-    writer.write_raw(f"{name}.iperf3-argv.json", traffic.client_argv(spec))
-    writer.write_raw(f"{name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
+    traps = tcg.parse(tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)) if tracing else None
+    exits = exit_counts(before, after, traps)
+    return IdleWindow(round(after.monotonic - before.monotonic, 3), int(exits["exits"] or 0),
+                      int(exits["irq_injections"] or 0))
+
+
+def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: backends.Backend, cell: CellId,
+                     idle: IdleWindow) -> Row:
+    spec = traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload)
+    accel_name = ctx.choice.accel
+    tracing = accel_name == "tcg"
+    if tracing:
+        set_trace(vm, True)
+    try:
+        before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
+        cpu0 = children_cpu_s()
+        raw = traffic.run(spec, topo.netns)
+        client_cpu = children_cpu_s() - cpu0
+        ctx.writer.write_raw(f"{cell.name}.iperf3.json", raw)
+        after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
+    finally:
+        if tracing and vm.alive():
+            set_trace(vm, False)
+    ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
+    ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
     result = traffic.parse(raw)
     traps = None
     if tracing:
         lines = tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)
         traps = tcg.parse(lines)
-        writer.write_raw(f"{name}.trace-head.log", "\n".join(lines[:200]) + "\n")
-        writer.write_raw(f"{name}.traps.json", {"by_region": traps.by_region, "device_writes": traps.device_writes,
-                                                "virtio_kicks_handled": traps.virtio_kicks_handled,
-                                                "virtio_notify": traps.virtio_notify,
-                                                "irq_deliveries": traps.irq_deliveries})
-    return make_row(run_id=run_id, backend=backend, direction=direction, repeat=repeat, accel=choice.accel,
-                    before=before, after=after, traffic=result, traps=traps)
+        ctx.writer.write_raw(f"{cell.name}.trace-head.log", "\n".join(lines[:200]) + "\n")
+        ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
+    return vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
+                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz)
+
+
+def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
+    pair = topo.native
+    assert pair is not None
+    for cell in ctx.cell_ids(NATIVE, repeat):
+        ctx.log(f"native/r{repeat}: {cell.workload.label} {cell.direction}: {ctx.scn.duration_s} s of traffic")
+        spec = traffic_spec(str(pair.plan.guest), cell.direction, ctx.scn, cell.workload)
+        try:
+            with traffic.server(pair.peer_netns) as srv:
+                before = snapshot(srv.pid, pair.peer_link_stats)
+                cpu0 = children_cpu_s()
+                raw = traffic.run(spec, topo.netns)
+                client_cpu = children_cpu_s() - cpu0
+                ctx.writer.write_raw(f"{cell.name}.iperf3.json", raw)
+                after = snapshot(srv.pid, pair.peer_link_stats)
+            ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
+            ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
+            row = native_row(run_id=ctx.run_id, cell=cell, before=before, after=after, traffic=traffic.parse(raw),
+                             client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz)
+            ctx.ok(cell, row)
+        except CellFailed as exc:
+            ctx.log(f"native/r{repeat}: {cell.direction} failed: {exc}")
+            ctx.fail(cell, str(exc))
+

@@ -62,6 +62,7 @@ class Topology:
     tap: str
     plan: AddressPlan
     ipr: IPRoute
+    native: NativePair | None = None
 
     def link_stats(self, ifname: str | None = None) -> dict[str, int]:
         """The kernel's 64-bit counters of one interface (the tap by default)."""
@@ -70,6 +71,25 @@ class Topology:
         if not idx:
             raise LookupError(f"no interface {name} in namespace {self.netns}")
         stats = self.ipr.get_links(idx[0])[0].get("IFLA_STATS64")
+        return {k: int(v) for k, v in dict(stats).items()}
+
+
+@dataclass(frozen=True)
+class NativePair:
+    """The `native` ceiling: a veth from the run's namespace to a peer namespace that
+    plays the guest (its own /24, next to the tap's)."""
+
+    peer_netns: str
+    veth: str
+    peer_veth: str
+    plan: AddressPlan
+    peer_ipr: IPRoute
+
+    def peer_link_stats(self) -> dict[str, int]:
+        idx = self.peer_ipr.link_lookup(ifname=self.peer_veth)
+        if not idx:
+            raise LookupError(f"no interface {self.peer_veth} in namespace {self.peer_netns}")
+        stats = self.peer_ipr.get_links(idx[0])[0].get("IFLA_STATS64")
         return {k: int(v) for k, v in dict(stats).items()}
 
 
@@ -103,13 +123,16 @@ def _write_sysctl_in(name: str, settings: dict[str, str]) -> None:
 
 
 @contextmanager
-def tap_topology(run_id: str) -> Iterator[Topology]:
-    """Create the run's namespace with a vnet_hdr tap holding the host-side address;
-    remove the namespace (and with it the tap) on exit, whatever happened."""
+def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
+    """Create the run's namespace with a vnet_hdr tap holding the host-side address
+    (and, for the `native` row, a veth to a peer namespace); remove the namespaces
+    (and with them the tap and veth) on exit, whatever happened."""
     name = netns_name(run_id)
     plan = AddressPlan.for_run(run_id)
     tap = tap_name(run_id)
+    peer = f"{name}-peer"
     netns.create(name)
+    peer_ipr = None
     try:
         # IPv6 off keeps router solicitations and DAD out of the idle windows.
         _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
@@ -121,9 +144,36 @@ def tap_topology(run_id: str) -> Iterator[Topology]:
             idx = ipr.link_lookup(ifname=tap)[0]
             ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
             ipr.link("set", index=idx, state="up")
-            yield Topology(name, tap, plan, ipr)
+            pair = None
+            if native:
+                netns.create(peer)
+                _write_sysctl_in(peer, {"net.ipv6.conf.all.disable_ipv6": "1",
+                                        "net.ipv6.conf.default.disable_ipv6": "1"})
+                peer_ipr = IPRoute(netns=peer)
+                pair = _native_pair(run_id, ipr, peer, peer_ipr, plan)
+            yield Topology(name, tap, plan, ipr, pair)
     finally:
+        if peer_ipr is not None:
+            peer_ipr.close()
+        remove_netns(peer)
         remove_netns(name)
+
+
+def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_plan: AddressPlan) -> NativePair:
+    """veth from the run's namespace into `peer`, on the /24 after the tap's (same host/guest offsets)."""
+    base = int(BENCH_RANGE.network_address)
+    index = ((int(tap_plan.subnet.network_address) - base) >> 8) + 1
+    plan = AddressPlan(ipaddress.IPv4Network((base + ((index % 512) << 8), 24)))
+    veth, peer_veth = f"ibv{run_id[-8:]}a"[:15], f"ibv{run_id[-8:]}b"[:15]
+    ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer_veth, "net_ns_fd": peer})
+    idx = ipr.link_lookup(ifname=veth)[0]
+    ipr.addr("add", index=idx, address=str(plan.host), prefixlen=24)
+    ipr.link("set", index=idx, state="up")
+    pidx = peer_ipr.link_lookup(ifname=peer_veth)[0]
+    peer_ipr.addr("add", index=pidx, address=str(plan.guest), prefixlen=24)
+    peer_ipr.link("set", index=pidx, state="up")
+    peer_ipr.link("set", index=peer_ipr.link_lookup(ifname="lo")[0], state="up")
+    return NativePair(peer, veth, peer_veth, plan, peer_ipr)
 
 
 def remove_netns(name: str) -> None:

@@ -11,7 +11,11 @@ import json
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from iobench.errors import CellFailed
@@ -24,6 +28,10 @@ class TrafficSpec:
     direction: str  # rx: host->guest (client sends); tx: guest->host (-R)
     duration_s: int
     omit_s: int = 1
+    protocol: str = "tcp"
+    streams: int = 1
+    message_bytes: int = 0  # 0: iperf3's default (128 KiB for TCP)
+    udp_bitrate: str = "1G"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,12 @@ class TrafficResult:
 
 def client_argv(spec: TrafficSpec) -> list[str]:
     argv = ["iperf3", "-c", spec.server, "-J", "-t", str(spec.duration_s), "-O", str(spec.omit_s)]
+    if spec.protocol == "udp":
+        argv += ["-u", "-b", spec.udp_bitrate]
+    if spec.streams != 1:
+        argv += ["-P", str(spec.streams)]
+    if spec.message_bytes:
+        argv += ["-l", str(spec.message_bytes)]
     if spec.direction == "tx":
         argv.append("-R")
     return argv
@@ -88,3 +102,40 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0) -> str:
     if not out.strip():
         raise CellFailed(f"iperf3 exited with status {proc.returncode} and no JSON: {err.strip()[:200]}")
     return out
+
+
+IPERF3_PORT = 5201
+
+
+def listening(pid: int, port: int = IPERF3_PORT) -> bool:
+    """Whether the namespace of `pid` has a TCP socket listening on `port` (IPv4 or IPv6)."""
+    suffix = f":{port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[1].endswith(suffix) and fields[3] == "0A":  # 0A = LISTEN
+                return True
+    return False
+
+
+@contextmanager
+def server(netns: str, timeout: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
+    """`iperf3 -s` inside `netns` (the native row's stand-in for the guest), stopped on exit."""
+    proc = subprocess.Popen(["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: enter_netns(netns), start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not listening(proc.pid):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr and proc.poll() is not None else ""
+                raise CellFailed(f"iperf3 server did not start listening in {netns}: {err.strip()[:200]}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -190,7 +190,7 @@ class VM:
                 if line.startswith(ERROR_MARKER):
                     raise self.failure(f"guest reported an error: {line}")
             if READY_MARKER in text:
-                self.ready_line = next((ln for ln in text.splitlines() if ln.startswith("IOBENCH-INFO")), "")
+                self.ready_line = "; ".join(ln for ln in text.splitlines() if ln.startswith("IOBENCH-INFO"))
                 return
             if not self.alive():
                 raise self.failure(f"{self._exit_text()} before the guest was ready")

@@ -15,10 +15,12 @@ def test_every_verb_has_help(argv: list[str]) -> None:
     assert proc.returncode == 0 and "usage: iobench" in proc.stdout
 
 
-def test_bad_option_values_exit_2() -> None:
+def test_bad_option_values_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        build_parser().parse_args(["run", "--duration", "0"])
+        build_parser().parse_args(["run", "--backend", "rtl8139"])
     assert info.value.code == 2
+    assert main(["run", "--duration", "0"]) == 2
+    assert "duration_s = 0 is not allowed" in capsys.readouterr().err
 
 
 def test_explicit_unavailable_backend_is_one_line_and_exit_2(vm_host: None, guest_image, capsys) -> None:

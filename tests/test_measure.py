@@ -1,68 +1,110 @@
-"""Row arithmetic on the counters of a real TCG run (tests/data/run-tcg)."""
+"""Row arithmetic on the counters of a real TCG run (tests/data/run-tcg, iobench 0.1 on this machine kind)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from iobench import backends, traffic
 from iobench.counters import proc, tcg
-from iobench.measure import Snapshot, cpu_delta, make_row
-from iobench.results import FRAME_AT_MTU
+from iobench.measure import CellId, IdleWindow, Snapshot, cpu_delta, native_row, vm_row
+from iobench.results import COLUMNS, FRAME_AT_MTU, derive
+from iobench.scenario import Workload
 
 
 def load_snapshot(d: dict) -> Snapshot:
-    return Snapshot(d["monotonic"], d["tap"], d["io"], [proc.ThreadCPU(**t) for t in d["threads"]],
+    return Snapshot(d["monotonic"], d["link"], d["io"], [proc.ThreadCPU(**t) for t in d["threads"]],
                     d["kvm"], d["trace_offset"])
 
 
-def row_for(data: Path, backend: str, direction: str):
+def cell(backend: str, direction: str) -> CellId:
+    return CellId(backend, direction, 1, Workload(), True, 1)
+
+
+def vm_tidy(data: Path, backend: str, direction: str):
     base = data / "run-tcg" / f"{backend}-{direction}"
     counters = json.loads(base.with_suffix(".counters.json").read_text())
-    traps_raw = json.loads(base.with_suffix(".traps.json").read_text())
-    traps = tcg.TrapCounts(traps_raw["by_region"], traps_raw["device_writes"], traps_raw["virtio_kicks_handled"],
-                           traps_raw["virtio_notify"], traps_raw["irq_deliveries"])
+    traps = tcg.TrapCounts(**json.loads(base.with_suffix(".traps.json").read_text()))
+    idle = IdleWindow(**json.loads((data / "run-tcg" / f"{backend}.boot-and-idle.json").read_text())["idle"])
     before, after = load_snapshot(counters["before"]), load_snapshot(counters["after"])
     result = traffic.parse(base.with_suffix(".iperf3.json").read_text())
-    row = make_row(run_id="t", backend=backends.BACKENDS[backend], direction=direction, repeat=1, accel="tcg",
-                   before=before, after=after, traffic=result, traps=traps)
-    return row, before, after, traps
+    row = vm_row(run_id="t", cell=cell(backend, direction), backend=backends.BACKENDS[backend], accel="tcg",
+                 before=before, after=after, traffic=result, traps=traps, idle=idle, client_cpu_s=0.5, cpu_hz=2.1e9)
+    return derive(row), before, after, traps, idle
 
 
 @pytest.mark.parametrize("backend", ["e1000", "virtio"])
 @pytest.mark.parametrize("direction", ["rx", "tx"])
 def test_row_uses_the_data_direction_of_the_tap(data: Path, backend: str, direction: str) -> None:
-    row, before, after, _ = row_for(data, backend, direction)
-    key = "tx_bytes" if direction == "rx" else "rx_bytes"
-    assert row.bytes == after.tap[key] - before.tap[key]
-    assert row.packets == pytest.approx(row.bytes / FRAME_AT_MTU, abs=0.1)
-    # tap bytes cover the whole window (iperf3 warm-up included), so never fewer than iperf3 counted
-    assert row.bytes >= row.iperf3_bytes
+    r, before, after, _, _ = vm_tidy(data, backend, direction)
+    key = "tx" if direction == "rx" else "rx"  # host->guest data leaves the host through the tap
+    assert r["bytes"] == after.link[f"{key}_bytes"] - before.link[f"{key}_bytes"]
+    assert r["frames"] == after.link[f"{key}_packets"] - before.link[f"{key}_packets"]
+    assert r["packets"] == pytest.approx(r["bytes"] / FRAME_AT_MTU, abs=0.1)
+    assert r["bytes"] >= r["iperf3_bytes"]
 
 
 @pytest.mark.parametrize("backend", ["e1000", "virtio"])
 @pytest.mark.parametrize("direction", ["rx", "tx"])
 def test_syscall_copies_exclude_the_trace_log(data: Path, backend: str, direction: str) -> None:
-    row, before, after, _ = row_for(data, backend, direction)
-    assert row.trace_log_bytes == after.trace_offset - before.trace_offset > 0
-    assert row.syscall_copy_bytes == row.rchar + row.wchar - row.trace_log_bytes
+    r, before, after, _, _ = vm_tidy(data, backend, direction)
+    assert r["trace_log_bytes"] == after.trace_offset - before.trace_offset > 0
+    assert r["syscall_copy_bytes"] == r["rchar"] + r["wchar"] - r["trace_log_bytes"]
+    assert r["copies_per_packet_measured"] == pytest.approx(r["syscall_copy_bytes"] / r["bytes"], rel=1e-3)
     # one user/kernel copy per payload byte in QEMU's userspace datapath, both backends
-    assert row.copies_per_packet_measured == pytest.approx(1.0, abs=0.1)
+    assert r["copies_per_packet_measured"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_idle_rate_and_net_exits(data: Path) -> None:
+    r, _, _, _, idle = vm_tidy(data, "e1000", "rx")
+    rate = idle.exits / idle.seconds
+    assert r["exits_idle_rate"] == pytest.approx(rate, abs=0.01)
+    assert r["net_exits_per_packet"] == pytest.approx((r["exits"] - rate * r["duration_s"]) / r["packets"], rel=1e-3)
+    assert r["net_exits_per_packet"] < r["exits_per_packet"]
 
 
 def test_tcg_row_says_kvm_columns_are_empty_and_why(data: Path) -> None:
-    row, *_ = row_for(data, "e1000", "tx")
-    assert row.exit_source == "tcg-traps"
-    assert row.io_exits is None and row.halt_exits is None
-    assert "TCG" in row.na_reason
-    assert row.exits == row.traps_nic + row.traps_apic + row.traps_other + row.virtio_kicks_handled
-    assert row.exits_per_packet == pytest.approx(row.exits / row.packets, rel=1e-3)
+    r, *_ = vm_tidy(data, "e1000", "tx")
+    assert r["exit_source"] == "tcg-traps"
+    assert r["io_exits"] is None and r["halt_exits_per_packet"] is None
+    assert "TCG" in r["na_reason"]
+    assert r["exits"] == r["traps_nic"] + r["traps_apic"] + r["traps_other"] + r["virtio_kicks_handled"]
+    assert r["traps_nic_per_packet"] == pytest.approx(r["traps_nic"] / r["packets"], rel=1e-3)
+
+
+def test_cpu_per_packet_and_cycles_per_byte(data: Path) -> None:
+    r, *_ = vm_tidy(data, "virtio", "rx")
+    path = sum(r[f"cpu_s_{k}"] for k in ("vcpu", "main", "iothread", "other", "vhost"))
+    assert r["cpu_us_per_packet"] == pytest.approx(path * 1e6 / r["packets"], rel=1e-3)
+    assert r["cycles_per_byte"] == pytest.approx(path * 2.1e9 / r["bytes"], rel=1e-3)
+    assert r["cpu_us_per_packet_iperf3_client"] == pytest.approx(0.5e6 / r["packets"], rel=1e-3)
 
 
 def test_virtio_frames_are_superframes_but_packets_are_mtu_sized(data: Path) -> None:
-    row, *_ = row_for(data, "virtio", "rx")
-    assert row.bytes / row.frames > 10 * FRAME_AT_MTU  # GSO superframes on the tap
-    assert row.packets > 10 * row.frames
+    r, *_ = vm_tidy(data, "virtio", "rx")
+    assert r["bytes_per_frame"] > 10 * FRAME_AT_MTU  # GSO superframes on the tap
+    assert r["packets"] > 10 * r["frames"]
+
+
+@pytest.mark.parametrize("direction", ["rx", "tx"])
+def test_native_row_has_no_vm_figures(data: Path, direction: str) -> None:
+    base = data / "run-tcg" / f"native-{direction}"
+    counters = json.loads(base.with_suffix(".counters.json").read_text())
+    before, after = load_snapshot(counters["before"]), load_snapshot(counters["after"])
+    r = derive(native_row(run_id="t", cell=cell("native", direction), before=before, after=after,
+                          traffic=traffic.parse(base.with_suffix(".iperf3.json").read_text()),
+                          client_cpu_s=0.5, cpu_hz=2.1e9))
+    assert r["exits"] == 0 and r["exits_per_packet"] == 0
+    assert r["copies_per_packet_measured"] is None and r["cpu_us_per_packet"] is None
+    assert r["cpu_s_iperf3_server"] > 0
+    key = "rx" if direction == "rx" else "tx"  # the peer veth plays the guest
+    assert r["bytes"] == after.link[f"{key}_bytes"] - before.link[f"{key}_bytes"] >= r["iperf3_bytes"]
+
+
+def test_tidy_rows_have_exactly_the_documented_columns(data: Path) -> None:
+    r, *_ = vm_tidy(data, "e1000", "rx")
+    assert list(r) == COLUMNS
 
 
 def test_cpu_delta_matches_threads_by_id() -> None:
@@ -70,3 +112,4 @@ def test_cpu_delta_matches_threads_by_id() -> None:
     after = [proc.ThreadCPU(1, "qemu-system-x86", "main", 1.5), proc.ThreadCPU(2, "CPU 0/TCG", "vcpu", 7.0),
              proc.ThreadCPU(3, "worker", "other", 0.25)]
     assert cpu_delta(before, after) == {"vcpu": 2.0, "main": 0.5, "iothread": 0.0, "other": 0.25, "vhost": 0.0}
+    assert not math.isnan(sum(cpu_delta(before, after).values()))

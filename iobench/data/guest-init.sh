@@ -29,6 +29,11 @@ fi
 ip link set lo up
 ip addr add "$ADDR" dev eth0
 ip link set eth0 up
+if [ "$(arg iobench.offloads)" = off ]; then
+  # Every offload the driver lets go of: segmentation, receive coalescing, checksums, scatter-gather.
+  ethtool -K eth0 tso off gso off gro off tx off rx off sg off 2>/dev/null
+  echo "IOBENCH-INFO offloads off: $(ethtool -k eth0 | grep -E '^(tcp-segmentation-offload|generic-receive-offload|tx-checksumming):' | tr '\n' ' ')"
+fi
 # One long-lived server serves the cells one after another; restarted if it dies.
 ( while :; do iperf3 -s >/dev/null 2>>/tmp/iperf3.err; echo "IOBENCH-ERROR iperf3 server exited"; sleep 0.2; done ) &
 # READY only once the server listens on 5201 (0x1451, state 0A in /proc/net/tcp).

@@ -1,0 +1,60 @@
+"""`iobench plan`: what a scenario would run, without running it.
+
+Prints the cells in run order and the exact QEMU and iperf3 command lines, with
+placeholders only where a value exists at run time alone (run id, runtime dir).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from iobench import accel, backends, guest
+from iobench.errors import UserError
+from iobench.runner import NATIVE, select_backends, traffic_spec, vm_config
+from iobench.scenario import Scenario
+from iobench.topology import AddressPlan
+from iobench.traffic import client_argv
+from iobench.vm import build_argv
+
+
+def _planned_accel(scn: Scenario) -> tuple[str, str]:
+    if scn.accel != "auto":
+        return scn.accel, f"asked for with accel = {scn.accel}"
+    cached = accel.cached_probe()
+    if cached is None:
+        return "tcg", "auto: decided at run time by booting the guest under KVM (assumed tcg here)"
+    return ("kvm" if cached["kvm_usable"] else "tcg"), f"auto, from the cached probe: {cached['reason']}"
+
+
+def describe(scn: Scenario) -> str:
+    accel_name, why = _planned_accel(scn)
+    try:
+        chosen, unavailable = select_backends(scn.backends, accel_name)
+    except UserError as exc:
+        raise UserError(f"the plan cannot run here: {exc}") from exc
+    images = guest.cached_images()
+    image = images[-1] if images else guest.GuestImage(Path("<guest image>"), Path("<guest image>/vmlinux"),
+                                                        Path("<guest image>/initramfs.cpio"), {})
+    plan = AddressPlan.for_run("<run-id>")
+    lines = [f"scenario: {scn.source}", f"accel: {accel_name} ({why})"]
+    lines += [f"{n}: unavailable: {r}" for n, r in unavailable.items()]
+    n_cells = scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions)
+    lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends x "
+                 f"{len(scn.workloads)} workloads x {len(scn.directions)} directions; "
+                 f"each VM boot also has a {scn.duration_s} s idle window")
+    for name in chosen:
+        lines.append(f"\n[{name}]")
+        if name == NATIVE:
+            lines.append("  server: iperf3 -s (in the peer namespace iobench-<run-id>-peer, over veth)")
+            server = "<peer address>"
+        else:
+            cfg = vm_config(scn, backends.BACKENDS[name], accel_name, image, "ibt<run-id>0",
+                            f"{plan.guest}/{plan.prefixlen}", "iobench-<run-id>")
+            lines.append("  qemu: " + shlex.join(build_argv(cfg, Path("<vm-runtime-dir>"))))
+            server = "<guest address>"
+        for w in scn.workloads:
+            for d in scn.directions:
+                lines.append(f"  {w.label} {d}: " + shlex.join(client_argv(traffic_spec(server, d, scn, w))))
+    lines.append(f"\nround order: {', '.join(chosen)} (repeated {scn.repeats} times)")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Scenario files (TOML) validated into a frozen record, and the plan of cells.
+
+Why validate everything before anything starts: a typo in a key must not cost a
+ten-minute run, and must not leave a namespace behind. Every error names the
+file, the key and what is allowed, and exits with code 2.
+
+File layout (every key optional; defaults below):
+
+    [run]
+    backends = ["all"]          # e1000, virtio, vhost, native, or all
+    directions = ["rx", "tx"]   # rx = host->guest, tx = guest->host
+    accel = "auto"              # auto, kvm, tcg
+    duration_s = 5              # measured traffic per cell (also the idle window)
+    omit_s = 1                  # iperf3 warm-up, not counted in throughput
+    repeats = 3                 # rounds; backends interleaved inside each round
+    boot_timeout_s = 90
+
+    [workload]
+    protocol = "tcp"            # tcp or udp
+    streams = 1                 # iperf3 -P
+    message_bytes = [0]         # iperf3 -l; 0 = iperf3's default; several values = a sweep
+    udp_bitrate = "1G"          # iperf3 -b for udp
+
+    [guest]
+    vcpus = 1
+    memory_mb = 256
+    offloads = true             # false: the guest's init turns TSO/GSO/GRO/checksum offloads off with ethtool
+    qemu_args = []              # raw QEMU arguments appended to every VM (e.g. "-global", "e1000.mitigation=off")
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from iobench.errors import UserError
+
+BACKEND_NAMES = ("e1000", "virtio", "vhost", "native")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What iperf3 does in one cell."""
+
+    protocol: str = "tcp"
+    streams: int = 1
+    message_bytes: int = 0
+    udp_bitrate: str = "1G"
+
+    @property
+    def label(self) -> str:
+        size = "default" if self.message_bytes == 0 else f"{self.message_bytes}B"
+        return f"{self.protocol}-P{self.streams}-l{size}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "default"
+    backends: tuple[str, ...] = ("all",)
+    directions: tuple[str, ...] = ("rx", "tx")
+    accel: str = "auto"
+    duration_s: int = 5
+    omit_s: int = 1
+    repeats: int = 3
+    boot_timeout_s: float = 90.0
+    protocol: str = "tcp"
+    streams: int = 1
+    message_bytes: tuple[int, ...] = (0,)
+    udp_bitrate: str = "1G"
+    vcpus: int = 1
+    memory_mb: int = 256
+    offloads: bool = True
+    qemu_args: tuple[str, ...] = field(default=())
+    source: str = "built-in defaults"
+
+    @property
+    def workloads(self) -> list[Workload]:
+        return [Workload(self.protocol, self.streams, m, self.udp_bitrate) for m in self.message_bytes]
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        """Apply CLI options (None = not given) and validate the result."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        out = replace(self, **given)
+        validate(out, origin="command line" if given else self.source)
+        return out
+
+
+# section -> key -> (type, check, allowed-text)
+_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+    "run": {
+        "backends": (list, lambda v: v and all(b in (*BACKEND_NAMES, "all") for b in v),
+                     f"a non-empty list of {', '.join(BACKEND_NAMES)} or all"),
+        "directions": (list, lambda v: v and all(d in ("rx", "tx") for d in v), 'a non-empty list of "rx", "tx"'),
+        "accel": (str, lambda v: v in ("auto", "kvm", "tcg"), "auto, kvm or tcg"),
+        "duration_s": (int, lambda v: 1 <= v <= 3600, "an integer from 1 to 3600"),
+        "omit_s": (int, lambda v: 0 <= v <= 60, "an integer from 0 to 60"),
+        "repeats": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
+        "boot_timeout_s": (float, lambda v: 5 <= v <= 3600, "a number of seconds from 5 to 3600"),
+    },
+    "workload": {
+        "protocol": (str, lambda v: v in ("tcp", "udp"), '"tcp" or "udp"'),
+        "streams": (int, lambda v: 1 <= v <= 128, "an integer from 1 to 128"),
+        "message_bytes": (list, lambda v: v and all(isinstance(x, int) and not isinstance(x, bool)
+                                                    and (x == 0 or 64 <= x <= 1 << 20) for x in v),
+                          "a non-empty list of sizes in bytes, 64 to 1048576, or 0 for iperf3's default"),
+        "udp_bitrate": (str, lambda v: v[:-1].isdigit() and v[-1] in "0123456789KMG" or v.isdigit(),
+                        'an iperf3 bitrate such as "500M" or "1G"'),
+    },
+    "guest": {
+        "vcpus": (int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+        "memory_mb": (int, lambda v: 128 <= v <= 65536, "an integer from 128 to 65536"),
+        "offloads": (bool, lambda v: True, "true or false"),
+        "qemu_args": (list, lambda v: all(isinstance(x, str) for x in v), "a list of strings"),
+    },
+}
+
+
+def _check(section: str, key: str, value: Any, origin: str) -> Any:
+    kind, ok, allowed = _SCHEMA[section][key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise UserError(f"{origin}: [{section}] {key} = {value!r} has the wrong type: expected {allowed}.")
+    if not ok(value):
+        raise UserError(f"{origin}: [{section}] {key} = {value!r} is not allowed: expected {allowed}.")
+    return tuple(value) if isinstance(value, list) else value
+
+
+def load(path: Path) -> Scenario:
+    """Parse and validate a scenario file. Raises UserError (exit 2) naming the file and key."""
+    origin = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"{origin}: no such scenario file.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{origin}: not valid TOML ({exc}).") from exc
+    values: dict[str, Any] = {"name": path.stem, "source": origin}
+    for section, table in data.items():
+        if section not in _SCHEMA:
+            raise UserError(f"{origin}: unknown section [{section}]: allowed are {', '.join(f'[{s}]' for s in _SCHEMA)}.")
+        if not isinstance(table, dict):
+            raise UserError(f"{origin}: {section} must be a [{section}] table.")
+        for key, value in table.items():
+            if key not in _SCHEMA[section]:
+                raise UserError(f"{origin}: unknown key {key!r} in [{section}]: allowed are {', '.join(_SCHEMA[section])}.")
+            values[key] = _check(section, key, value, origin)
+    scenario = Scenario(**values)
+    validate(scenario, origin)
+    return scenario
+
+
+def validate(s: Scenario, origin: str) -> None:
+    """Cross-field checks and CLI values (the file's own types were checked on load)."""
+    for f in fields(Scenario):
+        for section, keys in _SCHEMA.items():
+            if f.name in keys:
+                value = getattr(s, f.name)
+                _check(section, f.name, list(value) if isinstance(value, tuple) else value, origin)
+    if s.protocol == "udp" and s.message_bytes != (0,) and max(s.message_bytes) > 65507:
+        raise UserError(f"{origin}: [workload] message_bytes above 65507 are impossible with UDP.")
+
+
+def as_dict(s: Scenario) -> dict[str, Any]:
+    return {f.name: getattr(s, f.name) for f in fields(Scenario)}

@@ -1,0 +1,74 @@
+"""Statistics over repeats: median, spread and coefficient of variation per cell group.
+
+A group is backend x direction x workload; its repeats are the rounds. The
+summary is tidy (one line per group x metric) so that reports, notebooks and the
+regression gate read the same table. A group whose repeats disagree (CV above
+CV_FLAG on a headline metric) is flagged rather than silently averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from iobench.results import Row, derive
+
+HEADLINE = ("throughput_bps", "exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet",
+            "copies_per_packet_measured", "cpu_us_per_packet")
+CV_FLAG = 0.10
+
+
+@dataclass(frozen=True)
+class Stat:
+    backend: str
+    direction: str
+    workload: str
+    metric: str
+    n: int
+    median: float
+    min: float
+    max: float
+    cv: float | None
+    flagged: bool
+
+
+def _stat(key: tuple[str, str, str], metric: str, values: Sequence[float]) -> Stat | None:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None
+    mean = statistics.fmean(vals)
+    cv = statistics.stdev(vals) / abs(mean) if len(vals) >= 2 and mean else None
+    return Stat(*key, metric, len(vals), statistics.median(vals), min(vals), max(vals),
+                round(cv, 4) if cv is not None else None, bool(cv is not None and cv > CV_FLAG))
+
+
+def summarize(rows: Sequence[Row]) -> list[Stat]:
+    """Headline metrics per group, plus throughput as a fraction of the native ceiling."""
+    tidy = [derive(r) for r in rows]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in tidy:
+        groups.setdefault((r["backend"], r["direction"], r["workload"]), []).append(r)
+    out: list[Stat] = []
+    for key, members in groups.items():
+        for metric in HEADLINE:
+            st = _stat(key, metric, [m[metric] for m in members])
+            if st:
+                out.append(st)
+    native = {(k[1], k[2]): statistics.median(float(m["throughput_bps"]) for m in ms)
+              for k, ms in groups.items() if k[0] == "native"}
+    for key, members in groups.items():
+        ceiling = native.get((key[1], key[2]))
+        if ceiling and key[0] != "native":
+            st = _stat(key, "throughput_vs_native", [float(m["throughput_bps"]) / ceiling for m in members])
+            if st:
+                out.append(st)
+    return out
+
+
+def flagged(stats: Sequence[Stat]) -> list[dict[str, Any]]:
+    """Groups whose repeats disagree, for run.json."""
+    return [{"backend": s.backend, "direction": s.direction, "workload": s.workload, "metric": s.metric,
+             "cv": s.cv, "n": s.n} for s in stats if s.flagged]

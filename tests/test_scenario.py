@@ -1,0 +1,69 @@
+"""Scenario files: the shipped ones load, bad ones give one clear error naming file and key."""
+
+from pathlib import Path
+
+import pytest
+
+from iobench import scenario
+from iobench.cli import main
+from iobench.errors import UserError
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_default_toml_is_the_built_in_default() -> None:
+    loaded = scenario.load(ROOT / "scenarios/default.toml")
+    assert scenario.as_dict(loaded) | {"source": "x"} == scenario.as_dict(scenario.Scenario()) | {"source": "x"}
+
+
+@pytest.mark.parametrize("name", ["default", "quick", "msgsize"])
+def test_shipped_scenarios_load(name: str) -> None:
+    s = scenario.load(ROOT / f"scenarios/{name}.toml")
+    assert s.name == name and s.workloads
+
+
+def test_msgsize_is_a_sweep() -> None:
+    s = scenario.load(ROOT / "scenarios/msgsize.toml")
+    assert [w.message_bytes for w in s.workloads] == [256, 1448, 16384, 131072]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[run]\nduration_s = 0\n", "[run] duration_s = 0 is not allowed"),
+    ("[run]\nrepeats = -1\n", "[run] repeats = -1 is not allowed"),
+    ("[run]\nbackends = [\"rtl8139\"]\n", "[run] backends"),
+    ("[run]\ndurration_s = 5\n", "unknown key 'durration_s' in [run]"),
+    ("[runn]\nduration_s = 5\n", "unknown section [runn]"),
+    ("[run]\nduration_s = \"5\"\n", "wrong type"),
+    ("[guest]\noffloads = 1\n", "wrong type"),
+    ("[run\nduration_s = 5\n", "not valid TOML"),
+])
+def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        scenario.load(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_bad_scenario_on_the_cli_is_exit_2_and_creates_nothing(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[run]\nbackends = [\"e1000\", \"rtl8139\"]\n")
+    out = tmp_path / "results"
+    assert main(["run", "--scenario", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"iobench: error: {path}")
+    assert not out.exists()
+
+
+def test_cli_overrides_are_validated_too(capsys) -> None:
+    assert main(["plan", "--duration", "-3"]) == 2
+    assert "duration_s = -3 is not allowed" in capsys.readouterr().err
+
+
+def test_plan_prints_cells_and_command_lines(capsys) -> None:
+    assert main(["plan", str(ROOT / "scenarios/quick.toml"), "--accel", "tcg"]) == 0
+    out = capsys.readouterr().out
+    assert "qemu-system-x86_64 -name e1000,debug-threads=on" in out
+    assert "iperf3 -c" in out and " -R" in out
+    assert "cells: 4 = 1 rounds x 2 backends x 1 workloads x 2 directions" in out
