@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     image_sub.add_parser("show", help="print the cached images' manifests",
                          description="Print the manifests of cached guest images.")
 
+    exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
+                           description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
+                                       "userspace, and the same accesses handled in the kernel through ioeventfd.")
+    exitb.add_argument("--iterations", type=int, default=20000, help="guest operations per run (default 20000)")
+    exitb.add_argument("--repeats", type=int, default=5, help="rounds over all kinds (default 5)")
+    exitb.add_argument("--kind", action="append", choices=("pio-user", "mmio-user", "pio-eventfd", "mmio-eventfd", "hlt"),
+                       help="kinds to run (repeatable; default all)")
+    exitb.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+
     doctor = sub.add_parser("doctor", help="what this host can run, and why",
                             description="Check QEMU, iperf3, KVM, vhost-net, privileges and the cache.")
     doctor.add_argument("--no-probe", action="store_true", help="do not boot a guest to probe KVM")
@@ -134,6 +143,30 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exitbench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench.exitbench import command
+    from iobench.exitbench.programs import PROGRAMS
+
+    if not 1 <= args.iterations < 2**32 or not 1 <= args.repeats <= 1000:
+        raise UserError("--iterations must be 1 to 4294967295 and --repeats 1 to 1000.")
+    directory, rows = command.run(args.iterations, args.repeats, args.kind or list(PROGRAMS), args.out)
+    console = Console(width=None if Console().is_terminal else 160)
+    table = Table(title="VM exit cost on this host (median over repeats; time = host clock around the run loop)")
+    for h in ("kind", "ops", "exits/op (KVM stats)", "userspace exits", "eventfd count", "ns/op (min-max)",
+              "ns/exit", "n"):
+        table.add_column(h)
+    for line in command.table_lines(rows):
+        table.add_row(*line)
+    console.print(table)
+    for note in command.kvm_flavor()["notes"]:
+        console.print(f"note: {note}")
+    print(f"results: {directory}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from iobench import doctor
 
@@ -144,7 +177,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor}
+    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor, "exitbench": cmd_exitbench}
     try:
         return handlers[args.command](args)
     except UserError as exc:

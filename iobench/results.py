@@ -183,6 +183,15 @@ class ResultsWriter:
         frame = frame.astype({c: "Int64" for c in INT_COLUMNS})
         frame.to_csv(self.tmp / "rows.csv", index=False)
         pd.DataFrame([asdict(s) for s in stats], columns=SUMMARY_COLUMNS).to_csv(self.tmp / "summary.csv", index=False)
+        return self.publish(meta)
+
+    @property
+    def staging(self) -> Path:
+        """The private directory being filled (for files other than rows and run.json)."""
+        return self.tmp
+
+    def publish(self, meta: dict[str, Any]) -> Path:
+        """Write run.json last and rename the directory into place."""
         (self.tmp / "run.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta},
                                                       indent=2, default=str) + "\n")
         os.chmod(self.tmp, 0o755)
