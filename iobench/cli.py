@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import __version__
-from iobench.errors import Terminated, UserError
+from iobench.errors import CellFailed, Terminated, UserError
 
 BACKEND_CHOICES = ("e1000", "virtio", "vhost", "native", "all")
 
@@ -27,7 +27,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", type=Path, help="scenario TOML file (default: built-in defaults = scenarios/default.toml)")
     p.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
                    help="backend to run (repeatable); all = every backend this host can run, plus native")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="kvm, tcg, or auto: kvm only if a guest boots under it")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
+                   help="kvm, tcg, lab (= iobench lab run), or auto: kvm only if a guest boots under it")
     p.add_argument("--direction", choices=("rx", "tx", "both"), help="rx = host->guest, tx = guest->host")
     p.add_argument("--duration", type=int, help="seconds of measured traffic per cell, and of the idle window")
     p.add_argument("--omit", type=int, help="iperf3 warm-up seconds not counted in throughput")
@@ -70,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     image_sub.add_parser("show", help="print the cached images' manifests",
                          description="Print the manifests of cached guest images.")
 
+    lab = sub.add_parser("lab", help="the nested lab: real KVM exits and vhost-net on any Linux host",
+                         description="Run the matrix inside a first-level VM (TCG, -cpu EPYC) whose KVM and vhost-net "
+                                     "are real, and publish an ordinary results directory on the host.")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    lab_run = lab_sub.add_parser("run", help="iobench run inside the lab VM (same options as iobench run)",
+                                 description="Boot the lab VM and run the requested matrix inside it with accel kvm.")
+    _add_scenario_options(lab_run)
+    lab_run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+    lab_sub.add_parser("doctor", help="what the lab would use and whether it works here",
+                       description="Show the lab's images and QEMU, and boot L1 once to check KVM and vhost-net inside.")
+
     exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
                            description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
                                        "userspace, and the same accesses handled in the kernel through ioeventfd.")
@@ -108,6 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from iobench.runner import run
 
     scn = scenario_from_args(args)
+    if scn.accel == "lab":
+        return cmd_lab_run(args)
     result = run(scn, args.out, log=_log)
     report.print_run(result.directory)
     print(f"results: {result.directory}")
@@ -115,6 +129,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         _log(f"run status: {result.status}; see {result.directory / 'run.json'}")
         return 1
     return 0
+
+
+def passthrough(argv: list[str]) -> list[str]:
+    """The run options of `argv` for the inner run: without --out/--accel (the lab sets them),
+    with the scenario path made absolute (the chroot keeps paths, not the meaning of '.')."""
+    out: list[str] = []
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in ("--out", "--accel"):
+            skip = "=" not in token
+            continue
+        if name == "--scenario" and "=" not in token and i + 1 < len(argv):
+            out += [token, str(Path(argv[i + 1]).resolve())]
+            skip = True
+            continue
+        out.append(token)
+    return out
+
+
+def cmd_lab_run(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from iobench import lab, report
+
+    scn = scenario_from_args(args)  # validated on the host, before L1 boots
+    cells = scn.repeats * len(scn.workloads) * len(scn.directions) * 4
+    boots = scn.repeats * 3
+    job_timeout = cells * (scn.duration_s + scn.omit_s + 60) + boots * (120 + scn.duration_s) + 300
+    argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
+    run_args = passthrough(argv[argv.index("run") + 1:])
+    try:
+        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout)
+    except CellFailed as exc:
+        _log(f"lab run failed: {exc}")
+        return 1
+    report.print_run(directory)
+    print(f"results: {directory}")
+    status = _json.loads((directory / "run.json").read_text())["status"]
+    return 0 if status == "ok" else 1
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -167,6 +224,16 @@ def cmd_exitbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    if args.lab_command == "run":
+        return cmd_lab_run(args)
+    from iobench import lab
+
+    for check in lab.doctor(log=_log):
+        print(f"{'ok ' if check.ok else 'no '} {check.name:12} {check.detail}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from iobench import doctor
 
@@ -177,7 +244,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor, "exitbench": cmd_exitbench}
+    args.raw_argv = argv
+    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
+                "exitbench": cmd_exitbench, "lab": cmd_lab}
     try:
         return handlers[args.command](args)
     except UserError as exc:

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,10 +28,23 @@ from iobench.errors import UserError
 BUILDER_VERSION = 1
 READY_MARKER = "IOBENCH-READY"
 ERROR_MARKER = "IOBENCH-ERROR"
-GUEST_MODULES = ("e1000", "virtio_net", "virtio_pci")
-# Dynamically linked programs the guest runs, from the package of the same name:
-# iperf3 is the server; ethtool switches offloads off when a scenario asks (offloads = false).
-GUEST_TOOLS = ("iperf3", "ethtool")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What goes into an image besides the kernel: modules (dependencies added and
+    ordered), dynamically linked programs (from the package of the same name, with
+    their libraries), and the init script."""
+
+    name: str
+    modules: tuple[str, ...]
+    tools: tuple[str, ...]
+    init: str  # resource under iobench/data
+
+
+# The benchmark guest: iperf3 is the server; ethtool switches offloads off when a
+# scenario asks (offloads = false).
+GUEST = ImageSpec("guest", ("e1000", "virtio_net", "virtio_pci"), ("iperf3", "ethtool"), "guest-init.sh")
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
@@ -61,25 +75,25 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def init_script() -> bytes:
-    return resources.files("iobench").joinpath("data/guest-init.sh").read_bytes()
+def init_script(spec: ImageSpec = GUEST) -> bytes:
+    return resources.files("iobench").joinpath(f"data/{spec.init}").read_bytes()
 
 
-def resolve_inputs() -> list[debpkg.Package]:
-    """The exact package versions this host's apt would use for the guest."""
+def resolve_inputs(spec: ImageSpec = GUEST) -> list[debpkg.Package]:
+    """The exact package versions this host's apt would use for the image."""
     kernel = debpkg.kernel_package()
-    pkgs = {p.name: p for p in debpkg.library_closure(*GUEST_TOOLS, "busybox-static")}
+    pkgs = {p.name: p for p in debpkg.library_closure(*spec.tools, "busybox-static")}
     pkgs[kernel.name] = kernel
     return sorted(pkgs.values(), key=lambda p: p.name)
 
 
-def image_key(packages: list[debpkg.Package]) -> str:
+def image_key(packages: list[debpkg.Package], spec: ImageSpec = GUEST) -> str:
     h = hashlib.sha256()
     h.update(f"builder={BUILDER_VERSION}\n".encode())
     for p in packages:
         h.update(f"{p.spec}\n".encode())
-    h.update(",".join(GUEST_MODULES + GUEST_TOOLS).encode())
-    h.update(init_script())
+    h.update(",".join(spec.modules + spec.tools).encode())
+    h.update(init_script(spec))
     return h.hexdigest()[:16]
 
 
@@ -105,13 +119,13 @@ def extract_vmlinux(bzimage: Path, dest: Path) -> bool:
     return False
 
 
-def _stage_initramfs(tree: Path, stage: Path, kernel_release: str) -> list[str]:
+def _stage_initramfs(tree: Path, stage: Path, kernel_release: str, spec: ImageSpec) -> list[str]:
     """Lay out the initramfs root in `stage`; returns the module load order."""
     for d in ("bin", "dev", "proc", "sys", "tmp", "etc/iobench", "lib/modules"):
         (stage / d).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tree / "bin/busybox", stage / "bin/busybox")
     (stage / "bin/busybox").chmod(0o755)
-    for tool in GUEST_TOOLS:
+    for tool in spec.tools:
         binary = next((tree / d / tool for d in ("usr/bin", "usr/sbin", "bin", "sbin") if (tree / d / tool).exists()), None)
         if binary is None:
             raise UserError(f"the {tool} package has no {tool} program; cannot build the guest image.")
@@ -122,11 +136,11 @@ def _stage_initramfs(tree: Path, stage: Path, kernel_release: str) -> list[str]:
             shutil.copyfile(src, stage / inside)
             (stage / inside).chmod(0o755)
     index = kmod.index_modules(tree / "lib/modules" / kernel_release / "kernel")
-    order = kmod.load_order(list(GUEST_MODULES), index)
+    order = kmod.load_order(list(spec.modules), index)
     for name in order:
         (stage / "lib/modules" / f"{name}.ko").write_bytes(kmod.module_bytes(index[name]))
     (stage / "etc/iobench/modules.order").write_text("\n".join(order) + "\n")
-    (stage / "init").write_bytes(init_script())
+    (stage / "init").write_bytes(init_script(spec))
     (stage / "init").chmod(0o755)
     return order
 
@@ -147,18 +161,23 @@ def _check_tools() -> None:
             raise UserError(f"{tool} is missing: apt-get install {package}, or run the README's setup command.")
 
 
-def build(force: bool = False, log=print) -> GuestImage:
-    """Build the guest image, or return the cached one whose inputs match.
+def build(force: bool = False, log: Callable[[str], None] = print, spec: ImageSpec = GUEST) -> GuestImage:
+    """Build the image of `spec` (the benchmark guest by default), or return the
+    cached one whose inputs match.
 
     Raises UserError when apt cannot resolve or download a package.
     """
+    pinned = os.environ.get("IOBENCH_GUEST_IMAGE")
+    if pinned and spec is GUEST:
+        # The lab's inner run boots exactly the image the host built (and skips apt, slow under emulation).
+        return load(Path(pinned))
     _check_tools()
-    packages = resolve_inputs()
-    key = image_key(packages)
-    final = cache_root() / "images" / key
+    packages = resolve_inputs(spec)
+    key = image_key(packages, spec)
+    final = cache_root() / ("images" if spec is GUEST else f"{spec.name}-images") / key
     if final.exists() and not force:
         return load(final)
-    log(f"building guest image {key} from {len(packages)} Debian packages")
+    log(f"building {spec.name} image {key} from {len(packages)} Debian packages")
     debs = debpkg.download(packages, cache_root() / "debs")
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=".build-") as tmp:
@@ -176,9 +195,10 @@ def build(force: bool = False, log=print) -> GuestImage:
         else:
             shutil.copyfile(bzimage, out / "vmlinuz")
             kernel_name, boot_path = "vmlinuz", "bzimage"
-        order = _stage_initramfs(tree, work / "stage", release)
+        order = _stage_initramfs(tree, work / "stage", release, spec)
         _write_cpio(work / "stage", out / "initramfs.cpio")
         manifest = {
+            "image": spec.name,
             "key": key,
             "builder_version": BUILDER_VERSION,
             "kernel_release": release,

@@ -19,6 +19,8 @@ from iobench.vm import build_argv
 
 
 def _planned_accel(scn: Scenario) -> tuple[str, str]:
+    if scn.accel == "lab":
+        return "kvm", "accel = lab: the matrix runs with KVM inside the lab VM (iobench lab run)"
     if scn.accel != "auto":
         return scn.accel, f"asked for with accel = {scn.accel}"
     cached = accel.cached_probe()

@@ -106,7 +106,7 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
     mhz = host.get("cpu_mhz")
     cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log)
-    status, interrupted_by = "failed", None
+    status, interrupted_by, error = "failed", None, None
     started = time.time()
     # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
     previous = {sig: signal.signal(sig, handler) for sig, handler in
@@ -126,13 +126,18 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
     except Terminated:
         status, interrupted_by = "interrupted", "SIGTERM"
         raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         summ = summary.summarize(ctx.rows)
         meta = {
             "iobench_version": __version__, "run_id": run_id, "status": status, "interrupted_by": interrupted_by,
-            "started": started, "finished": time.time(), "environment": "host", "host": host,
+            "error": error,
+            "started": started, "finished": time.time(),
+            "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
             "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
             "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
             | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},

@@ -93,7 +93,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "backends": (list, lambda v: v and all(b in (*BACKEND_NAMES, "all") for b in v),
                      f"a non-empty list of {', '.join(BACKEND_NAMES)} or all"),
         "directions": (list, lambda v: v and all(d in ("rx", "tx") for d in v), 'a non-empty list of "rx", "tx"'),
-        "accel": (str, lambda v: v in ("auto", "kvm", "tcg"), "auto, kvm or tcg"),
+        "accel": (str, lambda v: v in ("auto", "kvm", "tcg", "lab"), "auto, kvm, tcg or lab"),
         "duration_s": (int, lambda v: 1 <= v <= 3600, "an integer from 1 to 3600"),
         "omit_s": (int, lambda v: 0 <= v <= 60, "an integer from 0 to 60"),
         "repeats": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),

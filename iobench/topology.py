@@ -116,7 +116,10 @@ def _write_sysctl_in(name: str, settings: dict[str, str]) -> None:
     netns.pushns(name)
     try:
         for key, value in settings.items():
-            with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+            path = f"/proc/sys/{key.replace('.', '/')}"
+            if not os.path.exists(path):  # e.g. IPv6 switched off on the kernel command line: nothing to quiet
+                continue
+            with open(path, "w") as f:
                 f.write(value)
     finally:
         netns.popns()

@@ -1,0 +1,41 @@
+#!/bin/busybox sh
+# iobench lab (L1) init: load KVM, vhost-net and 9p, mount the host's root read-only
+# and the lab directory writable at the same path, then run the job in a chroot.
+# Kernel command line: iobench.labdir=<absolute host path of the lab directory>
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
+fail() { echo "IOBENCH-ERROR lab: $*"; poweroff -f; }
+LABDIR=$(arg iobench.labdir)
+[ -n "$LABDIR" ] || fail "no iobench.labdir on the kernel command line"
+
+for m in $(cat /etc/iobench/modules.order); do
+  insmod "/lib/modules/$m.ko" || echo "IOBENCH-INFO lab: insmod $m failed"
+done
+ip link set lo up
+
+mkdir -p /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || fail "cannot mount the host root (9p)"
+mount -t proc proc /host/proc
+mount -t sysfs sysfs /host/sys
+mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
+mount --bind /dev /host/dev
+# /run is L1's own (netns mounts, the job's TMPDIR); the host's /tmp stays visible, read-only.
+mount -t tmpfs -o mode=755 tmpfs /host/run
+mkdir -p /host/run/iobench-tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labdir "/host$LABDIR" || fail "cannot mount the lab directory (9p)"
+
+KVM=no; [ -c /dev/kvm ] && KVM=yes
+VHOST=no; [ -c /dev/vhost-net ] && VHOST=yes
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+echo "IOBENCH-INFO lab kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) kvm=$KVM vhost_net=$VHOST cpu=$CPU"
+echo "IOBENCH-READY"
+[ -f "/host$LABDIR/job.sh" ] || fail "no job.sh in the lab directory"
+chroot /host /bin/sh "$LABDIR/job.sh" </dev/null >/dev/console 2>&1
+echo "IOBENCH-LAB-DONE status=$?"
+sync
+poweroff -f
