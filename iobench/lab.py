@@ -100,7 +100,10 @@ def _follow(l1: VM, timeout_s: float, log: Log) -> None:
     deadline = time.monotonic() + timeout_s
     seen = 0
     while True:
-        lines = l1.serial_log.read_text(errors="replace").splitlines() if l1.serial_log.exists() else []
+        text = l1.serial_log.read_text(errors="replace") if l1.serial_log.exists() else ""
+        lines = text.splitlines()
+        if text and not text.endswith("\n"):
+            lines = lines[:-1]  # a line still being written: relay it whole, next time
         for line in lines[seen:]:
             if line.startswith("iobench: ") or line.startswith("IOBENCH-LAB-DONE"):
                 log("lab: " + line.removeprefix("iobench: "))
