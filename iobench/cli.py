@@ -42,6 +42,7 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offloads", choices=("on", "off"), help="guest NIC offloads (TSO/GSO/GRO/checksum) via ethtool")
     p.add_argument("--qemu-arg", action="append", help="raw QEMU argument appended to every VM (repeatable)")
     p.add_argument("--boot-timeout", type=float, help="seconds to wait for the guest's READY")
+    p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +112,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
-        boot_timeout_s=args.boot_timeout,
+        boot_timeout_s=args.boot_timeout, retries=args.retries,
     )
 
 

@@ -59,6 +59,7 @@ def job_script(argv: list[str], labdir: Path, guest_image: Path) -> str:
         "IOBENCH_ENVIRONMENT": "lab", "PYTHONDONTWRITEBYTECODE": "1",
         "TMPDIR": "/run/iobench-tmp", "MPLCONFIGDIR": "/run/iobench-tmp/mpl",
         "IOBENCH_GUEST_IMAGE": str(guest_image),
+        **({"IOBENCH_FAULT": os.environ["IOBENCH_FAULT"]} if os.environ.get("IOBENCH_FAULT") else {}),
     }
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
     return (f"#!/bin/sh\n{exports}\ncd {shlex.quote(str(Path.cwd()))}\n"
@@ -110,7 +111,7 @@ def _follow(l1: VM, timeout_s: float, log: Log) -> None:
         seen = len(lines)
         if not l1.alive():
             if not any(ln.startswith("IOBENCH-LAB-DONE") for ln in lines):
-                raise l1.failure(f"lab VM (L1) stopped before the job finished ({l1._exit_text()})")
+                raise l1.failure(f"lab VM (L1) stopped before the job finished ({l1.exit_text()})")
             return
         if time.monotonic() > deadline:
             raise l1.failure(f"lab job did not finish within {timeout_s:.0f} s")

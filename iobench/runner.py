@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -142,6 +143,7 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
             "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
             | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
             "cells": [asdict(c) for c in ctx.cells],
+            "failed_attempts": ctx.attempts,
             "flagged": summary.flagged(summ),
         }
         directory = writer.finish(meta, ctx.rows, summ)
@@ -165,6 +167,7 @@ class _Context:
     log: Log
     rows: list[Row] = field(default_factory=list)
     cells: list[CellOutcome] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         return [CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)
@@ -212,12 +215,30 @@ def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> tra
 
 
 def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:
-    """Boot one VM for this backend and round, measure its idle window, then every cell."""
+    """Run this backend's cells of one round; a VM that dies or never boots is booted
+    again (at most `retries` times) for the cells it left, and each lost attempt is
+    recorded with its logs under raw/."""
+    pending = ctx.cell_ids(backend.name, repeat)
+    for attempt in range(1, ctx.scn.retries + 2):
+        pending, reason = _vm_attempt(ctx, topo, backend, repeat, pending, attempt)
+        if not pending:
+            return
+        ctx.attempts.append({"backend": backend.name, "repeat": repeat, "attempt": attempt, "reason": reason,
+                             "cells_left": [c.name for c in pending]})
+        if attempt <= ctx.scn.retries:
+            ctx.log(f"{backend.name}/r{repeat}: attempt {attempt} lost ({reason.splitlines()[0]}); booting again")
+    for cell in pending:
+        ctx.fail(cell, f"gave up after {ctx.scn.retries + 1} attempts: {reason}")
+
+
+def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int,
+                cells: list[CellId], attempt: int) -> tuple[list[CellId], str]:
+    """Boot one VM, measure its idle window, then the cells. Returns the cells left
+    undone because the VM died or never booted (empty when none), and why."""
     scn, log = ctx.scn, ctx.log
-    cells = ctx.cell_ids(backend.name, repeat)
     cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
                     topo.netns)
-    tag = f"{backend.name}/r{repeat}"
+    tag = f"{backend.name}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
     with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
         try:
             log(f"{tag}: booting the guest ({ctx.choice.accel})")
@@ -232,20 +253,29 @@ def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, r
                 "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle)})
         except CellFailed as exc:
             log(f"{tag}: boot failed: {str(exc).splitlines()[0]}")
-            for cell in cells:
-                ctx.fail(cell, f"boot: {exc}")
-            return
+            return cells, f"boot: {exc}"
         for i, cell in enumerate(cells):
             log(f"{tag}: {cell.workload.label} {cell.direction}: {scn.duration_s} s of traffic")
             try:
-                ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle))
+                ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle, attempt))
             except CellFailed as exc:
+                if not vm.alive():
+                    log(f"{tag}: {cell.direction}: {str(exc).splitlines()[0]}")
+                    return cells[i:], str(exc)
                 log(f"{tag}: {cell.direction} failed: {str(exc).splitlines()[0]}")
                 ctx.fail(cell, str(exc))
-                if not vm.alive():
-                    for rest in cells[i + 1:]:
-                        ctx.fail(rest, "not run: QEMU is gone")
-                    return
+    return [], ""
+
+
+def _fault_timer(vm: VM, cell: CellId, attempt: int) -> threading.Timer | None:
+    """Test hook: IOBENCH_FAULT=kill-qemu:<backend>:<direction> SIGKILLs QEMU one second into
+    that cell's first attempt, so tests (and the lab's) can prove death is detected and retried."""
+    spec = os.environ.get("IOBENCH_FAULT", "")
+    if attempt != 1 or spec != f"kill-qemu:{cell.backend}:{cell.direction}":
+        return None
+    timer = threading.Timer(1.0, lambda: os.kill(vm.pid, signal.SIGKILL) if vm.alive() else None)
+    timer.start()
+    return timer
 
 
 def _idle_window(vm: VM, topo: topology.Topology, accel_name: str, seconds: float) -> IdleWindow:
@@ -266,7 +296,7 @@ def _idle_window(vm: VM, topo: topology.Topology, accel_name: str, seconds: floa
 
 
 def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: backends.Backend, cell: CellId,
-                     idle: IdleWindow) -> Row:
+                     idle: IdleWindow, attempt: int = 1) -> Row:
     spec = traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload)
     accel_name = ctx.choice.accel
     tracing = accel_name == "tcg"
@@ -275,7 +305,12 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     try:
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         cpu0 = children_cpu_s()
-        raw = traffic.run(spec, topo.netns)
+        fault = _fault_timer(vm, cell, attempt)
+        try:
+            raw = traffic.run(spec, topo.netns, peer_gone=lambda: None if vm.alive() else str(vm.failure(vm.exit_text())))
+        finally:
+            if fault:
+                fault.cancel()
         client_cpu = children_cpu_s() - cpu0
         ctx.writer.write_raw(f"{cell.name}.iperf3.json", raw)
         after = snapshot(vm.pid, topo.link_stats, vm, accel_name)

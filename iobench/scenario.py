@@ -14,6 +14,7 @@ File layout (every key optional; defaults below):
     omit_s = 1                  # iperf3 warm-up, not counted in throughput
     repeats = 3                 # rounds; backends interleaved inside each round
     boot_timeout_s = 90
+    retries = 1                 # a VM that dies (or never boots) is booted again this many times
 
     [workload]
     protocol = "tcp"            # tcp or udp
@@ -65,6 +66,7 @@ class Scenario:
     omit_s: int = 1
     repeats: int = 3
     boot_timeout_s: float = 90.0
+    retries: int = 1
     protocol: str = "tcp"
     streams: int = 1
     message_bytes: tuple[int, ...] = (0,)
@@ -98,6 +100,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "omit_s": (int, lambda v: 0 <= v <= 60, "an integer from 0 to 60"),
         "repeats": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
         "boot_timeout_s": (float, lambda v: 5 <= v <= 3600, "a number of seconds from 5 to 3600"),
+        "retries": (int, lambda v: 0 <= v <= 5, "an integer from 0 to 5"),
     },
     "workload": {
         "protocol": (str, lambda v: v in ("tcp", "udp"), '"tcp" or "udp"'),

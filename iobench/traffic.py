@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,28 +80,46 @@ def parse(text: str) -> TrafficResult:
     )
 
 
-def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0) -> str:
+def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
+        peer_gone: Callable[[], str | None] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
     by the caller before `parse`, so a failure keeps iperf3's own output).
 
     The client is killed (with its process group) if it overruns the window by
-    `timeout_extra` seconds or if iobench is interrupted.
+    `timeout_extra` seconds, if iobench is interrupted, or as soon as `peer_gone`
+    returns a reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
     """
     proc = subprocess.Popen(client_argv(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: enter_netns(netns), start_new_session=True)
+    limit = spec.duration_s + spec.omit_s + timeout_extra
+    deadline = time.monotonic() + limit
+    stop: str | None = None  # why iobench stopped the client itself
+    out = err = ""
     try:
-        out, err = proc.communicate(timeout=spec.duration_s + spec.omit_s + timeout_extra)
-    except subprocess.TimeoutExpired as exc:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise CellFailed(f"iperf3 did not finish within {spec.duration_s + spec.omit_s + timeout_extra:.0f} s") from exc
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
+        while stop is None:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                stop = peer_gone() if peer_gone else None
+                if stop is None and time.monotonic() > deadline:
+                    stop = f"iperf3 did not finish within {limit:.0f} s"
+    finally:
+        if proc.poll() is None:  # overrun, peer gone, or interrupted: no iperf3 outlives the cell
+            _kill_group(proc)
+    if stop:
+        raise CellFailed(stop)
     if not out.strip():
         raise CellFailed(f"iperf3 exited with status {proc.returncode} and no JSON: {err.strip()[:200]}")
     return out
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 IPERF3_PORT = 5201

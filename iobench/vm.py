@@ -168,12 +168,12 @@ class VM:
         try:
             qmp.accept(timeout=30.0)
         except Exception as exc:
-            raise self.failure(f"QEMU did not open its QMP socket ({self._exit_text()})") from exc
+            raise self.failure(f"QEMU did not open its QMP socket ({self.exit_text()})") from exc
         qmp.settimeout(QMP_TIMEOUT_S)  # a QMP command that hangs becomes an error, not a stuck run
         self._wait_ready(boot_timeout)
         self.boot_seconds = time.monotonic() - start
 
-    def _exit_text(self) -> str:
+    def exit_text(self) -> str:
         assert self.proc is not None
         code = self.proc.poll()
         if code is None:
@@ -193,7 +193,7 @@ class VM:
                 self.ready_line = "; ".join(ln for ln in text.splitlines() if ln.startswith("IOBENCH-INFO"))
                 return
             if not self.alive():
-                raise self.failure(f"{self._exit_text()} before the guest was ready")
+                raise self.failure(f"{self.exit_text()} before the guest was ready")
             time.sleep(0.05)
         raise self.failure(f"guest not READY after {timeout:.0f} s")
 
@@ -203,7 +203,7 @@ class VM:
     def check_alive(self) -> None:
         """Raise VMLaunchFailure if QEMU is gone (e.g. killed mid-traffic)."""
         if not self.alive():
-            raise self.failure(self._exit_text())
+            raise self.failure(self.exit_text())
 
     def command(self, cmd: str, **args: Any) -> Any:
         """Execute one QMP command and return its 'return' value."""
