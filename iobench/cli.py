@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     scn = scenario_from_args(args)
     if scn.accel == "lab":
         return cmd_lab_run(args)
+    if scn.accel == "auto" and "IOBENCH_ENVIRONMENT" not in os.environ:
+        lab_reason = _auto_wants_lab()
+        if lab_reason:
+            _log(f"accelerator: lab ({lab_reason})")
+            return cmd_lab_run(args, why=f"--accel auto: {lab_reason}")
     result = run(scn, args.out, log=_log)
     report.print_run(result.directory)
     print(f"results: {result.directory}")
@@ -153,7 +159,25 @@ def passthrough(argv: list[str]) -> list[str]:
     return out
 
 
-def cmd_lab_run(args: argparse.Namespace) -> int:
+def _auto_wants_lab() -> str | None:
+    """Why `auto` should use the nested lab here (None: use KVM or TCG directly).
+
+    The mission's numbers are KVM exits: when this host's KVM cannot run the guest
+    but the lab works, the lab is the better answer than TCG trap counts."""
+    from iobench import accel, guest, lab, runner
+
+    runner.preflight()
+    choice = accel.choose("auto", guest.build(log=_log), log=_log)
+    if choice.accel == "kvm":
+        return None
+    ok, why = lab.usable(_log)
+    if not ok:
+        _log(f"the nested lab does not work here either ({why}); using TCG")
+        return None
+    return f"{choice.reason}; the nested lab works here ({why}), so its real KVM exits are used"
+
+
+def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run / --accel lab)") -> int:
     import json as _json
 
     from iobench import lab, report
@@ -164,8 +188,10 @@ def cmd_lab_run(args: argparse.Namespace) -> int:
     job_timeout = cells * (scn.duration_s + scn.omit_s + 60) + boots * (120 + scn.duration_s) + 300
     argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
     run_args = passthrough(argv[argv.index("run") + 1:])
+    if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
+        run_args += ["--retries", "2"]  # nested guests can die silently (LAB.md): two more boots per cell set
     try:
-        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout)
+        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout, why)
     except CellFailed as exc:
         _log(f"lab run failed: {exc}")
         return 1

@@ -19,6 +19,18 @@ class Check:
     detail: str
 
 
+def _cached_lab_probe() -> bool | None:
+    import json
+
+    from iobench import lab
+
+    try:
+        cached = json.loads(lab.probe_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return bool(cached.get("usable")) if cached.get("qemu") == hostinfo.qemu_version() else None
+
+
 def checks(probe: bool = True) -> list[Check]:
     out = []
     q, i = hostinfo.qemu_version(), hostinfo.iperf3_version()
@@ -46,7 +58,18 @@ def checks(probe: bool = True) -> list[Check]:
             usable, reason = False, "/dev/kvm present; not probed yet (needs QEMU and a guest image)"
         out.append(Check("kvm", usable, ("/dev/kvm present and " if usable else "") + reason))
     kvm_ok = out[-1].ok
-    out.append(Check("accel auto", True, "will use kvm" if kvm_ok else "will use tcg (trap counts, exit_source=tcg-traps)"))
+    if kvm_ok:
+        auto = "will use kvm"
+    else:
+        lab_cached = _cached_lab_probe()
+        if lab_cached is None:
+            auto = ("will probe the nested lab on the first run (iobench lab doctor checks it now); "
+                    "if it works, the lab (real KVM exits), else tcg (trap counts)")
+        elif lab_cached:
+            auto = "will use the nested lab: real KVM exits and vhost-net inside an L1 VM (iobench lab doctor)"
+        else:
+            auto = "will use tcg (trap counts, exit_source=tcg-traps): neither KVM nor the nested lab works here"
+    out.append(Check("accel auto", True, auto))
     vhost = backends.unavailable_reason(backends.VHOST, "kvm" if kvm_ok else "tcg")
     out.append(Check("vhost-net", vhost is None, "/dev/vhost-net usable" if vhost is None else vhost))
     out.append(Check("netns", os.path.isdir("/var/run/netns") or os.geteuid() == 0, "named namespaces under /var/run/netns"))

@@ -71,7 +71,8 @@ def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
     return [sys.executable, "-m", "iobench", "run", *run_args, "--accel", "kvm", "--out", str(labdir / "out")]
 
 
-def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_timeout_s: float) -> Path:
+def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_timeout_s: float,
+        why: str = "asked for (iobench lab run / --accel lab)") -> Path:
     """Boot L1, run the inner matrix, publish its results under `out`. Returns the results dir.
 
     Raises UserError when the host lacks QEMU, CellFailed when L1 dies or the job overruns.
@@ -91,7 +92,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
             l1_boot = l1.boot_seconds
             log(f"lab: L1 ready in {l1_boot:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
             _follow(l1, job_timeout_s, log)
-        return _publish(labdir, out, l1.ready_line, l1_boot, time.monotonic() - started)
+        return _publish(labdir, out, l1.ready_line, l1_boot, time.monotonic() - started, why)
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
 
@@ -118,7 +119,7 @@ def _follow(l1: VM, timeout_s: float, log: Log) -> None:
         time.sleep(0.5)
 
 
-def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float) -> Path:
+def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str) -> Path:
     code_file = labdir / "exit-code"
     inner = [p for p in (labdir / "out").glob("*") if p.is_dir() and not p.name.startswith(".")]
     if not inner:
@@ -129,6 +130,7 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
     meta: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
     meta["environment"] = "lab"
     meta["lab"] = {
+        "why": why,
         "how": f"L1 under QEMU TCG with -cpu {L1_CPU} (nested SVM), {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB; "
                "the benchmark guest runs under L1's KVM; L1 sees the host root read-only over 9p",
         "l1": _parse_info(l1_line),
@@ -147,6 +149,31 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
     final = out / run_dir.name
     os.rename(run_dir, final)
     return final
+
+
+def probe_file() -> Path:
+    import platform
+
+    return guest.cache_root() / f"lab-probe-{platform.release()}.json"
+
+
+def usable(log: Log) -> tuple[bool, str]:
+    """Whether the lab works on this host: L1 boots with /dev/kvm and /dev/vhost-net inside.
+    Cached per host kernel and QEMU version, like the KVM probe."""
+    path = probe_file()
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("qemu") == hostinfo.qemu_version():
+            return bool(cached["usable"]), str(cached["reason"]) + " (cached probe)"
+    except (OSError, ValueError):
+        pass
+    log("probing the nested lab: booting L1 once (cached afterwards)")
+    checks = doctor(log)
+    ok = all(c.ok for c in checks)
+    reason = "; ".join(c.detail for c in checks if c.name.startswith("L1"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"usable": ok, "reason": reason, "qemu": hostinfo.qemu_version()}))
+    return ok, reason
 
 
 def doctor(log: Log) -> list[Any]:
