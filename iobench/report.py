@@ -80,7 +80,8 @@ def print_run(directory: Path, console: Console | None = None) -> None:
     """Print the table of a results directory; piped output gets a wide layout instead of wrapped cells."""
     meta, rows, summary = load(directory)
     console = console or Console(width=None if Console().is_terminal else 220)
-    title = (f"iobench {meta['run_id']} - accel {meta['accel']['accel']} ({meta['accel']['exit_source']}), "
+    where = " in the nested lab" if meta.get("environment") == "lab" else ""
+    title = (f"iobench {meta['run_id']} - accel {meta['accel']['accel']}{where} ({meta['accel']['exit_source']}), "
              "medians over repeats; packets = MTU-sized (1514 B) packet equivalents")
     table = Table(title=title)
     for h in HEADERS:
