@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offloads", choices=("on", "off"), help="guest NIC offloads (TSO/GSO/GRO/checksum) via ethtool")
     p.add_argument("--qemu-arg", action="append", help="raw QEMU argument appended to every VM (repeatable)")
     p.add_argument("--boot-timeout", type=float, help="seconds to wait for the guest's READY")
+    p.add_argument("--copy-trace", action="store_true", default=None,
+                   help="count kernel copy routines per thread with kprobes (where the kernel allows it; the lab does)")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
 
 
@@ -113,7 +116,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
-        boot_timeout_s=args.boot_timeout, retries=args.retries,
+        boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
     )
 
 
@@ -269,11 +272,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab}
+    # Every command unwinds its context managers (QEMU, L1, namespaces) on SIGTERM and Ctrl-C,
+    # even when started from a shell that ignores SIGINT for background jobs.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         return handlers[args.command](args)
     except UserError as exc:
@@ -285,3 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         _log("terminated; everything the run created was removed")
         return 143
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -119,7 +119,8 @@ KVM_NA = "traps_* are TCG-only"
 
 def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: Snapshot, after: Snapshot,
            traffic: TrafficResult, traps: tcg.TrapCounts | None, idle: IdleWindow | None,
-           client_cpu_s: float, cpu_hz: float | None) -> Row:
+           client_cpu_s: float, cpu_hz: float | None, kcopies: dict[str, int] | None = None,
+           kcopy_na: str = "copy trace off") -> Row:
     """A VM cell's row from two snapshots, iperf3's result, the trap counts (TCG) and the idle window."""
     bytes_key, frames_key = TAP_DATA_COUNTERS[cell.direction]
     exits = exit_counts(before, after, traps)
@@ -148,8 +149,14 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
         cpu_s_vcpu=cpu["vcpu"], cpu_s_main=cpu["main"], cpu_s_iothread=cpu["iothread"],
         cpu_s_other=cpu["other"], cpu_s_vhost=cpu["vhost"],
         cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=None, cpu_hz=cpu_hz,
-        na_reason=(TCG_NA if accel == "tcg" else KVM_NA) + "; iperf3 server CPU is inside the guest",
+        **_kcopy_columns(kcopies),
+        na_reason=(TCG_NA if accel == "tcg" else KVM_NA) + "; iperf3 server CPU is inside the guest"
+        + ("" if kcopies else f"; kcopy_*: {kcopy_na}"),
     )
+
+
+def _kcopy_columns(kcopies: dict[str, int] | None) -> dict[str, Any]:
+    return {f"kcopy_bytes_{k}": (kcopies[k] if kcopies else None) for k in ("qemu", "vhost", "iperf3", "other")}
 
 
 def _kinds(exits: dict[str, int | None]) -> dict[str, Any]:
@@ -177,6 +184,7 @@ def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, 
                          "(the socket copies of both iperf3 ends exist in every row)",
         cpu_s_vcpu=None, cpu_s_main=None, cpu_s_iothread=None, cpu_s_other=None, cpu_s_vhost=None,
         cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=round(server_cpu, 3), cpu_hz=cpu_hz,
+        **_kcopy_columns(None),
         na_reason="native: no VM, 0 exits by construction; no QEMU, so no QEMU copies or threads",
     )
 

@@ -83,6 +83,10 @@ class Row:
     cpu_s_iperf3_client: float
     cpu_s_iperf3_server: float | None
     cpu_hz: float | None
+    kcopy_bytes_qemu: int | None
+    kcopy_bytes_vhost: int | None
+    kcopy_bytes_iperf3: int | None
+    kcopy_bytes_other: int | None
     na_reason: str
 
 
@@ -122,6 +126,9 @@ def derive(row: Row) -> dict[str, Any]:
         out[f"{kind}_per_packet"] = _per(getattr(row, kind), packets)
     out["copies_per_packet_measured"] = (round(row.syscall_copy_bytes / row.bytes, 4)
                                          if row.syscall_copy_bytes is not None and row.bytes else None)
+    for who in ("qemu", "vhost"):
+        value = getattr(row, f"kcopy_bytes_{who}")
+        out[f"kernel_copies_per_packet_{who}"] = round(value / row.bytes, 4) if value is not None and row.bytes else None
     cpu_values = {k: getattr(row, f"cpu_s_{k}") for k in CPU_KINDS}
     for kind, value in cpu_values.items():
         out[f"cpu_us_per_packet_{kind}"] = _per(value, packets, 1e6, 3)
@@ -137,6 +144,7 @@ SUMMARY_COLUMNS = ["backend", "direction", "workload", "metric", "n", "median", 
 DERIVED_COLUMNS = [
     "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
     "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
+    "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "cycles_per_byte",
 ]
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS

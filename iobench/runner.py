@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import __version__, accel, backends, guest, hostinfo, summary, topology, traffic
-from iobench.counters import tcg
+from iobench.counters import copytrace, tcg
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.measure import CellId, IdleWindow, children_cpu_s, exit_counts, native_row, set_trace, snapshot, vm_row
 from iobench.results import ResultsWriter, Row, new_run_id
@@ -107,6 +107,13 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
     mhz = host.get("cpu_mhz")
     cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log)
+    if scn.copy_trace:
+        try:
+            ctx.copytrace = copytrace.CopyTrace()
+            log("copy trace: counting kernel copy routines per thread (kprobes)")
+        except copytrace.CopyTraceUnavailable as exc:
+            ctx.copytrace_na = f"copy trace unavailable here: {exc}"
+            log(ctx.copytrace_na)
     status, interrupted_by, error = "failed", None, None
     started = time.time()
     # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
@@ -133,6 +140,8 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if ctx.copytrace is not None:
+            ctx.copytrace.close()
         summ = summary.summarize(ctx.rows)
         meta = {
             "iobench_version": __version__, "run_id": run_id, "status": status, "interrupted_by": interrupted_by,
@@ -144,6 +153,7 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
             | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
             "cells": [asdict(c) for c in ctx.cells],
             "failed_attempts": ctx.attempts,
+            "copy_trace": ("on" if ctx.copytrace else ctx.copytrace_na),
             "flagged": summary.flagged(summ),
         }
         directory = writer.finish(meta, ctx.rows, summ)
@@ -168,6 +178,8 @@ class _Context:
     rows: list[Row] = field(default_factory=list)
     cells: list[CellOutcome] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    copytrace: copytrace.CopyTrace | None = None
+    copytrace_na: str = "copy trace off (--copy-trace)"
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         return [CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)
@@ -303,6 +315,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     if tracing:
         set_trace(vm, True)
     try:
+        if ctx.copytrace:
+            ctx.copytrace.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         cpu0 = children_cpu_s()
         fault = _fault_timer(vm, cell, attempt)
@@ -317,6 +331,12 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
+        kcopies = None
+        if ctx.copytrace:
+            counts, hist = ctx.copytrace.stop()
+            ctx.writer.write_raw(f"{cell.name}.copytrace.hist", hist)
+    if ctx.copytrace:
+        kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid)
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
     ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
     result = traffic.parse(raw)
@@ -327,7 +347,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         ctx.writer.write_raw(f"{cell.name}.trace-head.log", "\n".join(lines[:200]) + "\n")
         ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
     return vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
-                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz)
+                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
+                  kcopies=kcopies, kcopy_na=ctx.copytrace_na)
 
 
 def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:

@@ -15,6 +15,7 @@ File layout (every key optional; defaults below):
     repeats = 3                 # rounds; backends interleaved inside each round
     boot_timeout_s = 90
     retries = 1                 # a VM that dies (or never boots) is booted again this many times
+    copy_trace = false          # count kernel copy routines per thread (kprobes; where the kernel allows it)
 
     [workload]
     protocol = "tcp"            # tcp or udp
@@ -67,6 +68,7 @@ class Scenario:
     repeats: int = 3
     boot_timeout_s: float = 90.0
     retries: int = 1
+    copy_trace: bool = False
     protocol: str = "tcp"
     streams: int = 1
     message_bytes: tuple[int, ...] = (0,)
@@ -101,6 +103,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "repeats": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100"),
         "boot_timeout_s": (float, lambda v: 5 <= v <= 3600, "a number of seconds from 5 to 3600"),
         "retries": (int, lambda v: 0 <= v <= 5, "an integer from 0 to 5"),
+        "copy_trace": (bool, lambda v: True, "true or false"),
     },
     "workload": {
         "protocol": (str, lambda v: v in ("tcp", "udp"), '"tcp" or "udp"'),

@@ -166,11 +166,14 @@ class VM:
                 start_new_session=True,  # Ctrl-C reaches iobench, which then stops QEMU in order
             )
         try:
-            qmp.accept(timeout=30.0)
+            # Part of the boot budget: inside the lab, QEMU's first start reads its binary and
+            # libraries over 9p under emulation, which alone can take tens of seconds.
+            qmp.accept(timeout=boot_timeout)
         except Exception as exc:
-            raise self.failure(f"QEMU did not open its QMP socket ({self.exit_text()})") from exc
+            raise self.failure(f"QEMU did not open its QMP socket within {boot_timeout:.0f} s "
+                               f"({self.exit_text()})") from exc
         qmp.settimeout(QMP_TIMEOUT_S)  # a QMP command that hangs becomes an error, not a stuck run
-        self._wait_ready(boot_timeout)
+        self._wait_ready(max(5.0, boot_timeout - (time.monotonic() - start)))
         self.boot_seconds = time.monotonic() - start
 
     def exit_text(self) -> str:

@@ -2,6 +2,9 @@
 
 The quickest meaningful matrix (three backends, both directions, 2 s windows, no
 native row) runs in the default test command; it takes about three minutes here.
+The inner QEMU of virtio is killed one second into its guest->host window (the
+IOBENCH_FAULT hook, passed into L1): the lab must retry it, record the lost
+attempt, and still complete.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lab-results")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IOBENCH_FAULT", "kill-qemu:virtio:tx")
     argv = ["lab", "run", "--backend", "e1000", "--backend", "virtio", "--backend", "vhost",
             "--duration", "2", "--omit", "1", "--repeats", "1", "--out", str(out)]
-    code = main(argv)
+    try:
+        code = main(argv)
+    finally:
+        mp.undo()
     dirs = [p for p in out.iterdir() if not p.name.startswith(".")]
     return code, dirs, out
 
@@ -39,6 +47,16 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert "EPYC" in meta["lab"]["l1"]["cpu"]
     assert (run_dir / "raw/lab/l1-serial.log").exists()
     assert not list(out.glob(".lab-*"))  # the lab directory is gone
+
+
+def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
+    _, (run_dir,), _ = lab_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    (lost,) = meta["failed_attempts"]
+    assert lost["backend"] == "virtio" and lost["attempt"] == 1 and "signal 9" in lost["reason"]
+    assert lost["cells_left"] == ["virtio/r1-tcp-P1-ldefault-tx"]
+    assert (run_dir / "raw/virtio/r1-attempt2/serial.log").exists()
+    assert all(c["status"] == "ok" for c in meta["cells"])
 
 
 def test_lab_rows_have_real_exits_and_the_vhost_signature(lab_run) -> None:
