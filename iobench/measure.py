@@ -122,7 +122,6 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
            client_cpu_s: float, cpu_hz: float | None, kcopies: dict[str, int] | None = None,
            kcopy_na: str = "copy trace off") -> Row:
     """A VM cell's row from two snapshots, iperf3's result, the trap counts (TCG) and the idle window."""
-    bytes_key, frames_key = TAP_DATA_COUNTERS[cell.direction]
     exits = exit_counts(before, after, traps)
     rchar = after.io["rchar"] - before.io["rchar"]
     wchar = after.io["wchar"] - before.io["wchar"]
@@ -130,12 +129,8 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
     model = backend.copy_model[cell.direction]
     cpu = cpu_delta(before.threads, after.threads)
     return Row(
-        **_identity(run_id, cell, accel, "kvm-stats" if accel == "kvm" else "tcg-traps"),
-        duration_s=round(after.monotonic - before.monotonic, 3),
-        throughput_bps=traffic.bits_per_second, iperf3_bytes=traffic.bytes_received,
-        retransmits=traffic.retransmits,
-        bytes=after.link[bytes_key] - before.link[bytes_key],
-        frames=after.link[frames_key] - before.link[frames_key],
+        **_window(run_id, cell, accel, "kvm-stats" if accel == "kvm" else "tcg-traps", before, after, traffic,
+                  TAP_DATA_COUNTERS[cell.direction]),
         exits=int(exits["exits"] or 0),
         **_kinds(exits),
         traps_nic=exits["traps_nic"], traps_apic=exits["traps_apic"], traps_other=exits["traps_other"],
@@ -166,15 +161,9 @@ def _kinds(exits: dict[str, int | None]) -> dict[str, Any]:
 def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, traffic: TrafficResult,
                client_cpu_s: float, cpu_hz: float | None) -> Row:
     """The ceiling: the same iperf3 between two namespaces over veth, no VM in the path."""
-    bytes_key, frames_key = PEER_DATA_COUNTERS[cell.direction]
     server_cpu = sum(t.cpu_s for t in after.threads) - sum(t.cpu_s for t in before.threads)
     return Row(
-        **_identity(run_id, cell, "none", "none"),
-        duration_s=round(after.monotonic - before.monotonic, 3),
-        throughput_bps=traffic.bits_per_second, iperf3_bytes=traffic.bytes_received,
-        retransmits=traffic.retransmits,
-        bytes=after.link[bytes_key] - before.link[bytes_key],
-        frames=after.link[frames_key] - before.link[frames_key],
+        **_window(run_id, cell, "none", "none", before, after, traffic, PEER_DATA_COUNTERS[cell.direction]),
         exits=0, **_NO_KVM_KINDS,
         traps_nic=None, traps_apic=None, traps_other=None, virtio_kicks_handled=None,
         idle_s=None, idle_exits=None, idle_irq_injections=None,
@@ -189,8 +178,17 @@ def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, 
     )
 
 
-def _identity(run_id: str, cell: CellId, accel: str, exit_source: str) -> dict[str, Any]:
+def _window(run_id: str, cell: CellId, accel: str, exit_source: str, before: Snapshot, after: Snapshot,
+            traffic: TrafficResult, data_keys: tuple[str, str]) -> dict[str, Any]:
+    """The columns every row shares: the cell's identity, the window, iperf3's result and the
+    data-direction link counters."""
     w = cell.workload
+    bytes_key, frames_key = data_keys
     return {"run_id": run_id, "backend": cell.backend, "direction": cell.direction, "repeat": cell.repeat,
             "workload": w.label, "protocol": w.protocol, "streams": w.streams, "message_bytes": w.message_bytes,
-            "offloads": cell.offloads, "vcpus": cell.vcpus, "accel": accel, "exit_source": exit_source}
+            "offloads": cell.offloads, "vcpus": cell.vcpus, "accel": accel, "exit_source": exit_source,
+            "duration_s": round(after.monotonic - before.monotonic, 3),
+            "throughput_bps": traffic.bits_per_second, "iperf3_bytes": traffic.bytes_received,
+            "retransmits": traffic.retransmits,
+            "bytes": after.link[bytes_key] - before.link[bytes_key],
+            "frames": after.link[frames_key] - before.link[frames_key]}
