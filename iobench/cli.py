@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab_sub.add_parser("doctor", help="what the lab would use and whether it works here",
                        description="Show the lab's images and QEMU, and boot L1 once to check KVM and vhost-net inside.")
 
+    rep = sub.add_parser("report", help="print a results directory's table and (re)write its report.md",
+                         description="Print the table of a results directory and write its report.md.")
+    rep.add_argument("directory", type=Path)
+    plot = sub.add_parser("plot", help="(re)draw a results directory's figures into its plots/",
+                          description="Draw the four figures of a results directory into DIR/plots/.")
+    plot.add_argument("directory", type=Path)
+
     exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
                            description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
                                        "userspace, and the same accesses handled in the kernel through ioeventfd.")
@@ -135,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(scn, args.out, log=_log)
     report.print_run(result.directory)
     print(f"results: {result.directory}")
+    if (result.directory / "report.md").exists():
+        print(f"report: {result.directory / 'report.md'}; figures: {result.directory / 'plots'}")
     if result.status != "ok":
         _log(f"run status: {result.status}; see {result.directory / 'run.json'}")
         return 1
@@ -264,6 +273,33 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_dir(path: Path) -> Path:
+    from iobench import results
+
+    if not (path / "run.json").exists() or not (path / "rows.csv").exists():
+        raise UserError(f"{path} is not an iobench results directory (no run.json and rows.csv).")
+    results.load_meta(path)  # refuses a format this version cannot read, with the reason
+    return path
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from iobench import report
+
+    directory = _results_dir(args.directory)
+    report.print_run(directory)
+    (directory / "report.md").write_text(report.markdown(directory))
+    print(f"report: {directory / 'report.md'}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from iobench import plots
+
+    for path in plots.draw_all(_results_dir(args.directory)):
+        print(path)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from iobench import doctor
 
@@ -280,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
-                "exitbench": cmd_exitbench, "lab": cmd_lab}
+                "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot}
     # Every command unwinds its context managers (QEMU, L1, namespaces) on SIGTERM and Ctrl-C,
     # even when started from a shell that ignores SIGINT for background jobs.
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),

@@ -146,6 +146,9 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
             shutil.copyfile(labdir / "l1" / name, raw / f"l1-{name}")
     (raw / "job.sh").write_text((labdir / "job.sh").read_text())
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    from iobench import report
+
+    report.write_artifacts(run_dir)
     final = out / run_dir.name
     os.rename(run_dir, final)
     return final

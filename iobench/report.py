@@ -94,3 +94,58 @@ def print_run(directory: Path, console: Console | None = None) -> None:
             console.print(f"{name}: {info['status']}")
     if meta.get("flagged"):
         console.print(f"flagged: {len(meta['flagged'])} metric(s) whose repeats disagree by more than 10% (CV)")
+
+
+def markdown(directory: Path) -> str:
+    """report.md: the table, the host and guest, the accelerator and why, flags, figures."""
+    meta, rows, summary = load(directory)
+    lines = table_lines(summary, rows, meta.get("cells", []), meta.get("backends", {}))
+    host = meta.get("host", {})
+    image = meta.get("image", {})
+    kernel_pkg: dict[str, Any] = next((p for p in image.get("packages", []) if p["name"].startswith("linux-image-")), {})
+    out = [f"# iobench run {meta['run_id']}", ""]
+    out.append(f"- status: **{meta.get('status')}**" + (f" ({meta['error']})" if meta.get("error") else ""))
+    where = meta.get("environment", "host")
+    out.append(f"- accelerator: **{meta['accel']['accel']}** (exits from `{meta['accel']['exit_source']}`), "
+               f"environment: **{where}**; why: {meta['accel']['reason']}")
+    if where == "lab":
+        lab = meta.get("lab", {})
+        out.append(f"- lab: {lab.get('how')}; L1 {lab.get('l1', {}).get('cpu')}, kernel "
+                   f"{lab.get('l1', {}).get('kernel')}; L1 boot {lab.get('l1_boot_s')} s, wall {lab.get('wall_s')} s"
+                   + (f"; chosen because {lab['why']}" if lab.get("why") else ""))
+    outer = meta.get("lab", {}).get("outer_host") if where == "lab" else None
+    if outer:
+        out.append(f"- host: {outer.get('cpu_model')}, {outer.get('cores')} cores, kernel {outer.get('kernel')}")
+    machine = "machine running the guest (L1)" if outer else "host"
+    out.append(f"- {machine}: {host.get('cpu_model')}, {host.get('cores')} cores, kernel {host.get('kernel')}; "
+               f"{host.get('qemu')}; {host.get('iperf3')}")
+    out.append(f"- guest: kernel {kernel_pkg.get('name')} {kernel_pkg.get('version')} "
+               f"({image.get('boot_path')}), image {image.get('key')}")
+    scn = meta.get("scenario", {})
+    out.append(f"- scenario: {scn.get('source')}: {scn.get('repeats')} rounds of {scn.get('duration_s')} s windows "
+               f"(warm-up {scn.get('omit_s')} s); packets are MTU-sized (1514 B) equivalents")
+    out += ["", "| " + " | ".join(h.replace("|", "/") for h in HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines]
+    if meta.get("flagged"):
+        out += ["", "Repeats that disagree (coefficient of variation above 10%):", ""]
+        out += [f"- {f['backend']} {f['direction']} {f['workload']}: {f['metric']} CV {f['cv']:.0%} (n={f['n']})"
+                for f in meta["flagged"]]
+    failed = [c for c in meta.get("cells", []) if c["status"] != "ok"]
+    if failed:
+        out += ["", "Failed cells:", ""]
+        out += [f"- {c['backend']} {c['direction']} r{c['repeat']}: {c['reason'].splitlines()[0]}" for c in failed]
+    for lost in meta.get("failed_attempts", []):
+        out.append(f"- lost VM attempt {lost['attempt']} of {lost['backend']} r{lost['repeat']} (retried): "
+                   f"{lost['reason'].splitlines()[0]}")
+    figures = sorted((directory / "plots").glob("*.png")) if (directory / "plots").exists() else []
+    if figures:
+        out += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in figures]
+    return "\n".join(out) + "\n"
+
+
+def write_artifacts(directory: Path) -> None:
+    """The derived files of a results directory: plots/ and report.md (re-creatable at any time)."""
+    from iobench import plots
+
+    plots.draw_all(directory)
+    (directory / "report.md").write_text(markdown(directory))

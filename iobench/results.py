@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,10 @@ class ResultsWriter:
             path.write_text(content)
         return path
 
-    def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = ()) -> Path:
-        """Write rows.csv, summary.csv and run.json, then rename into place."""
+    def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = (),
+               artifacts: Callable[[Path], None] | None = None) -> Path:
+        """Write rows.csv, summary.csv and run.json, derive `artifacts` (plots, report) from
+        them in the staging dir, then rename into place."""
         import pandas as pd
 
         frame = pd.DataFrame([derive(r) for r in rows], columns=COLUMNS)
@@ -191,6 +193,9 @@ class ResultsWriter:
         frame = frame.astype({c: "Int64" for c in INT_COLUMNS})
         frame.to_csv(self.tmp / "rows.csv", index=False)
         pd.DataFrame([asdict(s) for s in stats], columns=SUMMARY_COLUMNS).to_csv(self.tmp / "summary.csv", index=False)
+        self._write_meta(meta)
+        if artifacts is not None:
+            artifacts(self.tmp)
         return self.publish(meta)
 
     @property
@@ -198,10 +203,13 @@ class ResultsWriter:
         """The private directory being filled (for files other than rows and run.json)."""
         return self.tmp
 
-    def publish(self, meta: dict[str, Any]) -> Path:
-        """Write run.json last and rename the directory into place."""
+    def _write_meta(self, meta: dict[str, Any]) -> None:
         (self.tmp / "run.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **meta},
                                                       indent=2, default=str) + "\n")
+
+    def publish(self, meta: dict[str, Any]) -> Path:
+        """Write run.json and rename the directory into place."""
+        self._write_meta(meta)
         os.chmod(self.tmp, 0o755)
         self.tmp.rename(self.final)
         return self.final

@@ -156,8 +156,17 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
             "copy_trace": ("on" if ctx.copytrace else ctx.copytrace_na),
             "flagged": summary.flagged(summ),
         }
-        directory = writer.finish(meta, ctx.rows, summ)
+        directory = writer.finish(meta, ctx.rows, summ, artifacts=_artifacts if ctx.rows else None)
     return RunReport(directory, ctx.rows, ctx.cells, unavailable, status, meta)
+
+
+def _artifacts(staging: Path) -> None:
+    """Plots and report.md; in the lab the host draws them (matplotlib under emulation is slow)."""
+    if os.environ.get("IOBENCH_ENVIRONMENT") == "lab":
+        return
+    from iobench import report
+
+    report.write_artifacts(staging)
 
 
 def _summary_of(name: str) -> str:

@@ -36,3 +36,12 @@ def test_doctor_reports_kvm_and_vhost(vm_host: None, capsys) -> None:
     out = capsys.readouterr().out
     for name in ("qemu", "iperf3", "kvm", "accel auto", "vhost-net", "privileges"):
         assert name in out
+
+
+def test_report_refuses_what_it_cannot_read(tmp_path, capsys) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not an iobench results directory" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text('{"format_version": 1}')
+    (tmp_path / "rows.csv").write_text("run_id\n")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "results format 1" in capsys.readouterr().err

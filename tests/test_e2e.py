@@ -115,3 +115,23 @@ def test_nothing_is_left_behind(tcg_run) -> None:
     assert qemu_pids() <= pids_before
     assert set(Path("/tmp").glob("iobench-vm-*")) <= vm_dirs_before
     assert not [i for i in os.listdir("/sys/class/net") if i.startswith("ibt")]
+
+
+def test_figures_and_report_are_written(tcg_run) -> None:
+    from iobench import plots
+
+    report, *_ = tcg_run
+    for name in plots.FIGURES:
+        assert (report.directory / "plots" / name).stat().st_size > 10_000
+    md = (report.directory / "report.md").read_text()
+    assert "| backend | dir |" in md and "tcg-traps" in md
+    assert "![exits-per-packet](plots/exits-per-packet.png)" in md
+
+
+def test_report_command_reads_the_results_dir_back(tcg_run, capsys) -> None:
+    from iobench.cli import main
+
+    report, *_ = tcg_run
+    assert main(["report", str(report.directory)]) == 0
+    out = capsys.readouterr().out
+    assert "e1000" in out and "virtio" in out and "report.md" in out
