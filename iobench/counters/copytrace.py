@@ -85,7 +85,8 @@ class CopyTrace:
         except OSError as exc:
             self.close()
             try:
-                detail = " ".join((tracefs / "error_log").read_text().split()[-24:])
+                # the kernel's reason is the line before the echoed command and its caret
+                detail = " ".join(" ".join((tracefs / "error_log").read_text().splitlines()[-3:]).split())
             except OSError:
                 detail = ""
             raise CopyTraceUnavailable(f"the kernel refused the kprobe on {sym} ({exc.strerror})"
