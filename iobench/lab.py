@@ -38,6 +38,7 @@ L1_CPU = "EPYC"
 L1_VCPUS = 2
 L1_MEMORY_MB = 3072
 L1_BOOT_TIMEOUT_S = 120.0
+L1_RETRIES = 1
 Log = Callable[[str], None]
 
 
@@ -46,8 +47,10 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={labdir},mount_tag=labdir,security_model=none,multidevs=remap",
     )
+    # -d cpu_reset,guest_errors: when L1 dies silently (a triple fault exits QEMU with status 0
+    # under -no-reboot), its -D log says why.
     return VMConfig(name="iobench-lab", accel="tcg", image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
-                    memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS, extra_args=("-cpu", L1_CPU),
+                    memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS, extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors"),
                     cmdline_extra=(f"iobench.labdir={labdir}",))
 
 
@@ -84,15 +87,27 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
     out.mkdir(parents=True, exist_ok=True)
     labdir = Path(tempfile.mkdtemp(prefix=".lab-", dir=out.resolve()))
     started = time.monotonic()
+    lost: list[dict[str, Any]] = []
     try:
         (labdir / "job.sh").write_text(job_script(inner_argv(run_args, labdir), labdir, guest_image.directory))
-        with VM(l1_config(image, labdir), logs_dest=labdir / "l1") as l1:
-            log(f"lab: booting L1 (TCG, -cpu {L1_CPU}, {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB)")
-            l1.launch(boot_timeout=boot_timeout_s)
-            l1_boot = l1.boot_seconds
-            log(f"lab: L1 ready in {l1_boot:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
-            _follow(l1, job_timeout_s, log)
-        return _publish(labdir, out, l1.ready_line, l1_boot, time.monotonic() - started, why)
+        for attempt in range(1, L1_RETRIES + 2):
+            logs = labdir / ("l1" if attempt == 1 else f"l1-attempt{attempt}")
+            with VM(l1_config(image, labdir), logs_dest=logs) as l1:
+                log(f"lab: booting L1 (TCG, -cpu {L1_CPU}, {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB)")
+                try:
+                    l1.launch(boot_timeout=boot_timeout_s)
+                    log(f"lab: L1 ready in {l1.boot_seconds:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
+                    _follow(l1, job_timeout_s, log)
+                    break
+                except CellFailed as exc:
+                    # L1 itself can die under nested emulation (LAB.md): the whole job runs again, bounded.
+                    if l1.alive() or attempt > L1_RETRIES:
+                        raise
+                    reason = str(exc).splitlines()[0]
+                    lost.append({"attempt": attempt, "reason": reason, "logs": logs.name})
+                    log(f"lab: L1 attempt {attempt} lost ({reason}); running the job again")
+                    shutil.rmtree(labdir / "out", ignore_errors=True)
+        return _publish(labdir, out, l1.ready_line, l1.boot_seconds, time.monotonic() - started, why, lost)
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
 
@@ -119,7 +134,8 @@ def _follow(l1: VM, timeout_s: float, log: Log) -> None:
         time.sleep(0.5)
 
 
-def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str) -> Path:
+def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str,
+             lost: list[dict[str, Any]]) -> Path:
     code_file = labdir / "exit-code"
     inner = [p for p in (labdir / "out").glob("*") if p.is_dir() and not p.name.startswith(".")]
     if not inner:
@@ -137,13 +153,15 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         "l1_boot_s": round(l1_boot_s, 1),
         "wall_s": round(wall_s, 1),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,
+        "failed_l1_attempts": lost,
         "outer_host": hostinfo.describe(),
     }
     raw = run_dir / "raw" / "lab"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in ("serial.log", "qemu.stderr"):
-        if (labdir / "l1" / name).exists():
-            shutil.copyfile(labdir / "l1" / name, raw / f"l1-{name}")
+    for logs in sorted(labdir.glob("l1*")):
+        for name in ("serial.log", "qemu.stderr", "trace.log"):
+            if (logs / name).exists():
+                shutil.copyfile(logs / name, raw / f"{logs.name}-{name}")
     (raw / "job.sh").write_text((labdir / "job.sh").read_text())
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     from iobench import report

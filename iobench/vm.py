@@ -246,8 +246,9 @@ class VM:
         if self.logs_dest is None:
             return
         self.logs_dest.mkdir(parents=True, exist_ok=True)
-        for src, name in ((self.serial_log, "serial.log"), (self.qemu_log, "qemu.stderr")):
-            if src.exists():
+        for src, name in ((self.serial_log, "serial.log"), (self.qemu_log, "qemu.stderr"), (self.trace_log, "trace.log")):
+            # the -D log only when QEMU wrote something small there (errors, not a window's trace events)
+            if src.exists() and (name != "trace.log" or 0 < src.stat().st_size < 4 << 20):
                 shutil.copyfile(src, self.logs_dest / name)
 
     def __enter__(self) -> VM:
