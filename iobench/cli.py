@@ -7,10 +7,12 @@ A UserError becomes one line and its exit code; Ctrl-C exits 130, SIGTERM 143.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Draw the four figures of a results directory into DIR/plots/.")
     plot.add_argument("directory", type=Path)
 
+    cmp_ = sub.add_parser("compare", help="two runs side by side: ratios and which is better per metric",
+                          description="Compare the summary medians of two results directories, cell by cell.")
+    cmp_.add_argument("a", type=Path, help="the reference run")
+    cmp_.add_argument("b", type=Path, help="the run compared against it")
+    cmp_.add_argument("--allow-qemu-change", action="store_true", help="compare runs made with different QEMU versions")
+
     exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
                            description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
                                        "userspace, and the same accesses handled in the kernel through ioeventfd.")
@@ -139,7 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if lab_reason:
             _log(f"accelerator: lab ({lab_reason})")
             return cmd_lab_run(args, why=f"--accel auto: {lab_reason}")
-    result = run(scn, args.out, log=_log)
+    with _progress_display() as (log, progress):
+        result = run(scn, args.out, log=log, progress=progress)
     report.print_run(result.directory)
     print(f"results: {result.directory}")
     if (result.directory / "report.md").exists():
@@ -148,6 +157,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         _log(f"run status: {result.status}; see {result.directory / 'run.json'}")
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _progress_display() -> Iterator[tuple[Callable[[str], None], Callable[[int, int], None] | None]]:
+    """In a terminal: a live bar of cells done / to do with the current phase; piped (CI logs): plain lines."""
+    if not sys.stderr.isatty():
+        yield _log, None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("cells"), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    task = bar.add_task("preparing", total=None)
+
+    def log(message: str) -> None:
+        bar.console.print(f"iobench: {message}", highlight=False)
+        bar.update(task, description=message[:60])
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield log, progress
 
 
 def passthrough(argv: list[str]) -> list[str]:
@@ -300,6 +333,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench import compare
+
+    lines, blocking, no_exits = compare.compare(args.a, args.b, args.allow_qemu_change)
+    if blocking:
+        raise UserError(f"{args.a} and {args.b} are not comparable: " + "; ".join(blocking) + ".")
+    for reason in no_exits:
+        _log(f"exits not compared: {reason}")
+    console = Console(width=None if Console().is_terminal else 160)
+    table = Table(title=f"B = {args.b.name} against A = {args.a.name} (summary medians)")
+    for h in ("backend", "dir", "workload", "metric", "A", "B", "B/A", "B is"):
+        table.add_column(h)
+    for ln in lines:
+        table.add_row(ln.backend, ln.direction, ln.workload, ln.metric, f"{ln.a:.4g}", f"{ln.b:.4g}",
+                      "-" if ln.ratio is None else f"{ln.ratio:.3f}", ln.verdict)
+    console.print(table)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from iobench import doctor
 
@@ -316,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
-                "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot}
+                "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
+                "compare": cmd_compare}
     # Every command unwinds its context managers (QEMU, L1, namespaces) on SIGTERM and Ctrl-C,
     # even when started from a shell that ignores SIGINT for background jobs.
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),

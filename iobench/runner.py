@@ -92,7 +92,10 @@ def preflight() -> None:
             raise UserError(f"{tool} is not installed: apt-get install {pkg} (or run the README's setup command).")
 
 
-def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
+Progress = Callable[[int, int], None]
+
+
+def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = None) -> RunReport:
     preflight()
     image = guest.build(log=log)
     guest.verify(image)
@@ -106,7 +109,10 @@ def run(scn: Scenario, out: Path, log: Log = print) -> RunReport:
     host = hostinfo.describe()
     mhz = host.get("cpu_mhz")
     cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
-    ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log)
+    ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
+                   total=scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions), progress=progress)
+    if progress:
+        progress(0, ctx.total)
     if scn.copy_trace:
         try:
             ctx.copytrace = copytrace.CopyTrace()
@@ -184,6 +190,8 @@ class _Context:
     choice: accel.AccelChoice
     cpu_hz: float | None
     log: Log
+    total: int = 0
+    progress: Progress | None = None
     rows: list[Row] = field(default_factory=list)
     cells: list[CellOutcome] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -196,10 +204,16 @@ class _Context:
 
     def fail(self, cell: CellId, reason: str) -> None:
         self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason))
+        self._advance()
 
     def ok(self, cell: CellId, row: Row) -> None:
         self.rows.append(row)
         self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok"))
+        self._advance()
+
+    def _advance(self) -> None:
+        if self.progress:
+            self.progress(len(self.cells), self.total)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

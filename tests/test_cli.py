@@ -45,3 +45,10 @@ def test_report_refuses_what_it_cannot_read(tmp_path, capsys) -> None:
     (tmp_path / "rows.csv").write_text("run_id\n")
     assert main(["report", str(tmp_path)]) == 2
     assert "results format 1" in capsys.readouterr().err
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    from iobench.cli import _log, _progress_display
+
+    with _progress_display() as (log, progress):  # pytest's stderr is not a terminal: plain lines for CI logs
+        assert log is _log and progress is None

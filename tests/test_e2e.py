@@ -135,3 +135,22 @@ def test_report_command_reads_the_results_dir_back(tcg_run, capsys) -> None:
     assert main(["report", str(report.directory)]) == 0
     out = capsys.readouterr().out
     assert "e1000" in out and "virtio" in out and "report.md" in out
+
+
+def test_compare_a_run_with_itself_and_refuse_tcg_against_kvm(tcg_run, tmp_path, capsys) -> None:
+    import shutil
+
+    from iobench import compare
+    from iobench.cli import main
+
+    report, *_ = tcg_run
+    lines, blocking, _ = compare.compare(report.directory, report.directory)
+    assert not blocking and lines and {ln.verdict for ln in lines} == {"same"}
+    kvm_copy = tmp_path / "kvm-run"
+    shutil.copytree(report.directory, kvm_copy)
+    meta = json.loads((kvm_copy / "run.json").read_text())
+    meta["accel"] |= {"accel": "kvm", "exit_source": "kvm-stats"}
+    (kvm_copy / "run.json").write_text(json.dumps(meta))
+    assert main(["compare", str(report.directory), str(kvm_copy)]) == 2
+    err = capsys.readouterr().err
+    assert "not comparable" in err and "accelerator differs: tcg vs kvm" in err
