@@ -71,39 +71,54 @@ def _error(rows: Sequence[dict[str, Any]], pairs: list[tuple[str, str]], column:
     return [lo, hi]
 
 
-def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path) -> None:
-    plt = _plt()
+def _figure(rows: Sequence[dict[str, Any]]) -> tuple[Any, Any, list[tuple[str, str]], list[int]]:
+    """A new figure with one x position per VM backend x direction."""
+    fig, ax = _plt().subplots(figsize=(9, 5))
     pairs = cells(rows, vm_only=True)
-    tcg = exit_source == "tcg-traps"
-    kinds = TCG_KINDS if tcg else KVM_KINDS
-    fig, ax = plt.subplots(figsize=(9, 5))
-    x = range(len(pairs))
+    return fig, ax, pairs, list(range(len(pairs)))
+
+
+def _stack(ax: Any, rows: Sequence[dict[str, Any]], pairs: list[tuple[str, str]], x: list[int],
+           segments: dict[str, str]) -> list[float]:
+    """Stacked bars of the per-packet medians of `segments` (column -> meaning); returns the tops."""
     bottom = [0.0] * len(pairs)
-    for i, (column, meaning) in enumerate(kinds.items()):
-        heights = [_median(_values(rows, b, d, f"{column}_per_packet")) for b, d in pairs]
+    for i, (column, meaning) in enumerate(segments.items()):
+        heights = [_median(_values(rows, b, d, column)) for b, d in pairs]
         ax.bar(x, heights, bottom=bottom, color=KIND_COLOURS[i % len(KIND_COLOURS)], label=meaning)
         bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+    return bottom
+
+
+def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabel: str, title: str, path: Path,
+            legend: bool = True) -> None:
+    ax.set_xticks(x, [_label(b, d) for b, d in pairs])
+    for tick, (b, _) in zip(ax.get_xticklabels(), pairs, strict=True):
+        tick.set_color(BACKEND_COLOURS[b])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path) -> None:
+    fig, ax, pairs, x = _figure(rows)
+    tcg = exit_source == "tcg-traps"
+    kinds = TCG_KINDS if tcg else KVM_KINDS
+    bottom = _stack(ax, rows, pairs, x, {f"{k}_per_packet": meaning for k, meaning in kinds.items()})
     totals = [_median(_values(rows, b, d, "exits_per_packet")) for b, d in pairs]
     if not tcg:  # KVM's other exit reasons (NPF, MSR, ...) that have no stat of their own
         rest = [max(0.0, t - s) for t, s in zip(totals, bottom, strict=True)]
         ax.bar(x, rest, bottom=bottom, color="#bdc3c7", label="other (NPF, MSR writes, ...)")
     ax.errorbar(x, totals, yerr=_error(rows, pairs, "exits_per_packet"), fmt="none", ecolor="black", capsize=4)
-    ax.set_xticks(list(x), [_label(b, d) for b, d in pairs])
-    for tick, (b, _) in zip(ax.get_xticklabels(), pairs, strict=True):
-        tick.set_color(BACKEND_COLOURS[b])
     what = "trap equivalents under TCG (no real VM exits)" if tcg else "KVM VM exits"
-    ax.set_ylabel(f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet")
-    ax.set_title(f"Exits per packet by kind: {what}")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, pairs, x, f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet",
+            f"Exits per packet by kind: {what}", path)
 
 
 def copies_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    plt = _plt()
-    pairs = cells(rows, vm_only=True)
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax, pairs, x = _figure(rows)
     width = 0.27
-    x = list(range(len(pairs)))
     measured = [_median(_values(rows, b, d, "copies_per_packet_measured")) for b, d in pairs]
     model_sys = [_median(_values(rows, b, d, "syscall_copies_per_packet_model")) for b, d in pairs]
     model_all = [_median(_values(rows, b, d, "copies_per_packet_model")) for b, d in pairs]
@@ -114,18 +129,12 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.bar(x, model_sys, width, color=colours, alpha=0.45, hatch="//", label="model: copies through QEMU syscalls")
     ax.bar([i + width for i in x], model_all, width, color="white", edgecolor=colours, hatch="..",
            label="model: all copies guest buffer ↔ host stack")
-    ax.set_xticks(x, [_label(b, d) for b, d in pairs])
-    ax.set_ylabel("copies of each payload byte (per MTU-sized packet)")
-    ax.set_title("Data copies per packet: measured beside the copy model")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, pairs, x, "copies of each payload byte (per MTU-sized packet)",
+            "Data copies per packet: measured beside the copy model", path)
 
 
 def throughput_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    plt = _plt()
-    pairs = cells(rows, vm_only=True)
-    fig, ax = plt.subplots(figsize=(9, 5))
-    x = list(range(len(pairs)))
+    fig, ax, pairs, x = _figure(rows)
     gbps = [_median(_values(rows, b, d, "throughput_bps")) / 1e9 for b, d in pairs]
     err = [[v / 1e9 for v in side] for side in _error(rows, pairs, "throughput_bps")]
     ax.bar(x, gbps, color=[BACKEND_COLOURS[b] for b, _ in pairs], yerr=err, capsize=4)
@@ -135,29 +144,15 @@ def throughput_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
             ax.axhline(_median(native) / 1e9, color=BACKEND_COLOURS["native"], linestyle=style,
                        label=f"native ceiling {'host→guest' if direction == 'rx' else 'guest→host'}: "
                              f"{_median(native) / 1e9:.1f} Gbit/s (no VM)")
-    ax.set_xticks(x, [_label(b, d) for b, d in pairs])
-    ax.set_ylabel("iperf3 goodput (Gbit/s)")
-    ax.set_title("Throughput by backend, against the native ceiling")
-    if any(r["backend"] == "native" for r in rows):
-        ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish(fig, ax, pairs, x, "iperf3 goodput (Gbit/s)", "Throughput by backend, against the native ceiling", path,
+            legend=any(r["backend"] == "native" for r in rows))
 
 
 def cpu_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    plt = _plt()
-    pairs = cells(rows, vm_only=True)
-    fig, ax = plt.subplots(figsize=(9, 5))
-    x = list(range(len(pairs)))
-    bottom = [0.0] * len(pairs)
-    for i, (kind, meaning) in enumerate(CPU_KINDS.items()):
-        heights = [_median(_values(rows, b, d, f"cpu_us_per_packet_{kind}")) for b, d in pairs]
-        ax.bar(x, heights, bottom=bottom, color=KIND_COLOURS[i], label=meaning)
-        bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
-    ax.set_xticks(x, [_label(b, d) for b, d in pairs])
-    ax.set_ylabel("host CPU time per MTU-sized packet (µs)")
-    ax.set_title("Where the host's CPU goes, per packet, by thread")
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    fig, ax, pairs, x = _figure(rows)
+    _stack(ax, rows, pairs, x, {f"cpu_us_per_packet_{k}": meaning for k, meaning in CPU_KINDS.items()})
+    _finish(fig, ax, pairs, x, "host CPU time per MTU-sized packet (µs)",
+            "Where the host's CPU goes, per packet, by thread", path)
 
 
 def _save(fig: Any, path: Path) -> None:
