@@ -364,7 +364,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every command unwinds its context managers (QEMU, L1, namespaces) on SIGTERM and Ctrl-C,
     # even when started from a shell that ignores SIGINT for background jobs.
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
+                signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_terminated),
                 signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         return handlers[args.command](args)
@@ -385,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log("interrupted; everything the run created was removed")
         return 130
-    except Terminated:
-        _log("terminated; everything the run created was removed")
-        return 143
+    except Terminated as exc:
+        _log(f"stopped by {signal.Signals(exc.signum).name}; everything the run created was removed")
+        return 128 + exc.signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

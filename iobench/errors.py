@@ -21,4 +21,9 @@ class CellFailed(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that every context manager unwinds."""
+    """SIGTERM or SIGHUP (a closed terminal), turned into an exception so that every
+    context manager unwinds."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(signum)
+        self.signum = signum

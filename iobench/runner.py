@@ -124,7 +124,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     started = time.time()
     # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
     previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGTERM, _raise_terminated), (signal.SIGINT, signal.default_int_handler))}
+                ((signal.SIGTERM, _raise_terminated), (signal.SIGHUP, _raise_terminated),
+                 (signal.SIGINT, signal.default_int_handler))}
     try:
         with topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
             for repeat in range(1, scn.repeats + 1):
@@ -137,8 +138,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     except KeyboardInterrupt:
         status, interrupted_by = "interrupted", "SIGINT"
         raise
-    except Terminated:
-        status, interrupted_by = "interrupted", "SIGTERM"
+    except Terminated as exc:
+        status, interrupted_by = "interrupted", signal.Signals(exc.signum).name
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -217,7 +218,7 @@ class _Context:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def _default_signals_in_child() -> None:
@@ -225,7 +226,7 @@ def _default_signals_in_child() -> None:
     inherit iobench's handlers: a child that turned SIGTERM or Ctrl-C into an
     exception would unwind *our* stack, run our cleanup (QMP quit, rmtree, the
     results rename) from the wrong process and steal replies on the QMP socket."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             signal.signal(sig, signal.SIG_DFL)
         except ValueError:  # not the main thread: nothing of ours to undo there

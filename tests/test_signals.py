@@ -1,0 +1,52 @@
+"""Ctrl-C, SIGTERM and a closed terminal (SIGHUP) in the middle of a real run: everything goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyroute2 import netns
+
+pytestmark = pytest.mark.slow
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if text.encode() in (p / "cmdline").read_bytes():
+                    found.append(int(p.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", "e1000", "--direction", "rx",
+         "--duration", "6", "--repeats", "1", "--out", str(tmp_path)],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until traffic flows
+        if "s of traffic" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)
+    os.kill(proc.pid, sig)
+    proc.stderr.read()
+    assert proc.wait(timeout=60) == code
+    (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["interrupted_by"] == signal.Signals(sig).name
+    run_id = meta["run_id"]
+    assert not [n for n in netns.listnetns() if run_id in n]
+    assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU holding the run's tap
+    assert not list(tmp_path.glob(".*partial"))
