@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -214,14 +213,6 @@ class ResultsWriter:
         self.tmp.rename(self.final)
         return self.final
 
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def load_rows(directory: Path):  # -> pandas.DataFrame
-    import pandas as pd
-
-    return pd.read_csv(directory / "rows.csv")
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
