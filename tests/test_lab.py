@@ -54,9 +54,13 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
 def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
     _, (run_dir,), _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
-    (lost,) = meta["failed_attempts"]
-    assert lost["backend"] == "virtio" and lost["attempt"] == 1 and "signal 9" in lost["reason"]
-    assert lost["cells_left"] == ["virtio/r1-tcp-P1-ldefault-tx"]
+    # Nested guests also die on their own now and then (LAB.md: a triple fault, QEMU exits 0):
+    # those are retried and recorded too, so the injected death is looked for among them.
+    injected = [a for a in meta["failed_attempts"] if a["backend"] == "virtio" and "signal 9" in a["reason"]]
+    assert len(injected) == 1
+    (lost,) = injected
+    assert lost["attempt"] == 1 and lost["cells_left"] == ["virtio/r1-tcp-P1-ldefault-tx"]
+    assert all(a["reason"] and a["cells_left"] for a in meta["failed_attempts"])
     assert (run_dir / "raw/virtio/r1-attempt2/serial.log").exists()
     assert all(c["status"] == "ok" for c in meta["cells"])
 
