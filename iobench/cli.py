@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import __version__
-from iobench.errors import CellFailed, Terminated, UserError
+from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 
 BACKEND_CHOICES = ("e1000", "virtio", "vhost", "native", "all")
 
@@ -363,23 +363,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare}
-    # Every command unwinds its context managers (QEMU, L1, namespaces) on SIGTERM and Ctrl-C,
-    # even when started from a shell that ignores SIGINT for background jobs.
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
-                signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_terminated),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
-        return handlers[args.command](args)
+        with stop_signals_unwind():
+            return handlers[args.command](args)
     except UserError as exc:
         print(f"iobench: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -389,6 +381,3 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         _log(f"stopped by {signal.Signals(exc.signum).name}; everything the run created was removed")
         return 128 + exc.signum
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -7,6 +7,10 @@ its traceback.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A problem the user can fix (missing program, bad option, unavailable backend)."""
@@ -27,3 +31,28 @@ class Terminated(BaseException):
     def __init__(self, signum: int = 15) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+# The signals that stop a run: Ctrl-C, kill, and a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """Inside: Ctrl-C raises KeyboardInterrupt and SIGTERM/SIGHUP raise Terminated, so every
+    context manager (QEMU, L1, namespaces) unwinds; the previous handlers come back after.
+
+    Explicit even for SIGINT: a shell that runs a background job starts it with SIGINT ignored.
+    """
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated,
+                signal.SIGHUP: _raise_terminated}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -43,6 +43,12 @@ def cpuinfo() -> dict[str, str]:
     return out
 
 
+def cpu_hz(host: dict[str, object]) -> float | None:
+    """The nominal clock of a `describe()` result in Hz (None where /proc/cpuinfo has no MHz)."""
+    mhz = host.get("cpu_mhz")
+    return float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
+
+
 def describe() -> dict[str, object]:
     info = cpuinfo()
     flags = info.get("flags", "").split()

@@ -22,7 +22,7 @@ from typing import Any
 
 from iobench import __version__, accel, backends, guest, hostinfo, summary, topology, traffic
 from iobench.counters import copytrace, tcg
-from iobench.errors import CellFailed, Terminated, UserError
+from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.measure import CellId, IdleWindow, children_cpu_s, exit_counts, native_row, set_trace, snapshot, vm_row
 from iobench.results import ResultsWriter, Row, new_run_id
 from iobench.scenario import Scenario, Workload, as_dict
@@ -107,8 +107,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     run_id = new_run_id()
     writer = ResultsWriter(out, run_id)
     host = hostinfo.describe()
-    mhz = host.get("cpu_mhz")
-    cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
+    cpu_hz = hostinfo.cpu_hz(host)
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
                    total=scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions), progress=progress)
     if progress:
@@ -122,12 +121,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
             log(ctx.copytrace_na)
     status, interrupted_by, error = "failed", None, None
     started = time.time()
-    # Explicit handlers: a run started from a non-interactive shell inherits SIGINT ignored.
-    previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGTERM, _raise_terminated), (signal.SIGHUP, _raise_terminated),
-                 (signal.SIGINT, signal.default_int_handler))}
     try:
-        with topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
+        with stop_signals_unwind(), topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
             for repeat in range(1, scn.repeats + 1):
                 for name in chosen:
                     if name == NATIVE:
@@ -145,8 +140,6 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if ctx.copytrace is not None:
             ctx.copytrace.close()
         summ = summary.summarize(ctx.rows)
@@ -217,16 +210,12 @@ class _Context:
             self.progress(len(self.cells), self.total)
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
 def _default_signals_in_child() -> None:
     """Forked children (pyroute2 forks to open sockets in a namespace) must not
     inherit iobench's handlers: a child that turned SIGTERM or Ctrl-C into an
     exception would unwind *our* stack, run our cleanup (QMP quit, rmtree, the
     results rename) from the wrong process and steal replies on the QMP socket."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         try:
             signal.signal(sig, signal.SIG_DFL)
         except ValueError:  # not the main thread: nothing of ours to undo there

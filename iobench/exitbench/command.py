@@ -31,8 +31,7 @@ def kvm_flavor() -> dict[str, Any]:
 
 def run(iterations: int, repeats: int, kinds: list[str], out: Path) -> tuple[Path, list[bench.ExitRow]]:
     host = hostinfo.describe()
-    mhz = host.get("cpu_mhz")
-    cpu_hz = float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
+    cpu_hz = hostinfo.cpu_hz(host)
     rows = bench.run(kinds, iterations, repeats, cpu_hz)  # preflight inside: nothing written if /dev/kvm is unusable
     run_id = new_run_id()
     writer = ResultsWriter(out, run_id)
