@@ -10,11 +10,11 @@ as not comparable unless the caller says the difference is the point
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iobench import results
 from iobench.errors import UserError
 
 # metric -> True when higher is better
@@ -43,15 +43,13 @@ class Line:
 
 
 def _load(directory: Path) -> tuple[dict[str, Any], dict[tuple[str, str, str, str], float]]:
-    import pandas as pd
-
-    if not (directory / "run.json").exists() or not (directory / "summary.csv").exists():
-        raise UserError(f"{directory} is not an iobench results directory with a summary.csv.")
-    meta = json.loads((directory / "run.json").read_text())
-    records: list[dict[str, Any]] = pd.read_csv(directory / "summary.csv").to_dict("records")  # type: ignore[assignment]
+    data = results.load(directory)
+    if data.summary.empty:
+        raise UserError(f"{directory} has no summary.csv rows to compare.")
+    records: list[dict[str, Any]] = data.summary.to_dict("records")  # type: ignore[assignment]
     medians = {(str(r["backend"]), str(r["direction"]), str(r["workload"]), str(r["metric"])): float(r["median"])
                for r in records}
-    return meta, medians
+    return data.meta, medians
 
 
 def comparability(a: dict[str, Any], b: dict[str, Any], allow_qemu_change: bool) -> tuple[list[str], list[str]]:

@@ -24,6 +24,8 @@ from iobench.vm import VM
 # Tap counters are named from the host kernel: data going into the guest leaves
 # through the tap (tx), data from the guest arrives on it (rx).
 TAP_DATA_COUNTERS = {"rx": ("tx_bytes", "tx_packets"), "tx": ("rx_bytes", "rx_packets")}
+# The idle window has no data direction: its bytes are the tap's both ways.
+TAP_BYTES_BOTH = ("tx_bytes", "rx_bytes")
 # The native peer's veth is the guest's stand-in: data for it arrives (rx).
 PEER_DATA_COUNTERS = {"rx": ("rx_bytes", "rx_packets"), "tx": ("tx_bytes", "tx_packets")}
 

@@ -26,9 +26,13 @@ KIND_COLOURS = ["#8e44ad", "#e67e22", "#16a085", "#f1c40f", "#34495e", "#95a5a6"
 
 
 def _plt() -> Any:
+    """pyplot; headless (Agg) unless running inside a Jupyter kernel, which shows figures inline."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -89,19 +93,26 @@ def _stack(ax: Any, rows: Sequence[dict[str, Any]], pairs: list[tuple[str, str]]
     return bottom
 
 
-def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabel: str, title: str, path: Path,
-            legend: bool = True) -> None:
+def _workload_line(rows: Sequence[dict[str, Any]]) -> str:
+    """The workload of the figure in words (every bar figure shows one workload)."""
+    r = rows[0]
+    size = f"{int(r['message_bytes'])}-byte writes" if int(r["message_bytes"]) else "iperf3's default write size"
+    return f"{str(r['protocol']).upper()}, {int(r['streams'])} stream(s), {size}"
+
+
+def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabel: str, title: str,
+            path: Path | None, legend: bool = True, rows: Sequence[dict[str, Any]] = ()) -> Any:
     ax.set_xticks(x, [_label(b, d) for b, d in pairs])
     for tick, (b, _) in zip(ax.get_xticklabels(), pairs, strict=True):
         tick.set_color(BACKEND_COLOURS[b])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title + (f"\n{_workload_line(rows)}" if rows else ""))
     if legend:
         ax.legend(fontsize=8)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path) -> None:
+def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
     tcg = exit_source == "tcg-traps"
     kinds = TCG_KINDS if tcg else KVM_KINDS
@@ -112,11 +123,11 @@ def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path) -
         ax.bar(x, rest, bottom=bottom, color="#bdc3c7", label="other (NPF, MSR writes, ...)")
     ax.errorbar(x, totals, yerr=_error(rows, pairs, "exits_per_packet"), fmt="none", ecolor="black", capsize=4)
     what = "trap equivalents under TCG (no real VM exits)" if tcg else "KVM VM exits"
-    _finish(fig, ax, pairs, x, f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet",
-            f"Exits per packet by kind: {what}", path)
+    return _finish(fig, ax, pairs, x, f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet",
+            f"Exits per packet by kind: {what}", path, rows=rows)
 
 
-def copies_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
     width = 0.27
     measured = [_median(_values(rows, b, d, "copies_per_packet_measured")) for b, d in pairs]
@@ -129,11 +140,11 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.bar(x, model_sys, width, color=colours, alpha=0.45, hatch="//", label="model: copies through QEMU syscalls")
     ax.bar([i + width for i in x], model_all, width, color="white", edgecolor=colours, hatch="..",
            label="model: all copies guest buffer ↔ host stack")
-    _finish(fig, ax, pairs, x, "copies of each payload byte (per MTU-sized packet)",
-            "Data copies per packet: measured beside the copy model", path)
+    return _finish(fig, ax, pairs, x, "copies of each payload byte (per MTU-sized packet)",
+            "Data copies per packet: measured beside the copy model", path, rows=rows)
 
 
-def throughput_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def throughput_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
     gbps = [_median(_values(rows, b, d, "throughput_bps")) / 1e9 for b, d in pairs]
     err = [[v / 1e9 for v in side] for side in _error(rows, pairs, "throughput_bps")]
@@ -144,41 +155,150 @@ def throughput_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
             ax.axhline(_median(native) / 1e9, color=BACKEND_COLOURS["native"], linestyle=style,
                        label=f"native ceiling {'host→guest' if direction == 'rx' else 'guest→host'}: "
                              f"{_median(native) / 1e9:.1f} Gbit/s (no VM)")
-    _finish(fig, ax, pairs, x, "iperf3 goodput (Gbit/s)", "Throughput by backend, against the native ceiling", path,
-            legend=any(r["backend"] == "native" for r in rows))
+    return _finish(fig, ax, pairs, x, "iperf3 goodput (Gbit/s)", "Throughput by backend, against the native ceiling", path,
+            legend=any(r["backend"] == "native" for r in rows), rows=rows)
 
 
-def cpu_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def cpu_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
     _stack(ax, rows, pairs, x, {f"cpu_us_per_packet_{k}": meaning for k, meaning in CPU_KINDS.items()})
-    _finish(fig, ax, pairs, x, "host CPU time per MTU-sized packet (µs)",
-            "Where the host's CPU goes, per packet, by thread", path)
+    return _finish(fig, ax, pairs, x, "host CPU time per MTU-sized packet (µs)",
+            "Where the host's CPU goes, per packet, by thread", path, rows=rows)
 
 
-def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def close(fig: Any) -> None:
+    """Release a figure returned open (no path given), once shown."""
     _plt().close(fig)
 
 
+def _save(fig: Any, path: Path | None) -> Any:
+    """Write the figure to `path` and close it; with no path, return it open (notebooks show it)."""
+    fig.tight_layout()
+    if path is None:
+        return fig
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return fig
+
+
 FIGURES = ("exits-per-packet.png", "copies-per-packet.png", "throughput.png", "cpu-per-packet.png")
+SWEEP_METRICS = {  # column -> (axis label, scale)
+    "throughput_bps": ("iperf3 goodput (Gbit/s)", 1e-9),
+    "exits_per_packet": ("VM exits (or TCG trap equivalents) per MTU-sized packet", 1.0),
+    "copies_per_packet_measured": ("measured copies per MTU-sized packet (QEMU syscall bytes)", 1.0),
+    "cpu_us_per_packet": ("host CPU µs per MTU-sized packet (QEMU + vhost threads)", 1.0),
+}
+TIMELINE_FIGURE = "exits-timeline.png"
+
+
+def workloads(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Workload labels present, smallest message first (iperf3's default, 0, last)."""
+    sizes = {r["workload"]: int(r["message_bytes"]) for r in rows}
+    return sorted(sizes, key=lambda w: (sizes[w] == 0, sizes[w], w))
+
+
+def sweep_figure(rows: Sequence[dict[str, Any]], column: str, path: Path | None = None) -> Any:
+    """One metric against iperf3's message length: a line per backend x direction, min-max bars."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    order = workloads(rows)
+    sizes = {r["workload"]: int(r["message_bytes"]) for r in rows}
+    label, scale = SWEEP_METRICS[column]
+    x = list(range(len(order)))
+    for b, d in cells(rows, vm_only=column != "throughput_bps"):
+        med, lo, hi = [], [], []
+        for w in order:
+            vals = _values([r for r in rows if r["workload"] == w], b, d, column)
+            m = _median(vals) * scale if vals else float("nan")
+            med.append(m)
+            lo.append(m - min(vals) * scale if vals else 0.0)
+            hi.append(max(vals) * scale - m if vals else 0.0)
+        ax.errorbar(x, med, yerr=[lo, hi], color=BACKEND_COLOURS[b], linestyle="-" if d == "rx" else "--",
+                    marker="o" if d == "rx" else "s", capsize=3,
+                    label=f"{b} {'host→guest' if d == 'rx' else 'guest→host'}")
+    ax.set_xticks(x, [f"{sizes[w]} B" if sizes[w] else "iperf3 default" for w in order])
+    ax.set_xlabel("iperf3 message length (-l): bytes per application write")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label.split(' (')[0]} against message length")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def timeline_figure(slices: Any, path: Path | None = None, repeat: int = 1) -> Any:
+    """One VM's life per backend in round `repeat`: exits per second and goodput per time slice,
+    idle window first, then each traffic window, laid end to end (gaps between windows removed).
+    A window's last slice, when shorter than a quarter of a second, is left off the figure (its
+    rate is noise from a few events); timeline.csv keeps it."""
+    plt = _plt()
+    fig, (ax_exits, ax_tput) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    data = slices[(slices["repeat"] == repeat) & (slices["attempt"] == 1)]
+    boundaries: dict[float, str] = {}
+    for backend in [b for b in BACKEND_ORDER if b in set(data["backend"])]:
+        mine = data[data["backend"] == backend]
+        t_offset, xs, exits_s, gbps = 0.0, [], [], []
+        windows = mine[["phase", "workload", "direction"]].drop_duplicates().fillna("").values.tolist()
+        windows.sort(key=lambda w: (w[0] != "idle",))
+        for phase, workload, direction in windows:
+            win = mine[(mine["phase"] == phase) & (mine["workload"].fillna("") == workload)
+                       & (mine["direction"].fillna("") == direction)]
+            boundaries.setdefault(round(t_offset, 1), "idle" if phase == "idle" else
+                                  ("host→guest" if direction == "rx" else "guest→host"))
+            for _, r in win.iterrows():
+                if float(r["interval_s"]) < 0.25:
+                    continue
+                xs.append(t_offset + float(r["t_start_s"]) + float(r["interval_s"]) / 2)
+                exits_s.append(float(r["exits_per_s"]))
+                gbps.append(float(r["bytes"]) * 8 / float(r["interval_s"]) / 1e9 if phase == "traffic" else 0.0)
+            if len(win):
+                t_offset += float(win["t_start_s"].iloc[-1]) + float(win["interval_s"].iloc[-1])
+        ax_exits.plot(xs, exits_s, marker=".", color=BACKEND_COLOURS[backend], label=backend)
+        ax_tput.plot(xs, gbps, marker=".", color=BACKEND_COLOURS[backend], label=backend)
+    for t, name in boundaries.items():
+        for ax in (ax_exits, ax_tput):
+            ax.axvline(t, color="#7f8c8d", linestyle=":", linewidth=0.8)
+        ax_exits.annotate(name, (t, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                          textcoords="offset points", fontsize=8, color="#7f8c8d")
+    ax_exits.set_yscale("log")
+    ax_exits.set_ylabel("exits (or trap equivalents) per second")
+    ax_exits.set_title(f"One VM per backend over time (round {repeat}): idle window, then traffic windows")
+    ax_exits.legend(fontsize=8)
+    ax_tput.set_ylabel("data on the tap (Gbit/s)")
+    ax_tput.set_xlabel("seconds inside measured windows (windows laid end to end)")
+    return _save(fig, path)
 
 
 def draw_all(directory: Path) -> list[Path]:
-    """Draw every figure of a results directory into its plots/ folder; returns the paths."""
-    import json
+    """Draw every figure of a results directory into its plots/ folder; returns the paths.
 
-    import pandas as pd
+    One workload: the four bar figures. Several (a message-size sweep): the four per
+    workload (suffixed with its label) plus one sweep figure per headline metric.
+    A timeline figure where the run sampled one."""
+    from iobench import results
 
-    meta = json.loads((directory / "run.json").read_text())
-    rows = [{str(k): v for k, v in r.items()} for r in pd.read_csv(directory / "rows.csv").to_dict("records")]
+    data = results.load(directory)
+    rows = data.records()
     out = directory / "plots"
     if not [r for r in rows if r["backend"] != "native"]:
         return []
-    paths = [out / name for name in FIGURES]
-    exits_figure(rows, meta["accel"]["exit_source"], paths[0])
-    copies_figure(rows, paths[1])
-    throughput_figure(rows, paths[2])
-    cpu_figure(rows, paths[3])
+    exit_source = data.meta["accel"]["exit_source"]
+    order = workloads(rows)
+    paths: list[Path] = []
+    for w in order:
+        sub = [r for r in rows if r["workload"] == w]
+        names = FIGURES if len(order) == 1 else tuple(n.replace(".png", f"-{w}.png") for n in FIGURES)
+        drawn = [out / n for n in names]
+        exits_figure(sub, exit_source, drawn[0])
+        copies_figure(sub, drawn[1])
+        throughput_figure(sub, drawn[2])
+        cpu_figure(sub, drawn[3])
+        paths += drawn
+    if len(order) > 1:
+        for column in SWEEP_METRICS:
+            path = out / f"sweep-{column.replace('_', '-')}.png"
+            sweep_figure(rows, column, path)
+            paths.append(path)
+    if not data.timeline.empty:
+        timeline_figure(data.timeline, out / TIMELINE_FIGURE)
+        paths.append(out / TIMELINE_FIGURE)
     return paths

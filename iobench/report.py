@@ -7,13 +7,14 @@ repeats disagree.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from iobench import results
 
 HEADERS = ("backend", "dir", "workload", "Mbit/s (min-max)", "of native", "exits/pkt", "net exits/pkt",
            "irq/pkt", "copies/pkt meas | model", "cpu us/pkt", "n", "flags")
@@ -66,14 +67,10 @@ def table_lines(summary: list[dict[str, Any]], rows: list[dict[str, Any]], cells
 
 
 def load(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    import pandas as pd
-
-    meta: dict[str, Any] = json.loads((directory / "run.json").read_text())
-    rows = [{str(k): v for k, v in r.items()} for r in pd.read_csv(directory / "rows.csv").to_dict("records")]
-    summary_path = directory / "summary.csv"
-    summary = ([{str(k): v for k, v in r.items()} for r in pd.read_csv(summary_path).to_dict("records")]
-               if summary_path.exists() else [])
-    return meta, rows, summary
+    """run.json, rows and summary of a results directory (any readable format) as plain dicts."""
+    data = results.load(directory)
+    summary = [{str(k): v for k, v in r.items()} for r in data.summary.to_dict("records")]
+    return data.meta, data.records(), summary
 
 
 def print_run(directory: Path, console: Console | None = None) -> None:

@@ -5,6 +5,8 @@ a reader never sees half a run; a run that fails midway still renames, with
 run.json saying what failed. FORMAT_VERSION history:
   1 - first format (iobench 0.1): one row per backend x direction x repeat.
   2 - rows gain workload identity, idle windows, per-packet and CPU columns; summary.csv.
+  3 - timeline.csv: counters per time slice of every window (idle and traffic).
+      A format-2 directory is read as format 3 with an empty timeline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 from iobench.errors import UserError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 MTU = 1500
 FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
 
@@ -182,16 +185,22 @@ class ResultsWriter:
         return path
 
     def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = (),
-               artifacts: Callable[[Path], None] | None = None) -> Path:
-        """Write rows.csv, summary.csv and run.json, derive `artifacts` (plots, report) from
-        them in the staging dir, then rename into place."""
+               timeline: Sequence[dict[str, Any]] = (), artifacts: Callable[[Path], None] | None = None) -> Path:
+        """Write rows.csv, summary.csv, timeline.csv and run.json, derive `artifacts` (plots,
+        report) from them in the staging dir, then rename into place."""
         import pandas as pd
+
+        from iobench import timeline as tl
 
         frame = pd.DataFrame([derive(r) for r in rows], columns=COLUMNS)
         # Counters are integers: keep them so in the CSV even where a column has gaps (pandas would write 1.0).
         frame = frame.astype({c: "Int64" for c in INT_COLUMNS})
         frame.to_csv(self.tmp / "rows.csv", index=False)
         pd.DataFrame([asdict(s) for s in stats], columns=SUMMARY_COLUMNS).to_csv(self.tmp / "summary.csv", index=False)
+        slices = pd.DataFrame(list(timeline), columns=tl.COLUMNS)
+        slices = slices.astype({c: "Int64" for c in ("repeat", "attempt", "slice", "bytes", "exits", *tl.EXIT_KINDS,
+                                                     *tl.TRAP_KINDS)})
+        slices.to_csv(self.tmp / "timeline.csv", index=False)
         self._write_meta(meta)
         if artifacts is not None:
             artifacts(self.tmp)
@@ -216,8 +225,71 @@ class ResultsWriter:
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
-    meta = json.loads((directory / "run.json").read_text())
+    """run.json of a results directory, upgraded to this format; refuses what it cannot read."""
+    if not (directory / "run.json").exists() or not (directory / "rows.csv").exists():
+        raise UserError(f"{directory} is not an iobench results directory (no run.json and rows.csv).")
+    meta: dict[str, Any] = json.loads((directory / "run.json").read_text())
     version = meta.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{directory} has results format {version}; this iobench reads formats "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}: re-run the scenario to get a readable directory.")
     if version != FORMAT_VERSION:
-        raise UserError(f"{directory} has results format {version}, this iobench reads {FORMAT_VERSION}.")
+        meta["upgraded_from"] = version
+        meta["format_version"] = FORMAT_VERSION
     return meta
+
+
+@dataclass
+class RunData:
+    """One results directory in memory, upgraded to the current format: what notebooks,
+    plots, reports and the gate read (pandas frames of the tidy CSVs)."""
+
+    directory: Path
+    meta: dict[str, Any]
+    rows: Any  # pandas.DataFrame: rows.csv
+    summary: Any  # pandas.DataFrame: summary.csv (median, min, max, CV per metric)
+    timeline: Any  # pandas.DataFrame: timeline.csv (empty for a format-2 directory)
+
+    def records(self) -> list[dict[str, Any]]:
+        """rows.csv as dicts (NaN where a column is empty)."""
+        return [{str(k): v for k, v in r.items()} for r in self.rows.to_dict("records")]
+
+
+def load(directory: Path | str) -> RunData:
+    """Read a results directory (any readable format) for analysis."""
+    import pandas as pd
+
+    from iobench import timeline as tl
+
+    directory = Path(directory)
+    meta = load_meta(directory)
+    rows = pd.read_csv(directory / "rows.csv")
+    summary_path, timeline_path = directory / "summary.csv", directory / "timeline.csv"
+    summary = pd.read_csv(summary_path) if summary_path.exists() else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=tl.COLUMNS)
+    return RunData(directory, meta, rows, summary, slices)
+
+
+def newest(root: Path | str = "results", count: int = 1) -> list[Path]:
+    """The `count` newest results directories under `root`, oldest first (run ids start with the UTC time)."""
+    root = Path(root)
+    dirs = sorted(d.parent for d in root.glob("*/run.json")) if root.is_dir() else []
+    if len(dirs) < count:
+        raise UserError(f"{count} results director{'y' if count == 1 else 'ies'} needed under {root}, found {len(dirs)}: "
+                        "run `iobench run` first or name the directories.")
+    return dirs[-count:]
+
+
+def pick(*given: str | Path | None, root: Path | str | None = None) -> list[Path]:
+    """The results directories a notebook works on: the ones given (its parameters cell), else
+    those in $IOBENCH_RESULTS (separated by os.pathsep), else the newest under `root`
+    (default: results/ of the current directory or its parent, where notebooks/ sits)."""
+    count = len(given) or 1
+    chosen = [Path(g) for g in given if g]
+    if not chosen and os.environ.get("IOBENCH_RESULTS"):
+        chosen = [Path(p) for p in os.environ["IOBENCH_RESULTS"].split(os.pathsep) if p]
+    if len(chosen) >= count:
+        return chosen[:count]
+    if root is None:
+        root = next((r for r in (Path("results"), Path("..") / "results") if r.is_dir()), Path("results"))
+    return newest(root, count)

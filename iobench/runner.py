@@ -20,10 +20,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iobench import __version__, accel, backends, guest, hostinfo, summary, topology, traffic
+from iobench import __version__, accel, backends, guest, hostinfo, summary, timeline, topology, traffic
 from iobench.counters import copytrace, tcg
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
-from iobench.measure import CellId, IdleWindow, children_cpu_s, exit_counts, native_row, set_trace, snapshot, vm_row
+from iobench.measure import (
+    TAP_BYTES_BOTH,
+    TAP_DATA_COUNTERS,
+    CellId,
+    IdleWindow,
+    children_cpu_s,
+    exit_counts,
+    native_row,
+    set_trace,
+    snapshot,
+    vm_row,
+)
 from iobench.results import ResultsWriter, Row, new_run_id
 from iobench.scenario import Scenario, Workload, as_dict
 from iobench.vm import VM, VMConfig
@@ -154,9 +165,11 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
             "cells": [asdict(c) for c in ctx.cells],
             "failed_attempts": ctx.attempts,
             "copy_trace": ("on" if ctx.copytrace else ctx.copytrace_na),
+            "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
             "flagged": summary.flagged(summ),
         }
-        directory = writer.finish(meta, ctx.rows, summ, artifacts=_artifacts if ctx.rows else None)
+        directory = writer.finish(meta, ctx.rows, summ, timeline=ctx.timeline,
+                                  artifacts=_artifacts if ctx.rows else None)
     return RunReport(directory, ctx.rows, ctx.cells, unavailable, status, meta)
 
 
@@ -189,6 +202,7 @@ class _Context:
     rows: list[Row] = field(default_factory=list)
     cells: list[CellOutcome] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
     copytrace: copytrace.CopyTrace | None = None
     copytrace_na: str = "copy trace off (--copy-trace)"
 
@@ -273,7 +287,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
             time.sleep(SETTLE_S)
-            idle = _idle_window(vm, topo, ctx.choice.accel, scn.duration_s)
+            idle = _idle_window(ctx, vm, topo, backend.name, repeat, attempt)
             ctx.writer.write_raw(f"{tag}/boot-and-idle.json", {
                 "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle)})
         except CellFailed as exc:
@@ -303,18 +317,24 @@ def _fault_timer(vm: VM, cell: CellId, attempt: int) -> threading.Timer | None:
     return timer
 
 
-def _idle_window(vm: VM, topo: topology.Topology, accel_name: str, seconds: float) -> IdleWindow:
+def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, repeat: int, attempt: int) -> IdleWindow:
+    """The same VM with no traffic for one window, sampled like a traffic window."""
+    accel_name, seconds = ctx.choice.accel, ctx.scn.duration_s
     tracing = accel_name == "tcg"
     if tracing:
         set_trace(vm, True)
+    sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
     try:
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
-        time.sleep(seconds)
+        sampler.first(before)
+        sampler.sleep(seconds)
         after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
     traps = tcg.parse(tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)) if tracing else None
+    ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
+    ctx.timeline += timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None)
     exits = exit_counts(before, after, traps)
     return IdleWindow(round(after.monotonic - before.monotonic, 3), int(exits["exits"] or 0),
                       int(exits["irq_injections"] or 0))
@@ -325,16 +345,25 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     spec = traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload)
     accel_name = ctx.choice.accel
     tracing = accel_name == "tcg"
+    sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
     if tracing:
         set_trace(vm, True)
     try:
         if ctx.copytrace:
             ctx.copytrace.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
+        sampler.first(before)
         cpu0 = children_cpu_s()
         fault = _fault_timer(vm, cell, attempt)
+
+        def watch() -> str | None:
+            if not vm.alive():
+                return str(vm.failure(vm.exit_text()))
+            sampler.poke()
+            return None
+
         try:
-            raw = traffic.run(spec, topo.netns, peer_gone=lambda: None if vm.alive() else str(vm.failure(vm.exit_text())))
+            raw = traffic.run(spec, topo.netns, watch=watch)
         finally:
             if fault:
                 fault.cancel()
@@ -359,6 +388,10 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         traps = tcg.parse(lines)
         ctx.writer.write_raw(f"{cell.name}.trace-head.log", "\n".join(lines[:200]) + "\n")
         ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
+    ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, attempt, cell.workload.label, cell.direction,
+                             "traffic")
+    ctx.timeline += timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][:1],
+                                  vm.trace_log if tracing else None)
     return vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
                   traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
                   kcopies=kcopies, kcopy_na=ctx.copytrace_na)

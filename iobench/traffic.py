@@ -81,13 +81,14 @@ def parse(text: str) -> TrafficResult:
 
 
 def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
-        peer_gone: Callable[[], str | None] | None = None) -> str:
+        watch: Callable[[], str | None] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
     by the caller before `parse`, so a failure keeps iperf3's own output).
 
     The client is killed (with its process group) if it overruns the window by
-    `timeout_extra` seconds, if iobench is interrupted, or as soon as `peer_gone`
-    returns a reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
+    `timeout_extra` seconds, if iobench is interrupted, or as soon as `watch` (called
+    about four times a second: the runner also samples its counters there) returns a
+    reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
     """
     proc = subprocess.Popen(client_argv(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: enter_netns(netns), start_new_session=True)
@@ -98,10 +99,10 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
     try:
         while stop is None:
             try:
-                out, err = proc.communicate(timeout=0.5)
+                out, err = proc.communicate(timeout=0.25)
                 break
             except subprocess.TimeoutExpired:
-                stop = peer_gone() if peer_gone else None
+                stop = watch() if watch else None
                 if stop is None and time.monotonic() > deadline:
                     stop = f"iperf3 did not finish within {limit:.0f} s"
     finally:

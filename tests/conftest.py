@@ -41,3 +41,36 @@ def guest_image(vm_host: None):
 @pytest.fixture
 def data() -> Path:
     return DATA
+
+
+def _qemu_pids() -> set[int]:
+    """QEMU and iperf3 processes now on the machine (a test compares before and after)."""
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip() in ("qemu-system-x86", "iperf3"):
+                    out.add(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def tcg_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
+    """One real run under TCG (e1000, virtio, native; both directions), shared by the
+    end-to-end checks and the notebooks. Returns (report, QEMU pids before, VM dirs before)."""
+    from iobench.runner import run
+    from iobench.scenario import Scenario
+
+    before = _qemu_pids()
+    vm_dirs_before = set(Path("/tmp").glob("iobench-vm-*"))
+    scn = Scenario(backends=("e1000", "virtio", "native"), accel="tcg", duration_s=3, omit_s=1, repeats=1)
+    report = run(scn, tmp_path_factory.mktemp("results"), log=lambda m: None)
+    return report, before, vm_dirs_before
+
+
+@pytest.fixture
+def qemu_pids():
+    """The function listing QEMU and iperf3 pids now running."""
+    return _qemu_pids

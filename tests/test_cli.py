@@ -52,3 +52,40 @@ def test_progress_bar_only_on_a_terminal() -> None:
 
     with _progress_display() as (log, progress):  # pytest's stderr is not a terminal: plain lines for CI logs
         assert log is _log and progress is None
+
+
+def test_a_format_2_directory_is_upgraded_on_read(tmp_path, data, capsys, monkeypatch) -> None:
+    """A real lab run written by iobench's format 2 (before timeline.csv) is read as format 3."""
+    import shutil
+
+    from iobench import plots, results
+
+    old = tmp_path / "old"
+    shutil.copytree(data / "results-v2-lab", old)
+    run = results.load(old)
+    assert run.meta["upgraded_from"] == 2 and run.meta["format_version"] == results.FORMAT_VERSION
+    assert run.timeline.empty and set(run.rows["backend"]) == {"e1000", "virtio", "vhost", "native"}
+    assert main(["report", str(old)]) == 0
+    assert "vhost" in capsys.readouterr().out
+    assert main(["plot", str(old)]) == 0
+    assert sorted(p.name for p in (old / "plots").iterdir()) == sorted(plots.FIGURES)
+    monkeypatch.delenv("IOBENCH_RESULTS", raising=False)
+    assert results.pick(root=tmp_path) == [old]
+
+
+def test_a_message_size_sweep_gets_figures_per_size_and_against_size(tmp_path, data) -> None:
+    """A real TCG sweep (-l 256 and 16384): the bar figures per message size, one figure per
+    headline metric against message size, the timeline."""
+    import shutil
+
+    from iobench import plots
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(data / "results-v3-tcg-sweep", sweep)
+    assert main(["plot", str(sweep)]) == 0
+    names = {p.name for p in (sweep / "plots").iterdir()}
+    for size in ("256B", "16384B"):
+        assert {n.replace(".png", f"-tcp-P1-l{size}.png") for n in plots.FIGURES} <= names
+    assert {f"sweep-{c.replace('_', '-')}.png" for c in plots.SWEEP_METRICS} <= names
+    assert plots.TIMELINE_FIGURE in names
+    assert plots.workloads([{"workload": "b", "message_bytes": 0}, {"workload": "a", "message_bytes": 256}]) == ["a", "b"]

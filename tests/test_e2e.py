@@ -11,31 +11,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from iobench.runner import run
-from iobench.scenario import Scenario
-
 pytestmark = pytest.mark.slow
-
-
-def qemu_pids() -> set[int]:
-    out = set()
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "comm").read_text().strip() in ("qemu-system-x86", "iperf3"):
-                    out.add(int(p.name))
-            except OSError:
-                pass
-    return out
-
-
-@pytest.fixture(scope="module")
-def tcg_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
-    before = qemu_pids()
-    vm_dirs_before = set(Path("/tmp").glob("iobench-vm-*"))
-    scn = Scenario(backends=("e1000", "virtio", "native"), accel="tcg", duration_s=3, omit_s=1, repeats=1)
-    report = run(scn, tmp_path_factory.mktemp("results"), log=lambda m: None)
-    return report, before, vm_dirs_before
 
 
 def test_rows_for_each_backend_and_direction(tcg_run) -> None:
@@ -82,7 +58,7 @@ def test_e1000_traps_on_its_registers_and_virtio_kicks(tcg_run) -> None:
 def test_results_dir_is_self_describing(tcg_run) -> None:
     report, *_ = tcg_run
     meta = json.loads((report.directory / "run.json").read_text())
-    assert meta["format_version"] == 2 and meta["status"] == "ok"
+    assert meta["format_version"] == 3 and meta["status"] == "ok"
     assert meta["accel"]["accel"] == "tcg" and meta["accel"]["exit_source"] == "tcg-traps"
     assert meta["host"]["qemu"] and meta["host"]["iperf3"] and meta["image"]["files"]
     assert set(meta["backends"]) == {"e1000", "virtio", "native"}
@@ -109,7 +85,7 @@ def test_native_row_is_the_ceiling_with_no_exits(tcg_run) -> None:
         assert float(r["cpu_s_iperf3_server"]) > 0 and float(r["cpu_s_iperf3_client"]) > 0
 
 
-def test_nothing_is_left_behind(tcg_run) -> None:
+def test_nothing_is_left_behind(tcg_run, qemu_pids) -> None:
     report, pids_before, vm_dirs_before = tcg_run
     assert not [n for n in netns.listnetns() if report.meta["run_id"] in n]
     assert qemu_pids() <= pids_before
@@ -121,7 +97,7 @@ def test_figures_and_report_are_written(tcg_run) -> None:
     from iobench import plots
 
     report, *_ = tcg_run
-    for name in plots.FIGURES:
+    for name in (*plots.FIGURES, plots.TIMELINE_FIGURE):
         assert (report.directory / "plots" / name).stat().st_size > 10_000
     md = (report.directory / "report.md").read_text()
     assert "| backend | dir |" in md and "tcg-traps" in md
@@ -154,3 +130,19 @@ def test_compare_a_run_with_itself_and_refuse_tcg_against_kvm(tcg_run, tmp_path,
     assert main(["compare", str(report.directory), str(kvm_copy)]) == 2
     err = capsys.readouterr().err
     assert "not comparable" in err and "accelerator differs: tcg vs kvm" in err
+
+
+def test_timeline_slices_add_up_to_each_row(tcg_run) -> None:
+    import pandas as pd
+
+    report, *_ = tcg_run
+    rows = pd.read_csv(report.directory / "rows.csv")
+    slices = pd.read_csv(report.directory / "timeline.csv")
+    traffic = slices[slices["phase"] == "traffic"].groupby(["backend", "direction"])[["exits", "bytes"]].sum()
+    idle = slices[slices["phase"] == "idle"].groupby("backend")["exits"].sum()
+    for r in rows[rows["backend"] != "native"].itertuples():
+        assert traffic.loc[(r.backend, r.direction), "exits"] == r.exits
+        assert traffic.loc[(r.backend, r.direction), "bytes"] == r.bytes
+        assert idle[r.backend] == r.idle_exits
+    # a 3 s window (+1 s warm-up) read once a second: several slices, not just the edges
+    assert (slices[slices["phase"] == "traffic"].groupby(["backend", "direction"]).size() >= 4).all()
