@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this host can run, and why",
                             description="Check QEMU, iperf3, KVM, vhost-net, privileges and the cache.")
     doctor.add_argument("--no-probe", action="store_true", help="do not boot a guest to probe KVM")
+    doctor.add_argument("--out", type=Path, action="append", help="results root to check for unpublished runs "
+                        "(repeatable; default ./results)")
+
+    clean = sub.add_parser("clean", help="remove what a killed iobench left behind (only abandoned iobench objects)",
+                           description="Find iobench namespaces, QEMU runtime dirs (and their QEMU) and unpublished "
+                                       "results dirs whose run is dead (no live iobench holds their lock) and remove "
+                                       "them. Objects of a running iobench are never touched.")
+    clean.add_argument("--out", type=Path, action="append", help="results root to clean (repeatable; default ./results)")
+    clean.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     return parser
 
 
@@ -211,7 +220,7 @@ def _auto_wants_lab() -> str | None:
     but the lab works, the lab is the better answer than TCG trap counts."""
     from iobench import accel, guest, lab, runner
 
-    runner.preflight()
+    runner.preflight("auto")
     choice = accel.choose("auto", guest.build(log=_log), log=_log)
     if choice.accel == "kvm":
         return None
@@ -356,8 +365,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from iobench import doctor
 
-    for check in doctor.checks(probe=not args.no_probe):
+    for check in doctor.checks(probe=not args.no_probe, out_roots=args.out or [Path("results")]):
         print(f"{'ok ' if check.ok else 'no '} {check.name:12} {check.detail}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from iobench import stale, topology
+
+    ok, why = topology.can_create_netns()
+    if not ok:
+        raise UserError(f"cannot remove namespaces or stop QEMU: {why}.")
+    roots = args.out or [Path("results")]
+    done = stale.clean(roots, dry_run=args.dry_run)
+    busy = [item for item in stale.find(roots) if item.in_use]
+    for line in done:
+        print(("would: " if args.dry_run else "") + line)
+    for item in busy:
+        print(f"left alone: {item.describe()}")
+    if not done:
+        print("nothing abandoned to remove")
     return 0
 
 
@@ -366,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
-                "compare": cmd_compare}
+                "compare": cmd_compare, "clean": cmd_clean}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)

@@ -23,6 +23,7 @@ class Package:
 
     name: str
     version: str
+    sha256: str = ""  # of the .deb, from apt's index (itself verified against the signed Release file)
 
     @property
     def spec(self) -> str:
@@ -83,8 +84,11 @@ def dependency_names(depends: str) -> list[str]:
 
 def candidate(name: str) -> Package:
     """The version apt would install for `name`."""
-    fields = _apt_cache_show(name)[name]
-    return Package(fields["Package"], fields["Version"])
+    return _package(_apt_cache_show(name)[name])
+
+
+def _package(fields: dict[str, str]) -> Package:
+    return Package(fields["Package"], fields["Version"], fields.get("SHA256", ""))
 
 
 def kernel_package() -> Package:
@@ -107,7 +111,7 @@ def library_closure(*roots: str) -> list[Package]:
     while level:
         nxt: set[str] = set()
         for name, fields in _apt_cache_show(*level).items():
-            seen[name] = Package(fields["Package"], fields["Version"])
+            seen[name] = _package(fields)
             deps = dependency_names(fields.get("Depends", "")) + dependency_names(fields.get("Pre-Depends", ""))
             nxt.update(d for d in deps if d.startswith("lib"))
         level = sorted(nxt - set(seen))
@@ -117,9 +121,16 @@ def library_closure(*roots: str) -> list[Package]:
 def download(packages: list[Package], dest: Path) -> dict[str, Path]:
     """Download the exact versions into `dest` (reusing files already there).
 
+    Every .deb, downloaded now or reused from the cache, must have the sha256 apt's index
+    gives for that version: a cached file that does not is deleted and fetched again, and
+    a fetched one that does not is an error (nothing unverified is ever unpacked).
     Returns package name -> .deb path. Raises UserError with apt's own message on failure.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    for p in packages:
+        path = _deb_path(p, dest)
+        if path is not None and not _matches(p, path):
+            path.unlink()
     missing = [p for p in packages if _deb_path(p, dest) is None]
     if missing:
         proc = subprocess.run(
@@ -135,8 +146,23 @@ def download(packages: list[Package], dest: Path) -> dict[str, Path]:
         path = _deb_path(p, dest)
         if path is None:
             raise UserError(f"apt-get download did not produce {p.spec}.")
+        if not _matches(p, path):
+            raise UserError(f"{path.name} does not have the sha256 apt's index gives for {p.spec}: refusing to use it.")
         out[p.name] = path
     return out
+
+
+def _matches(p: Package, path: Path) -> bool:
+    """The file's sha256 is apt's (a package apt gave no checksum for cannot be verified: refused)."""
+    import hashlib
+
+    if not p.sha256:
+        return False
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest() == p.sha256
 
 
 def _deb_path(p: Package, dest: Path) -> Path | None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from iobench import accel, backends, guest, hostinfo, topology
+from iobench import accel, backends, guest, hostinfo, stale, topology
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,20 @@ def _cached_lab_probe() -> bool | None:
     return bool(cached.get("usable")) if cached.get("qemu") == hostinfo.qemu_version() else None
 
 
-def checks(probe: bool = True) -> list[Check]:
+def checks(probe: bool = True, out_roots: list[Path] | None = None) -> list[Check]:
     out = []
     q, i = hostinfo.qemu_version(), hostinfo.iperf3_version()
     out.append(Check("qemu", q is not None, q or "qemu-system-x86_64 not found: apt-get install qemu-system-x86"))
     out.append(Check("iperf3", i is not None, i or "iperf3 not found: apt-get install iperf3"))
     ok, why = topology.can_create_netns()
     out.append(Check("privileges", ok, why))
-    leftovers = topology.list_own_netns()
-    out.append(Check("leftovers", not leftovers,
-                     "no iobench namespaces left" if not leftovers else f"left-over namespaces: {', '.join(leftovers)}"))
+    found = stale.find(out_roots or [Path("results")])
+    abandoned = [f.describe() for f in found if not f.in_use]
+    running = [f for f in found if f.in_use]
+    out.append(Check("leftovers", not abandoned,
+                     ("left behind by a killed run: " + "; ".join(abandoned) + " - `iobench clean` removes them")
+                     if abandoned else "nothing left behind by earlier runs"
+                     + (f" ({len(running)} object(s) of a running iobench)" if running else "")))
     images = guest.cached_images()
     out.append(Check("guest image", bool(images),
                      f"{len(images)} cached under {guest.cache_root() / 'images'}" + (

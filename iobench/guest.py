@@ -25,7 +25,7 @@ from pathlib import Path
 from iobench import debpkg, elfdeps, kmod
 from iobench.errors import UserError
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: the manifest records each .deb's sha256 (verified against apt's index)
 READY_MARKER = "IOBENCH-READY"
 ERROR_MARKER = "IOBENCH-ERROR"
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iobench import guest, hostinfo
+from iobench import guest, hostinfo, stale
 from iobench.errors import CellFailed, UserError
 from iobench.vm import VM, VMConfig
 
@@ -86,6 +86,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
     image = guest.build(log=log, spec=LAB)
     out.mkdir(parents=True, exist_ok=True)
     labdir = Path(tempfile.mkdtemp(prefix=".lab-", dir=out.resolve()))
+    lock = stale.hold(labdir)  # a live run owns it (iobench clean leaves it alone)
     started = time.monotonic()
     lost: list[dict[str, Any]] = []
     try:
@@ -110,6 +111,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
         return _publish(labdir, out, l1.ready_line, l1.boot_seconds, time.monotonic() - started, why, lost)
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
+        stale.release(lock)
 
 
 def _follow(l1: VM, timeout_s: float, log: Log) -> None:

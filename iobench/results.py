@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from iobench import stale
 from iobench.errors import UserError
 
 FORMAT_VERSION = 3
@@ -153,6 +154,13 @@ COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
 INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]
 
 
+def disk_refused(exc: BaseException) -> bool:
+    """A write failed because the disk is full, over quota or read-only (not a bug of ours)."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def new_run_id(now: float | None = None) -> str:
     import time
 
@@ -172,8 +180,24 @@ class ResultsWriter:
         self.final = out_root / run_id
         self.raw = self.tmp / "raw"
         self.raw.mkdir()
+        self._lock: int | None = stale.hold(self.tmp)  # a live run owns this staging dir (iobench clean)
+
+    lost: OSError | None = None  # set when the disk refused a write: nothing of the run is kept
 
     def write_raw(self, name: str, content: str | bytes | dict[str, Any] | list[Any]) -> Path:
+        try:
+            return self._write_raw(name, content)
+        except OSError as exc:
+            if disk_refused(exc):
+                self.lost = exc
+                raise UserError(self._lost_text(exc)) from exc
+            raise
+
+    def _lost_text(self, exc: OSError) -> str:
+        return (f"could not write results under {self.final.parent} ({exc.strerror}); the run stopped and nothing "
+                "was kept there: free space or pass another --out.")
+
+    def _write_raw(self, name: str, content: str | bytes | dict[str, Any] | list[Any]) -> Path:
         path = self.raw / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, (dict, list)):
@@ -187,7 +211,30 @@ class ResultsWriter:
     def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = (),
                timeline: Sequence[dict[str, Any]] = (), artifacts: Callable[[Path], None] | None = None) -> Path:
         """Write rows.csv, summary.csv, timeline.csv and run.json, derive `artifacts` (plots,
-        report) from them in the staging dir, then rename into place."""
+        report) from them in the staging dir, then rename into place. When the disk refused
+        any write of this run (now or before), the staging dir is removed instead: no
+        results dir with holes."""
+        if self.lost is None:
+            try:
+                return self._finish(meta, rows, stats, timeline, artifacts)
+            except OSError as exc:
+                if not disk_refused(exc):
+                    raise
+                self.lost = exc
+        self.discard()
+        assert self.lost is not None
+        raise UserError(self._lost_text(self.lost)) from self.lost
+
+    def discard(self) -> None:
+        """Remove the staging dir and everything in it."""
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        stale.release(self._lock)
+        self._lock = None
+
+    def _finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any],
+                timeline: Sequence[dict[str, Any]], artifacts: Callable[[Path], None] | None) -> Path:
         import pandas as pd
 
         from iobench import timeline as tl
@@ -220,6 +267,8 @@ class ResultsWriter:
         self._write_meta(meta)
         os.chmod(self.tmp, 0o755)
         self.tmp.rename(self.final)
+        stale.release(self._lock)
+        self._lock = None
         return self.final
 
 

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from iobench.measure import (
     snapshot,
     vm_row,
 )
-from iobench.results import ResultsWriter, Row, new_run_id
+from iobench.results import ResultsWriter, Row, disk_refused, new_run_id
 from iobench.scenario import Scenario, Workload, as_dict
 from iobench.vm import VM, VMConfig
 
@@ -93,11 +93,16 @@ def select_backends(requested: tuple[str, ...], accel_name: str) -> tuple[list[s
     return chosen, unavailable
 
 
-def preflight() -> None:
-    """Checks that must pass before anything is created."""
+def preflight(accel_name: str = "auto") -> None:
+    """Checks that must pass before anything is created: every missing privilege in one sentence."""
+    problems = []
     ok, why = topology.can_create_netns()
     if not ok:
-        raise UserError(f"cannot create the run's network namespace: {why}.")
+        problems.append(f"cannot create the run's network namespace: {why}")
+    if accel_name == "kvm" and (kvm := accel.kvm_device_problem()):
+        problems.append(f"--accel kvm is impossible: {kvm}")
+    if problems:
+        raise UserError("; ".join(problems) + ".")
     for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("iperf3", "iperf3")):
         if hostinfo.version_line([tool, "--version"]) is None:
             raise UserError(f"{tool} is not installed: apt-get install {pkg} (or run the README's setup command).")
@@ -107,7 +112,7 @@ Progress = Callable[[int, int], None]
 
 
 def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = None) -> RunReport:
-    preflight()
+    preflight(scn.accel)
     image = guest.build(log=log)
     guest.verify(image)
     choice = accel.choose(scn.accel, image, log=log)
@@ -149,6 +154,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and disk_refused(exc) and writer.lost is None:
+            writer.lost = exc  # e.g. QEMU's logs copied into raw/ at shutdown
         raise
     finally:
         if ctx.copytrace is not None:
@@ -306,11 +313,16 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     return [], ""
 
 
+def _fault(cell: CellId) -> str | None:
+    """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction> injects a real fault into that cell:
+    `kill-qemu` SIGKILLs QEMU one second into its first attempt; `iperf3-port` points the
+    client at a port where the guest has no server."""
+    fault, _, where = os.environ.get("IOBENCH_FAULT", "").partition(":")
+    return fault if where == f"{cell.backend}:{cell.direction}" else None
+
+
 def _fault_timer(vm: VM, cell: CellId, attempt: int) -> threading.Timer | None:
-    """Test hook: IOBENCH_FAULT=kill-qemu:<backend>:<direction> SIGKILLs QEMU one second into
-    that cell's first attempt, so tests (and the lab's) can prove death is detected and retried."""
-    spec = os.environ.get("IOBENCH_FAULT", "")
-    if attempt != 1 or spec != f"kill-qemu:{cell.backend}:{cell.direction}":
+    if attempt != 1 or _fault(cell) != "kill-qemu":
         return None
     timer = threading.Timer(1.0, lambda: os.kill(vm.pid, signal.SIGKILL) if vm.alive() else None)
     timer.start()
@@ -343,6 +355,8 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
 def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: backends.Backend, cell: CellId,
                      idle: IdleWindow, attempt: int = 1) -> Row:
     spec = traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload)
+    if _fault(cell) == "iperf3-port":  # test hook: nothing listens there, iperf3 fails with its own error
+        spec = replace(spec, port=traffic.IPERF3_PORT + 98)
     accel_name = ctx.choice.accel
     tracing = accel_name == "tcg"
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
-NETNS_PREFIX = "iobench-"
+from iobench.stale import NETNS_PREFIX, hold, netns_lock, release
+
 BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
 
 
@@ -134,9 +135,10 @@ def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
     plan = AddressPlan.for_run(run_id)
     tap = tap_name(run_id)
     peer = f"{name}-peer"
-    netns.create(name)
+    lock = hold(netns_lock(name))  # says "a live run owns these namespaces" to `iobench clean`
     peer_ipr = None
     try:
+        netns.create(name)
         # IPv6 off keeps router solicitations and DAD out of the idle windows.
         _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
         with IPRoute(netns=name) as ipr:
@@ -160,6 +162,7 @@ def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
             peer_ipr.close()
         remove_netns(peer)
         remove_netns(name)
+        release(lock, netns_lock(name))
 
 
 def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_plan: AddressPlan) -> NativePair:
@@ -187,14 +190,22 @@ def remove_netns(name: str) -> None:
         netns.remove(name)
 
 
-def list_own_netns() -> list[str]:
-    return sorted(n for n in netns.listnetns() if n.startswith(NETNS_PREFIX))
+CAPABILITIES = ((21, "CAP_SYS_ADMIN (to create and enter network namespaces)"),
+                (12, "CAP_NET_ADMIN (to create the tap and veth and give them addresses)"))
+
+
+def missing_capabilities(status: str | None = None) -> list[str]:
+    """The capabilities a run needs that this process lacks, from CapEff in /proc/self/status."""
+    text = status if status is not None else open("/proc/self/status").read()
+    eff = int(next(line.split()[1] for line in text.splitlines() if line.startswith("CapEff:")), 16)
+    return [name for bit, name in CAPABILITIES if not eff >> bit & 1]
 
 
 def can_create_netns() -> tuple[bool, str]:
-    """Whether this process may create namespaces and taps (CAP_NET_ADMIN, /dev/net/tun)."""
-    if os.geteuid() != 0:
-        return False, "not root: creating network namespaces and taps needs CAP_NET_ADMIN (run as root)"
+    """Whether this process may create namespaces and taps (capabilities, /dev/net/tun)."""
+    missing = missing_capabilities()
+    if missing:
+        return False, f"this user lacks {' and '.join(missing)}: run iobench as root"
     if not os.path.exists("/dev/net/tun"):
         return False, "/dev/net/tun is missing: load the tun module (modprobe tun)"
-    return True, "root, /dev/net/tun present"
+    return True, "CAP_SYS_ADMIN and CAP_NET_ADMIN held, /dev/net/tun present"

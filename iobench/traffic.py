@@ -21,6 +21,8 @@ from typing import Any
 from iobench.errors import CellFailed
 from iobench.topology import enter_netns
 
+IPERF3_PORT = 5201  # where the guest's `iperf3 -s` listens
+
 
 @dataclass(frozen=True)
 class TrafficSpec:
@@ -32,6 +34,7 @@ class TrafficSpec:
     streams: int = 1
     message_bytes: int = 0  # 0: iperf3's default (128 KiB for TCP)
     udp_bitrate: str = "1G"
+    port: int = IPERF3_PORT
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ def client_argv(spec: TrafficSpec) -> list[str]:
         argv += ["-l", str(spec.message_bytes)]
     if spec.direction == "tx":
         argv.append("-R")
+    if spec.port != IPERF3_PORT:
+        argv += ["-p", str(spec.port)]
     return argv
 
 
@@ -122,8 +127,6 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         pass
     proc.wait()
 
-
-IPERF3_PORT = 5201
 
 
 def listening(pid: int, port: int = IPERF3_PORT) -> bool:

@@ -25,6 +25,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from iobench.errors import CellFailed, UserError
 from iobench.guest import ERROR_MARKER, READY_MARKER, GuestImage
+from iobench.stale import VM_DIR_PREFIX, hold, release
 from iobench.topology import enter_netns
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -120,10 +121,12 @@ class VM:
     qmp: QEMUMonitorProtocol | None = field(init=False, default=None)
     boot_seconds: float = field(init=False, default=0.0)
     ready_line: str = field(init=False, default="")
+    _lock: int | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         # mkdtemp makes the directory 0700: the QMP socket inside is private.
-        self.rundir = Path(tempfile.mkdtemp(prefix=f"iobench-vm-{self.cfg.name}-"))
+        self.rundir = Path(tempfile.mkdtemp(prefix=f"{VM_DIR_PREFIX}{self.cfg.name}-"))
+        self._lock = hold(self.rundir)  # a live iobench owns this dir and its QEMU (iobench clean)
 
     @property
     def pid(self) -> int:
@@ -241,6 +244,8 @@ class VM:
                     pass
                 self.qmp = None
             shutil.rmtree(self.rundir, ignore_errors=True)
+            release(self._lock)
+            self._lock = None
 
     def _keep_logs(self) -> None:
         if self.logs_dest is None:

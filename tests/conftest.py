@@ -44,15 +44,19 @@ def data() -> Path:
 
 
 def _qemu_pids() -> set[int]:
-    """QEMU and iperf3 processes now on the machine (a test compares before and after)."""
+    """QEMU and iperf3 processes now on the machine (a test compares before and after).
+    Zombies are left out: killed, holding nothing, waiting for init to reap them (a process
+    whose parent - a SIGKILLed iobench - is gone is reaped by PID 1, not at once)."""
     out = set()
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if (p / "comm").read_text().strip() in ("qemu-system-x86", "iperf3"):
-                    out.add(int(p.name))
+                stat = (p / "stat").read_text()
             except OSError:
-                pass
+                continue
+            comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+            if comm in ("qemu-system-x86", "iperf3") and state != "Z":
+                out.add(int(p.name))
     return out
 
 
@@ -74,3 +78,42 @@ def tcg_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
 def qemu_pids():
     """The function listing QEMU and iperf3 pids now running."""
     return _qemu_pids
+
+
+def iobench_objects() -> set[str]:
+    """Everything of iobench's on this machine: namespaces, interfaces, QEMU/iperf3
+    processes, VM runtime dirs and ownership locks."""
+    import tempfile
+
+    from pyroute2 import netns
+
+    objs = {f"netns {n}" for n in netns.listnetns() if n.startswith("iobench-")}
+    objs |= {f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(("ibt", "ibv"))}
+    objs |= {f"process {pid}" for pid in _qemu_pids()}
+    objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob("iobench-vm-*")}
+    lock_dir = Path("/run/iobench")
+    objs |= {f"lock {p}" for p in lock_dir.glob("*.lock")} if lock_dir.is_dir() else set()
+    return objs
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = iobench_objects()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite's last check: nothing the tests started is left (the issue's 'after the whole
+    test suite, ip netns list, the process table and /sys/class/net show nothing of iobench's')."""
+    left = sorted(iobench_objects() - session.config.stash.get(_BEFORE, set()))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write("\n")
+    if left:
+        if reporter:
+            reporter.write_line(f"LEFT BEHIND by the tests: {'; '.join(left)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter:
+        reporter.write_line("leftover check: no iobench namespace, interface, QEMU/iperf3 process, runtime dir "
+                            "or lock is left after the suite")
+
+
+_BEFORE = pytest.StashKey[set[str]]()

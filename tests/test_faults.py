@@ -41,3 +41,62 @@ def test_a_killed_vm_is_booted_again_and_the_attempt_recorded(guest_image, tmp_p
     assert lost["backend"] == "e1000" and lost["attempt"] == 1 and "signal 9" in lost["reason"]
     assert {r.backend for r in report.rows} == {"e1000", "virtio"}
     assert (report.directory / "raw/e1000/r1-attempt2/serial.log").exists()
+
+
+def test_guest_that_never_becomes_ready_fails_after_one_retry(guest_image, tmp_path) -> None:
+    """An impossible kernel argument (an init that does not exist, no panic=): the kernel
+    panics and hangs, the guest never prints READY. One retry, then the cells fail with
+    the serial tail; nothing keeps booting."""
+    scn = Scenario(backends=("e1000",), directions=("rx",), accel="tcg", duration_s=2, omit_s=0, repeats=1,
+                   retries=1, boot_timeout_s=15,
+                   qemu_args=("-append", "console=ttyS0 rdinit=/no/such/init iobench.addr=198.18.0.2/24"))
+    report = run(scn, tmp_path, log=lambda m: None)
+    meta = json.loads((report.directory / "run.json").read_text())
+    (cell,) = meta["cells"]
+    assert cell["status"] == "failed" and "gave up after 2 attempts" in cell["reason"]
+    assert "guest not READY" in cell["reason"] and "Kernel panic" in cell["reason"]  # the serial tail says why
+    assert [a["attempt"] for a in meta["failed_attempts"]] == [1, 2]
+    assert report.rows == [] and meta["status"] == "partial"
+    assert (report.directory / "raw/e1000/r1-attempt2/serial.log").exists()
+    assert not (report.directory / "raw/e1000/r1-attempt3").exists()
+
+
+def test_iperf3_failure_is_the_cells_reason_in_iperf3s_words(guest_image, tmp_path, monkeypatch) -> None:
+    """The client talks to a port where the guest has no server: a real iperf3 error."""
+    monkeypatch.setenv("IOBENCH_FAULT", "iperf3-port:e1000:rx")
+    scn = Scenario(backends=("e1000",), directions=("rx", "tx"), accel="tcg", duration_s=2, omit_s=0, repeats=1)
+    report = run(scn, tmp_path, log=lambda m: None)
+    meta = json.loads((report.directory / "run.json").read_text())
+    cells = {c["direction"]: c for c in meta["cells"]}
+    assert cells["rx"]["status"] == "failed"
+    assert cells["rx"]["reason"].startswith("iperf3: unable to connect to server")
+    assert cells["tx"]["status"] == "ok"  # same VM, next cell
+    assert [r.direction for r in report.rows] == ["tx"]
+    raw = json.loads((report.directory / "raw/e1000/r1-tcp-P1-ldefault-rx.iperf3.json").read_text())
+    assert raw["error"].startswith("unable to connect")  # iperf3's own output kept as evidence
+
+
+def test_disk_full_while_writing_results_keeps_nothing(guest_image, tmp_path, capsys, qemu_pids) -> None:
+    """--out on a 32 KiB tmpfs: the raw files fill it mid-run. One sentence, exit 2, an
+    empty results root, and the VM, namespace and tap gone."""
+    import subprocess
+
+    from pyroute2 import netns as pyroute2_netns
+
+    from iobench.cli import main
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(small)], check=True)
+    before = qemu_pids()
+    try:
+        code = main(["run", "--accel", "tcg", "--backend", "e1000", "--direction", "rx", "--duration", "2",
+                     "--omit", "0", "--repeats", "1", "--retries", "0", "--out", str(small)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "No space left on device" in err and "nothing was kept" in err
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert qemu_pids() <= before
+    assert not [n for n in pyroute2_netns.listnetns() if n.startswith("iobench-")]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from iobench import plots
 from iobench.cli import main
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -46,7 +47,8 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert meta["lab"]["l1"]["kvm"] == "yes" and meta["lab"]["l1"]["vhost_net"] == "yes"
     assert "EPYC" in meta["lab"]["l1"]["cpu"]
     assert (run_dir / "raw/lab/l1-serial.log").exists()
-    assert len(list((run_dir / "plots").glob("*.png"))) == 4  # drawn by the host
+    drawn = {p.name for p in (run_dir / "plots").glob("*.png")}  # drawn by the host
+    assert drawn == {*plots.FIGURES, plots.TIMELINE_FIGURE}
     assert "environment: **lab**" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".lab-*"))  # the lab directory is gone
 

@@ -1,0 +1,210 @@
+"""What a killed iobench left behind, and removing it (`iobench clean`, `iobench doctor`).
+
+A run that ends, fails or is interrupted removes everything it made. A run
+killed outright (SIGKILL, the OOM killer) cannot: its QEMU keeps running (it has
+its own session), its namespace stays mounted with the tap and an iperf3 in it,
+its staging directory stays.
+
+Ownership: a live run holds an exclusive flock on each thing it made - its VM
+runtime directories and results staging directory (the directory itself) and
+`/run/iobench/<namespace>.lock` for its namespaces. The kernel drops a flock
+when its process dies, however it dies, so "locked" means "in use by a live
+iobench" and "unlocked" means abandoned; a pid alone is never trusted (pids are
+reused). Only objects named with iobench's prefixes are looked at; a QEMU is
+killed only when the pid in its pidfile is alive *and* its command line names
+that very runtime directory; in an abandoned namespace only QEMU and iperf3
+processes are killed (found by namespace identity, not by name alone).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import netns
+
+NETNS_PREFIX = "iobench-"
+VM_DIR_PREFIX = "iobench-vm-"
+LOCK_DIR = Path("/run/iobench")
+OUR_PROGRAMS = ("qemu-system-x86", "iperf3")
+
+
+def hold(path: Path) -> int:
+    """Take the exclusive lock that says `path` belongs to this live process; returns
+    the fd to pass to `release`. A directory is locked through its own fd; any other
+    path is a lock file created 0600."""
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def release(fd: int | None, remove: Path | None = None) -> None:
+    """Drop a lock from `hold` (and remove its lock file, when given)."""
+    if remove is not None:
+        try:
+            remove.unlink()
+        except FileNotFoundError:
+            pass
+    if fd is not None:
+        os.close(fd)
+
+
+def in_use(path: Path) -> bool:
+    """Whether a live process holds `path`'s lock (a missing lock file: nobody does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def netns_lock(name: str) -> Path:
+    """The lock file of a run's namespaces (the peer namespace shares its run's)."""
+    return LOCK_DIR / f"{name.removesuffix('-peer')}.lock"
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str  # netns, qemu, vm-dir, staging-dir
+    name: str
+    in_use: bool
+    detail: str = ""
+
+    def describe(self) -> str:
+        state = "in use by a running iobench" if self.in_use else "abandoned"
+        return f"{self.kind} {self.name} ({state}{'; ' + self.detail if self.detail else ''})"
+
+
+def _ns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def processes_in_netns(name: str) -> list[tuple[int, str]]:
+    """(pid, comm) of every process whose network namespace is `name`."""
+    inode = _ns_inode(name)
+    out: list[tuple[int, str]] = []
+    if inode is None:
+        return out
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino == inode:
+                out.append((int(entry.name), (entry / "comm").read_text().strip()))
+        except OSError:
+            continue
+    return out
+
+
+def _qemu_of(vm_dir: Path) -> int | None:
+    """The live QEMU whose pidfile is in `vm_dir` and whose command line names `vm_dir`."""
+    try:
+        pid = int((vm_dir / "qemu.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if str(vm_dir) in cmdline else None
+
+
+def _vm_dirs() -> list[Path]:
+    return sorted(p for p in Path(tempfile.gettempdir()).glob(f"{VM_DIR_PREFIX}*") if p.is_dir())
+
+
+def _staging_dirs(out_roots: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for root in out_roots:
+        if root.is_dir():
+            found += [p for p in root.iterdir() if p.is_dir() and p.name.startswith(".")
+                      and (p.name.endswith(".partial") or p.name.startswith(".lab-"))]
+    return sorted(found)
+
+
+def find(out_roots: list[Path]) -> list[Leftover]:
+    """Every iobench object on this machine, each marked in use or abandoned."""
+    found: list[Leftover] = []
+    for name in sorted(n for n in netns.listnetns() if n.startswith(NETNS_PREFIX)):
+        procs = processes_in_netns(name)
+        detail = ", ".join(f"{comm} {pid}" for pid, comm in procs)
+        found.append(Leftover("netns", name, in_use(netns_lock(name)), detail))
+    for vm_dir in _vm_dirs():
+        busy = in_use(vm_dir)
+        pid = _qemu_of(vm_dir)
+        found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
+    for staging in _staging_dirs(out_roots):
+        found.append(Leftover("staging-dir", str(staging), in_use(staging), "unpublished results of a run"))
+    return found
+
+
+def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
+    """Remove the abandoned objects (never one in use); returns what was (or would be) done."""
+    done: list[str] = []
+    for item in find(out_roots):
+        if item.in_use:
+            continue
+        if item.kind == "vm-dir":
+            vm_dir = Path(item.name)
+            pid = _qemu_of(vm_dir)
+            if pid is not None:
+                done.append(f"killed QEMU {pid} of {vm_dir}")
+                if not dry_run:
+                    _kill(pid)
+            done.append(f"removed {vm_dir}")
+            if not dry_run:
+                shutil.rmtree(vm_dir, ignore_errors=True)
+        elif item.kind == "netns":
+            for pid, comm in processes_in_netns(item.name):
+                if comm.startswith(OUR_PROGRAMS):
+                    done.append(f"killed {comm} {pid} in {item.name}")
+                    if not dry_run:
+                        _kill(pid)
+                else:
+                    done.append(f"left {comm} {pid} in {item.name} alone (not started by iobench)")
+            done.append(f"removed namespace {item.name}")
+            if not dry_run:
+                netns.remove(item.name)
+                release(None, netns_lock(item.name))
+        elif item.kind == "staging-dir":
+            done.append(f"removed {item.name}")
+            if not dry_run:
+                shutil.rmtree(item.name, ignore_errors=True)
+    return done
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(100):  # the pid is not our child: wait for it to vanish, not to be reaped
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
