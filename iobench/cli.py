@@ -117,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--out", type=Path, action="append", help="results root to check for unpublished runs "
                         "(repeatable; default ./results)")
 
+    gate = sub.add_parser("gate", help="a run against a committed baseline: exit 1 when an I/O path got worse",
+                          description="Compare every gated metric of a run (exits, interrupts and copies per packet, "
+                                      "CPU per packet, throughput) with a baseline: worse only past the metric's "
+                                      "tolerance and when the repeats separate. Exit 0 pass, 1 worse, 2 not comparable.")
+    gate.add_argument("directory", nargs="?", type=Path, help="results directory (or --scenario to run one first)")
+    gate.add_argument("--baseline", type=Path, required=True, help="baseline JSON (results/baselines/<name>.json)")
+    gate.add_argument("--scenario", type=Path, help="run this scenario first and gate its results (the CI job)")
+    gate.add_argument("--out", type=Path, default=Path("results"), help="results root for --scenario (default ./results)")
+    gate.add_argument("--update-baseline", action="store_true",
+                      help="write the baseline from this run (at least 5 repeats; tolerances from its noise)")
+    gate.add_argument("--format", choices=("table", "json", "bmf", "gab"), default="table",
+                      help="table (default); json (verdicts); bmf (Bencher Metric Format); gab (github-action-benchmark)")
+    gate.add_argument("--output", type=Path, help="file for json/bmf; directory for gab (two files); default stdout")
+    gate.add_argument("--summary", type=Path, help="also write the markdown summary here (always: <run>/gate.md, "
+                                                   "and $GITHUB_STEP_SUMMARY when set)")
+
     clean = sub.add_parser("clean", help="remove what a killed iobench left behind (only abandoned iobench objects)",
                            description="Find iobench namespaces, QEMU runtime dirs (and their QEMU) and unpublished "
                                        "results dirs whose run is dead (no live iobench holds their lock) and remove "
@@ -370,6 +386,107 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_scenario_for_gate(scenario: Path, out: Path) -> Path:
+    """`iobench run --scenario FILE --out OUT` as the CI job runs it; returns the new results dir."""
+    before = set(out.glob("*/run.json")) if out.is_dir() else set()
+    argv = ["run", "--scenario", str(scenario), "--out", str(out)]
+    args = build_parser().parse_args(argv)
+    args.raw_argv = argv
+    cmd_run(args)  # a partial run still has a results dir; the gate says what is missing
+    new = sorted(set(out.glob("*/run.json")) - before)
+    if not new:
+        raise UserError(f"the run of {scenario} produced no results directory under {out}.")
+    return new[-1].parent
+
+
+def _gate_export(args: argparse.Namespace, run: Any) -> None:
+    """--format bmf/gab: the run's medians and ranges for the CI tools users already have."""
+    from iobench import gate
+
+    data: Any = gate.bmf(run) if args.format == "bmf" else gate.gab(run)
+    if args.format == "gab" and args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        for tool, entries in data.items():
+            (args.output / f"{tool}.json").write_text(json.dumps(entries, indent=1) + "\n")
+        _log(f"github-action-benchmark files: {', '.join(str(args.output / (t + '.json')) for t in data)}")
+        return
+    _emit(json.dumps(data, indent=1) + "\n", args.output)
+
+
+def _emit(text: str, path: Path | None) -> None:
+    if path:
+        path.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _write_baseline(args: argparse.Namespace, run: Any) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench import gate
+
+    baseline = gate.make_baseline(run, args.baseline.stem)
+    args.baseline.parent.mkdir(parents=True, exist_ok=True)
+    args.baseline.write_text(json.dumps(baseline, indent=1) + "\n")
+    console = Console(width=None if Console().is_terminal else 160)
+    table = Table(title=f"baseline {args.baseline}: noise over {run.meta['scenario']['repeats']} repeats")
+    for h in ("metric", "largest CV (cell)", "tolerance", "floor"):
+        table.add_column(h)
+    for metric, m in baseline["metrics"].items():
+        worst = max(m["noise_cv_by_cell"].items(), key=lambda kv: kv[1], default=("-", 0.0))
+        table.add_row(metric, f"{m['noise_max_cv']:.1%} ({worst[0]})", f"±{m['tolerance']:.0%}",
+                      f"{m['floor']:g} {m['unit']}")
+    console.print(table)
+    print(f"baseline: {args.baseline}")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench import gate, results
+
+    started = _time.monotonic()
+    if args.scenario:
+        directory = _run_scenario_for_gate(args.scenario, args.out)
+    elif args.directory:
+        directory = args.directory
+    else:
+        raise UserError("name a results directory, or --scenario FILE to run one first.")
+    run = results.load(directory)
+    if args.format in ("bmf", "gab"):
+        _gate_export(args, run)
+    if args.update_baseline:
+        return _write_baseline(args, run)
+    baseline = gate.load_baseline(args.baseline)
+    result = gate.gate(run, baseline)
+    if args.format == "json":
+        _emit(json.dumps(gate.as_json(result), indent=1) + "\n", args.output)
+    md = gate.markdown(result, run, baseline, _time.monotonic() - started if args.scenario else None)
+    (directory / "gate.md").write_text(md)
+    for target in filter(None, (args.summary, os.environ.get("GITHUB_STEP_SUMMARY"))):
+        with open(target, "a") as f:
+            f.write(md)
+    if args.format == "table":
+        console = Console(width=None if Console().is_terminal else 200)
+        table = Table(title=md.splitlines()[0].removeprefix("## "))
+        for h in gate.HEADERS:
+            table.add_column(h, overflow="fold")
+        for row in gate.table_rows(result):
+            table.add_row(*row, style="bold red" if row[-1] == "WORSE" else None)
+        console.print(table)
+        for line in md.splitlines()[2:]:
+            if line.startswith("- "):
+                print(line[2:])
+    if result.blocking:
+        _log("gate: not comparable: " + "; ".join(result.blocking))
+    return result.exit_code
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from iobench import stale, topology
 
@@ -393,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
-                "compare": cmd_compare, "clean": cmd_clean}
+                "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)

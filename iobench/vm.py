@@ -236,16 +236,18 @@ class VM:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
         finally:
-            self._keep_logs()
-            if self.qmp is not None:
-                try:
-                    self.qmp.close()
-                except Exception:  # noqa: BLE001 - closing a dead socket
-                    pass
-                self.qmp = None
-            shutil.rmtree(self.rundir, ignore_errors=True)
-            release(self._lock)
-            self._lock = None
+            try:
+                self._keep_logs()  # may fail (a full disk): the runtime dir goes anyway
+            finally:
+                if self.qmp is not None:
+                    try:
+                        self.qmp.close()
+                    except Exception:  # noqa: BLE001 - closing a dead socket
+                        pass
+                    self.qmp = None
+                shutil.rmtree(self.rundir, ignore_errors=True)
+                release(self._lock)
+                self._lock = None
 
     def _keep_logs(self) -> None:
         if self.logs_dest is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from iobench import stale
 from iobench.runner import run
 from iobench.scenario import Scenario
 
@@ -100,3 +101,4 @@ def test_disk_full_while_writing_results_keeps_nothing(guest_image, tmp_path, ca
         subprocess.run(["umount", str(small)], check=True)
     assert qemu_pids() <= before
     assert not [n for n in pyroute2_netns.listnetns() if n.startswith("iobench-")]
+    assert [item for item in stale.find([small]) if item.kind == "vm-dir"] == []  # QEMU's runtime dir too

@@ -1,0 +1,317 @@
+"""The regression gate: a run against a committed baseline, metric by metric.
+
+A metric of a cell (backend x direction x workload) is *worse* only when both
+hold, as asv decides (asv.statistics.is_different):
+- the medians differ past the metric's tolerance (relative, recorded in the
+  baseline and set from measured noise) and past its absolute floor (so that
+  0.0003 against 0.0001 copies per packet is not a "200% regression");
+- the repeats separate: a two-sided exact Mann-Whitney U test at p < 0.05 when
+  the samples are big enough for that p to be reachable at all (asv's p_min
+  rule: 5 against 5 repeats can reach 0.008), else the two samples' ranges
+  [min, max] do not overlap (the pessimistic fallback).
+*better* likewise the other way; anything else is *same*.
+
+Exit codes: 0 nothing worse, 1 something worse, 2 not comparable (different
+accelerator, exit source or environment, or a baseline cell the run lacks), with
+the reason. A QEMU or kernel change is *not* a reason to refuse: catching what an
+upgrade did is what the gate is for; it is shown in the header.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from iobench import results
+from iobench.errors import UserError
+
+BASELINE_VERSION = 1
+P_THRESHOLD = 0.05
+MIN_REPEATS_FOR_BASELINE = 5
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """How one metric is gated. `tolerance` is relative; `floor` is absolute, in the metric's unit."""
+
+    higher_is_better: bool
+    floor: float
+    unit: str
+
+
+GATED: dict[str, MetricRule] = {
+    "throughput_bps": MetricRule(True, 10e6, "bit/s"),
+    "exits_per_packet": MetricRule(False, 0.002, "exits/packet"),
+    "irq_injections_per_packet": MetricRule(False, 0.002, "interrupts/packet"),
+    "copies_per_packet_measured": MetricRule(False, 0.05, "copies/packet"),
+    "cpu_us_per_packet": MetricRule(False, 0.5, "µs/packet"),
+}
+# Tolerance from noise: this many times the largest CV of the metric over the baseline
+# run's cells, rounded up to a percent, within [TOL_MIN, TOL_MAX].
+NOISE_FACTOR = 3.0
+TOL_MIN, TOL_MAX = 0.05, 0.60
+
+Key = tuple[str, str, str, str]  # backend, direction, workload, metric
+
+
+# --- statistics -------------------------------------------------------------------------
+
+def _u_distribution(n1: int, n2: int) -> list[int]:
+    """Number of rank orderings giving each U = 0..n1*n2 (no ties), by the classic recurrence."""
+    table: dict[tuple[int, int], list[int]] = {}
+
+    def counts(a: int, b: int) -> list[int]:
+        if (a, b) in table:
+            return table[(a, b)]
+        if a == 0 or b == 0:
+            out = [1]
+        else:
+            left, right = counts(a - 1, b), counts(a, b - 1)  # the largest value from sample 1, or from 2
+            out = [0] * (a * b + 1)
+            for u, c in enumerate(left):
+                out[u + b] += c
+            for u, c in enumerate(right):
+                out[u] += c
+        table[(a, b)] = out
+        return out
+
+    return counts(n1, n2)
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided exact p-value of the Mann-Whitney U test (ties count one half)."""
+    u = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    dist = _u_distribution(len(a), len(b))
+    total = sum(dist)
+    below = sum(c for k, c in enumerate(dist) if k <= u) / total
+    above = sum(c for k, c in enumerate(dist) if k >= u) / total
+    return min(1.0, 2 * min(below, above))
+
+
+def separated(a: Sequence[float], b: Sequence[float]) -> tuple[bool, str]:
+    """Whether two samples differ beyond their noise, and by which test."""
+    p_min = 1 / math.comb(len(a) + len(b), min(len(a), len(b)))
+    if p_min < P_THRESHOLD:
+        p = mann_whitney_p(a, b)
+        return p < P_THRESHOLD, f"U test p={p:.3f}"
+    apart = max(a) < min(b) or max(b) < min(a)
+    return apart, "ranges apart" if apart else "ranges overlap"
+
+
+# --- baseline -----------------------------------------------------------------------------
+
+def samples(run: results.RunData) -> dict[Key, list[float]]:
+    """The repeats' values of every gated metric of every cell of a run."""
+    out: dict[Key, list[float]] = {}
+    for r in run.records():
+        for metric in GATED:
+            v = r.get(metric)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            out.setdefault((str(r["backend"]), str(r["direction"]), str(r["workload"]), metric), []).append(float(v))
+    return out
+
+
+def _cv(values: Sequence[float]) -> float | None:
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
+
+
+def noise(values: dict[Key, list[float]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the CV of every cell and the tolerance chosen from the largest."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in GATED:
+        cvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in values.items()
+               if k[3] == metric and (c := _cv(v)) is not None}
+        worst = max(cvs.values(), default=0.0)
+        tol = min(TOL_MAX, max(TOL_MIN, math.ceil(NOISE_FACTOR * worst * 100) / 100))
+        out[metric] = {"max_cv": worst, "cv_by_cell": cvs, "tolerance": tol}
+    return out
+
+
+def environment(meta: dict[str, Any]) -> dict[str, Any]:
+    host = meta.get("host", {})
+    scn = meta.get("scenario", {})
+    return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
+            "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
+            "cpu_model": host.get("cpu_model"),
+            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "message_bytes",
+                                                 "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
+
+
+def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
+    """A baseline from a run of at least MIN_REPEATS_FOR_BASELINE repeats, tolerances from its noise."""
+    repeats = int(run.meta.get("scenario", {}).get("repeats", 0))
+    if repeats < MIN_REPEATS_FOR_BASELINE:
+        raise UserError(f"{run.directory} has {repeats} repeat(s); a baseline needs at least "
+                        f"{MIN_REPEATS_FOR_BASELINE} so that its noise (CV) and the U test mean something.")
+    if run.meta.get("status") != "ok":
+        raise UserError(f"{run.directory} has status {run.meta.get('status')}: a baseline needs every cell measured.")
+    values = samples(run)
+    measured = noise(values)
+    return {
+        "baseline_version": BASELINE_VERSION, "name": name, "run_id": run.meta["run_id"],
+        "created": time.strftime("%Y-%m-%d", time.gmtime(run.meta.get("finished", time.time()))),
+        "how": (f"tolerance per metric = {NOISE_FACTOR:g} x the largest coefficient of variation of that metric "
+                f"over the cells of run {run.meta['run_id']} ({repeats} repeats), rounded up to a percent, "
+                f"within {TOL_MIN:.0%}..{TOL_MAX:.0%}; a change also has to pass the metric's absolute floor "
+                "and the repeats have to separate (U test p < 0.05, or disjoint ranges when too few repeats)"),
+        "environment": environment(run.meta),
+        "metrics": {m: {"higher_is_better": rule.higher_is_better, "unit": rule.unit, "floor": rule.floor,
+                        "tolerance": measured[m]["tolerance"], "noise_max_cv": measured[m]["max_cv"],
+                        "noise_cv_by_cell": measured[m]["cv_by_cell"]} for m, rule in GATED.items()},
+        "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3], "values": v}
+                  for k, v in sorted(values.items())],
+    }
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserError(f"no baseline at {path}: create one with `iobench gate RUN --update-baseline {path}`.") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}).") from exc
+    if data.get("baseline_version") != BASELINE_VERSION:
+        raise UserError(f"{path} is baseline format {data.get('baseline_version')}; this iobench reads "
+                        f"{BASELINE_VERSION}: write a new one with --update-baseline.")
+    return data
+
+
+# --- verdicts -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    backend: str
+    direction: str
+    workload: str
+    metric: str
+    baseline: float
+    current: float
+    ratio: float | None
+    tolerance: float
+    test: str
+    verdict: str  # worse / better / same
+
+
+def judge(base: Sequence[float], cur: Sequence[float], rule: dict[str, Any]) -> tuple[float | None, str, str]:
+    """(ratio, test, verdict) of one metric of one cell."""
+    mb, mc = statistics.median(base), statistics.median(cur)
+    ratio = mc / mb if mb else None
+    change = mc - mb
+    big = abs(change) > max(rule["tolerance"] * abs(mb), rule["floor"])
+    apart, test = separated(base, cur)
+    if not (big and apart):
+        return ratio, test, "same"
+    up_is_good = rule["higher_is_better"]
+    return ratio, test, "better" if (change > 0) == up_is_good else "worse"
+
+
+@dataclass
+class GateResult:
+    verdicts: list[Verdict]
+    blocking: list[str]  # why the run cannot be compared (exit 2)
+    notes: list[str]  # differences shown but not blocking (QEMU, kernel, scenario, extra cells)
+
+    @property
+    def exit_code(self) -> int:
+        if self.blocking:
+            return 2
+        return 1 if any(v.verdict == "worse" for v in self.verdicts) else 0
+
+
+def gate(run: results.RunData, baseline: dict[str, Any]) -> GateResult:
+    env_b, env_c = baseline["environment"], environment(run.meta)
+    blocking = [f"{what} differs: baseline {env_b[k]}, run {env_c[k]}"
+                for k, what in (("accel", "accelerator"), ("exit_source", "exit source"),
+                                ("environment", "environment")) if env_b[k] != env_c[k]]
+    notes = [f"{what} changed: {env_b[k]} -> {env_c[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"))
+             if env_b[k] != env_c[k]]
+    scn_diff = [k for k in env_b["scenario"] if env_b["scenario"][k] != env_c["scenario"].get(k)]
+    if scn_diff:
+        notes.append(f"scenario differs in {', '.join(scn_diff)}")
+    current = samples(run)
+    verdicts: list[Verdict] = []
+    missing = []
+    for cell in baseline["cells"]:
+        key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
+        if key not in current:
+            missing.append("/".join(key))
+            continue
+        rule = baseline["metrics"][key[3]]
+        ratio, test, verdict = judge(cell["values"], current[key], rule)
+        verdicts.append(Verdict(*key, statistics.median(cell["values"]), statistics.median(current[key]),
+                                round(ratio, 4) if ratio is not None else None, rule["tolerance"], test, verdict))
+    if missing:
+        blocking.append(f"the run lacks {len(missing)} baseline cell(s): {', '.join(missing[:6])}"
+                        + (" ..." if len(missing) > 6 else ""))
+    extra = {k[:3] for k in current} - {(c["backend"], c["direction"], c["workload"]) for c in baseline["cells"]}
+    if extra:
+        notes.append(f"cells not in the baseline (not gated): {', '.join('/'.join(k) for k in sorted(extra))}")
+    return GateResult(verdicts, blocking, notes)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+def _fmt(metric: str, v: float) -> str:
+    return f"{v / 1e6:.0f} Mbit/s" if metric == "throughput_bps" else f"{v:.4g}"
+
+
+def table_rows(result: GateResult) -> list[tuple[str, ...]]:
+    return [(v.backend, v.direction, v.workload, v.metric, _fmt(v.metric, v.baseline), _fmt(v.metric, v.current),
+             "-" if v.ratio is None else f"{v.ratio:.3f}", f"±{v.tolerance:.0%}", v.test, v.verdict.upper()
+             if v.verdict == "worse" else v.verdict) for v in result.verdicts]
+
+
+HEADERS = ("backend", "dir", "workload", "metric", "baseline", "current", "ratio", "tolerance", "separation", "verdict")
+
+
+def markdown(result: GateResult, run: results.RunData, baseline: dict[str, Any], job_seconds: float | None) -> str:
+    worse = [v for v in result.verdicts if v.verdict == "worse"]
+    status = ("NOT COMPARABLE" if result.blocking else "FAILED: " + ", ".join(
+        f"{v.backend} {v.direction} {v.metric}" for v in worse) if worse else "passed")
+    out = [f"## iobench gate: {status}", "",
+           f"- run `{run.meta['run_id']}` against baseline `{baseline['name']}` (run {baseline['run_id']}, "
+           f"{baseline['created']}); accel {run.meta['accel']['accel']} ({run.meta['accel']['exit_source']}), "
+           f"environment {run.meta.get('environment', 'host')}",
+           f"- tolerances: {baseline['how']}"]
+    if job_seconds is not None:
+        out.append(f"- gate job run time: {job_seconds:.0f} s (scenario run + gate)")
+    out += [f"- not comparable: {b}" for b in result.blocking]
+    out += [f"- note: {n}" for n in result.notes]
+    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
+    return "\n".join(out) + "\n"
+
+
+def bmf(run: results.RunData) -> dict[str, Any]:
+    """Bencher Metric Format: benchmark -> measure -> value with its min-max over repeats."""
+    out: dict[str, Any] = {}
+    for (backend, direction, workload, metric), vals in sorted(samples(run).items()):
+        out.setdefault(f"{backend}/{direction}/{workload}", {})[metric.replace("_", "-")] = {
+            "value": statistics.median(vals), "lower_value": min(vals), "upper_value": max(vals)}
+    return out
+
+
+def gab(run: results.RunData) -> dict[str, list[dict[str, Any]]]:
+    """github-action-benchmark input, one list per tool: customSmallerIsBetter and customBiggerIsBetter."""
+    out: dict[str, list[dict[str, Any]]] = {"customSmallerIsBetter": [], "customBiggerIsBetter": []}
+    for (backend, direction, workload, metric), vals in sorted(samples(run).items()):
+        rule = GATED[metric]
+        med = statistics.median(vals)
+        entry = {"name": f"{backend} {direction} {workload} {metric}", "unit": rule.unit, "value": med,
+                 "range": f"{min(vals):.6g}..{max(vals):.6g}",
+                 "extra": f"median of {len(vals)} repeats; run {run.meta['run_id']}"}
+        out["customBiggerIsBetter" if rule.higher_is_better else "customSmallerIsBetter"].append(entry)
+    return out
+
+
+def as_json(result: GateResult) -> dict[str, Any]:
+    return {"exit_code": result.exit_code, "blocking": result.blocking, "notes": result.notes,
+            "verdicts": [asdict(v) for v in result.verdicts]}

@@ -1,0 +1,114 @@
+"""The gate's statistics and verdicts. The exact U test is checked against values from
+tables; verdicts and exports on the repeats of a real lab run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from iobench import gate, results
+from iobench.cli import main
+
+
+def test_exact_mann_whitney_matches_the_tables() -> None:
+    # 5 vs 5, complete separation: 2 / C(10, 5) = 2/252
+    assert gate.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    # 3 vs 3, complete separation: 2/20, the smallest two-sided p there is
+    assert gate.mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+    # identical samples: no evidence at all
+    assert gate.mann_whitney_p([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == 1.0
+    # one swap among 5 vs 5: U = 1, P(U <= 1) = 2/252
+    assert gate.mann_whitney_p([1, 2, 3, 4, 6], [5, 7, 8, 9, 10]) == pytest.approx(4 / 252)
+    assert sum(gate._u_distribution(4, 6)) == math.comb(10, 4)
+
+
+def test_few_repeats_fall_back_to_disjoint_ranges() -> None:
+    assert gate.separated([1, 2, 3], [4, 5, 6]) == (True, "ranges apart")
+    assert gate.separated([1, 2, 5], [4, 5, 6]) == (False, "ranges overlap")
+    apart, test = gate.separated([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    assert apart and test.startswith("U test p=0.008")
+
+
+RULE = {"higher_is_better": False, "tolerance": 0.10, "floor": 0.002}
+
+
+def test_worse_needs_both_the_tolerance_and_separation() -> None:
+    base = [0.100, 0.101, 0.099, 0.100, 0.102]
+    assert gate.judge(base, [0.130, 0.131, 0.129, 0.133, 0.128], RULE)[2] == "worse"
+    assert gate.judge(base, [0.105, 0.106, 0.104, 0.105, 0.107], RULE)[2] == "same"  # separated, within 10%
+    assert gate.judge(base, [0.08, 0.20, 0.09, 0.21, 0.10], RULE)[2] == "same"  # 2x median but noise overlaps
+    assert gate.judge(base, [0.070, 0.071, 0.069, 0.070, 0.072], RULE)[2] == "better"
+    tiny = [0.0001] * 5
+    assert gate.judge(tiny, [0.0009, 0.0008, 0.0009, 0.0010, 0.0009], RULE)[2] == "same"  # under the floor
+    up = dict(RULE, higher_is_better=True)
+    assert gate.judge(base, [0.130, 0.131, 0.129, 0.133, 0.128], up)[2] == "better"
+
+
+def lab_run(data: Path) -> results.RunData:
+    return results.load(data / "results-v2-lab")
+
+
+def test_baseline_needs_five_repeats(data: Path) -> None:
+    with pytest.raises(Exception, match="at least 5"):
+        gate.make_baseline(lab_run(data), "x")
+
+
+def fake_baseline(run: results.RunData, scale: dict[str, float]) -> dict:
+    """A baseline holding the run's own values, scaled per metric (to stage a change)."""
+    values = gate.samples(run)
+    return {"baseline_version": 1, "name": "t", "run_id": "r", "created": "2026-11-30", "how": "test",
+            "environment": gate.environment(run.meta),
+            "metrics": {m: {"higher_is_better": r.higher_is_better, "floor": r.floor, "unit": r.unit,
+                            "tolerance": 0.1} for m, r in gate.GATED.items()},
+            "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3],
+                       "values": [v * scale.get(k[3], 1.0)] * 3} for k, v0 in values.items() for v in v0]}
+
+
+def test_gate_on_a_real_run_and_what_blocks_it(data: Path) -> None:
+    run = lab_run(data)
+    same = gate.gate(run, fake_baseline(run, {}))
+    assert same.exit_code == 0 and {v.verdict for v in same.verdicts} == {"same"}
+    # a baseline whose exits were 30% lower: the run's single repeat sits outside its range
+    worse = gate.gate(run, fake_baseline(run, {"exits_per_packet": 0.7}))
+    assert worse.exit_code == 1
+    assert {v.metric for v in worse.verdicts if v.verdict == "worse"} == {"exits_per_packet"}
+    other = fake_baseline(run, {})
+    other["environment"] = dict(other["environment"], accel="tcg", exit_source="tcg-traps")
+    blocked = gate.gate(run, other)
+    assert blocked.exit_code == 2 and "accelerator differs" in blocked.blocking[0]
+    extra = fake_baseline(run, {})
+    extra["cells"].append({"backend": "e1000", "direction": "rx", "workload": "udp-P1-ldefault",
+                           "metric": "exits_per_packet", "values": [1.0]})
+    assert gate.gate(run, extra).exit_code == 2
+    upgraded = fake_baseline(run, {})
+    upgraded["environment"] = dict(upgraded["environment"], qemu="QEMU emulator version 9.2.0")
+    result = gate.gate(run, upgraded)
+    assert result.exit_code == 0 and any("QEMU changed" in n for n in result.notes)
+
+
+def test_gate_command_exit_codes_and_exports(data: Path, tmp_path: Path, capsys) -> None:
+    run = lab_run(data)
+    base = tmp_path / "baseline.json"
+    base.write_text(json.dumps(fake_baseline(run, {"cpu_us_per_packet": 0.5})))
+    summary = tmp_path / "summary.md"
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(data / "results-v2-lab", copy)
+    assert main(["gate", str(copy), "--baseline", str(base), "--summary", str(summary)]) == 1
+    out = capsys.readouterr().out
+    assert "WORSE" in out and "cpu_us_per_packet" in out
+    assert "| backend | dir |" in summary.read_text() and (copy / "gate.md").exists()
+    assert main(["gate", str(copy), "--baseline", str(base), "--format", "bmf", "--output", str(tmp_path / "b.json")]) == 1
+    bmf = json.loads((tmp_path / "b.json").read_text())
+    assert bmf["e1000/rx/tcp-P1-ldefault"]["exits-per-packet"]["value"] > 0
+    capsys.readouterr()
+    assert main(["gate", str(copy), "--baseline", str(base), "--format", "gab", "--output", str(tmp_path / "gab")]) == 1
+    smaller = json.loads((tmp_path / "gab/customSmallerIsBetter.json").read_text())
+    bigger = json.loads((tmp_path / "gab/customBiggerIsBetter.json").read_text())
+    assert {e["unit"] for e in bigger} == {"bit/s"} and all(e["value"] >= 0 for e in smaller)
+    assert main(["gate", str(copy), "--baseline", str(tmp_path / "none.json")]) == 2
+    assert "no baseline at" in capsys.readouterr().err
