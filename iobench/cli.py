@@ -186,8 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _progress_display() -> Iterator[tuple[Callable[[str], None], Callable[[int, int], None] | None]]:
-    """In a terminal: a live bar of cells done / to do with the current phase; piped (CI logs): plain lines."""
-    if not sys.stderr.isatty():
+    """In a terminal: a live bar of cells done / to do with the current phase; piped (CI logs): plain lines.
+    Inside the lab, stderr is L1's serial console, a tty to the kernel but a log file to the host
+    (which relays whole `iobench:` lines): plain lines there too, and no redraws under emulation."""
+    if not sys.stderr.isatty() or os.environ.get("IOBENCH_ENVIRONMENT") == "lab":
         yield _log, None
         return
     from rich.console import Console

@@ -1,7 +1,9 @@
 """Measurement windows: snapshot counters, run traffic (or sit idle), snapshot again.
 
-Counters are read only at the edges of a window (never polled during it), so
-reading them costs the guest nothing while traffic flows. Every number in a row
+A row's figures are deltas between the two edge snapshots of its window. Inside
+the window the same counters are also read once per `timeline_interval_s` for
+timeline.csv (iobench.timeline, which says what that costs the guest: nothing
+under TCG, at most one exit per vCPU per sample under KVM). Every number in a row
 is a delta of a counter that was read, except the `*_model` columns, which say
 so in `copy_model_basis`.
 """

@@ -54,6 +54,29 @@ def test_progress_bar_only_on_a_terminal() -> None:
         assert log is _log and progress is None
 
 
+def test_progress_bar_on_a_real_terminal_but_not_on_the_labs_console(monkeypatch) -> None:
+    """A pty is a terminal: the bar is on. Inside the lab stderr is L1's serial console (a tty too),
+    whose lines the host relays: plain lines there."""
+    import os
+    import pty
+    import sys
+
+    from iobench.cli import _log, _progress_display
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w") as tty:
+            monkeypatch.setattr(sys, "stderr", tty)
+            monkeypatch.delenv("IOBENCH_ENVIRONMENT", raising=False)
+            with _progress_display() as (log, progress):
+                assert progress is not None and log is not _log
+            monkeypatch.setenv("IOBENCH_ENVIRONMENT", "lab")
+            with _progress_display() as (log, progress):
+                assert progress is None and log is _log
+    finally:
+        os.close(master)
+
+
 def test_a_format_2_directory_is_upgraded_on_read(tmp_path, data, capsys, monkeypatch) -> None:
     """A real lab run written by iobench's format 2 (before timeline.csv) is read as format 3."""
     import shutil

@@ -27,6 +27,8 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lab-results")
     mp = pytest.MonkeyPatch()
     mp.setenv("IOBENCH_FAULT", "kill-qemu:virtio:tx")
+    relayed: list[str] = []
+    mp.setattr("iobench.cli._log", relayed.append)  # what the user sees on the host while the lab runs
     argv = ["lab", "run", "--backend", "e1000", "--backend", "virtio", "--backend", "vhost",
             "--duration", "2", "--omit", "1", "--repeats", "1", "--out", str(out)]
     try:
@@ -34,11 +36,11 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     finally:
         mp.undo()
     dirs = [p for p in out.iterdir() if not p.name.startswith(".")]
-    return code, dirs, out
+    return code, dirs, out, relayed
 
 
 def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
-    code, dirs, out = lab_run
+    code, dirs, out, relayed = lab_run
     assert code == 0
     (run_dir,) = dirs
     meta = json.loads((run_dir / "run.json").read_text())
@@ -51,10 +53,13 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert drawn == {*plots.FIGURES, plots.TIMELINE_FIGURE}
     assert "environment: **lab**" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".lab-*"))  # the lab directory is gone
+    # the inner run's progress reaches the host as whole lines (no progress-bar redraws on L1's console)
+    assert any(line.startswith("lab: e1000/r1: READY in") for line in relayed), relayed
+    assert not any("\x1b[" in line for line in relayed)
 
 
 def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
-    _, (run_dir,), _ = lab_run
+    _, (run_dir,), _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
     # Nested guests also die on their own now and then (LAB.md: a triple fault, QEMU exits 0):
     # those are retried and recorded too, so the injected death is looked for among them.
@@ -68,7 +73,7 @@ def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
 
 
 def test_lab_rows_have_real_exits_and_the_vhost_signature(lab_run) -> None:
-    _, (run_dir,), _ = lab_run
+    _, (run_dir,), _, _ = lab_run
     rows = {(r["backend"], r["direction"]): r for r in csv.DictReader((run_dir / "rows.csv").open())}
     assert set(rows) == {(b, d) for b in ("e1000", "virtio", "vhost") for d in ("rx", "tx")}
     for (backend, _), r in rows.items():
