@@ -423,6 +423,8 @@ def _emit(text: str, path: Path | None) -> None:
 
 
 def _write_baseline(args: argparse.Namespace, run: Any) -> int:
+    import statistics
+
     from rich.console import Console
     from rich.table import Table
 
@@ -432,13 +434,14 @@ def _write_baseline(args: argparse.Namespace, run: Any) -> int:
     args.baseline.parent.mkdir(parents=True, exist_ok=True)
     args.baseline.write_text(json.dumps(baseline, indent=1) + "\n")
     console = Console(width=None if Console().is_terminal else 160)
-    table = Table(title=f"baseline {args.baseline}: noise over {run.meta['scenario']['repeats']} repeats")
-    for h in ("metric", "largest CV (cell)", "tolerance", "floor"):
+    table = Table(title=f"baseline {args.baseline}: noise over {run.meta['scenario']['repeats']} repeats, "
+                        "tolerance per cell")
+    for h in ("cell", "metric", "median", "CV", "robust CV", "tolerance"):
         table.add_column(h)
-    for metric, m in baseline["metrics"].items():
-        worst = max(m["noise_cv_by_cell"].items(), key=lambda kv: kv[1], default=("-", 0.0))
-        table.add_row(metric, f"{m['noise_max_cv']:.1%} ({worst[0]})", f"±{m['tolerance']:.0%}",
-                      f"{m['floor']:g} {m['unit']}")
+    for c in baseline["cells"]:
+        table.add_row(f"{c['backend']}/{c['direction']}", c["metric"], gate.fmt(c["metric"], statistics.median(c["values"])),
+                      "-" if c["cv"] is None else f"{c['cv']:.1%}",
+                      "-" if c["robust_cv"] is None else f"{c['robust_cv']:.1%}", f"±{c['tolerance']:.0%}")
     console.print(table)
     print(f"baseline: {args.baseline}")
     return 0

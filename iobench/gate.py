@@ -52,8 +52,8 @@ GATED: dict[str, MetricRule] = {
     "copies_per_packet_measured": MetricRule(False, 0.05, "copies/packet"),
     "cpu_us_per_packet": MetricRule(False, 0.5, "µs/packet"),
 }
-# Tolerance from noise: this many times the largest CV of the metric over the baseline
-# run's cells, rounded up to a percent, within [TOL_MIN, TOL_MAX].
+# Tolerance from noise, per cell and metric: this many times the cell's robust CV over the
+# baseline run's repeats, rounded up to a percent, within [TOL_MIN, TOL_MAX].
 NOISE_FACTOR = 3.0
 TOL_MIN, TOL_MAX = 0.05, 0.60
 
@@ -111,6 +111,8 @@ def samples(run: results.RunData) -> dict[Key, list[float]]:
     out: dict[Key, list[float]] = {}
     for r in run.records():
         for metric in GATED:
+            if r.get("exit_source") == "none" and metric != "throughput_bps":
+                continue  # native: no VM, 0 exits by construction, no QEMU copies or threads: only the ceiling counts
             v = r.get(metric)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
@@ -123,15 +125,30 @@ def _cv(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
 
 
+def robust_cv(values: Sequence[float]) -> float | None:
+    """1.4826 x median absolute deviation / median: the CV of normal noise, but one disturbed
+    repeat (a nested guest that booted twice, a stolen core) does not set it alone."""
+    med = statistics.median(values)
+    if len(values) < 2 or not med:
+        return None
+    return 1.4826 * statistics.median(abs(v - med) for v in values) / abs(med)
+
+
+def tolerance(values: Sequence[float]) -> float:
+    """NOISE_FACTOR x the cell's robust CV, rounded up to a percent, within [TOL_MIN, TOL_MAX]."""
+    rcv = robust_cv(values) or 0.0
+    return min(TOL_MAX, max(TOL_MIN, math.ceil(round(NOISE_FACTOR * rcv * 100, 6)) / 100))
+
+
 def noise(values: dict[Key, list[float]]) -> dict[str, dict[str, Any]]:
-    """Per metric: the CV of every cell and the tolerance chosen from the largest."""
+    """Per metric: the CV (plain and robust) of every cell, for the baseline's record."""
     out: dict[str, dict[str, Any]] = {}
     for metric in GATED:
-        cvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in values.items()
-               if k[3] == metric and (c := _cv(v)) is not None}
-        worst = max(cvs.values(), default=0.0)
-        tol = min(TOL_MAX, max(TOL_MIN, math.ceil(NOISE_FACTOR * worst * 100) / 100))
-        out[metric] = {"max_cv": worst, "cv_by_cell": cvs, "tolerance": tol}
+        cells = {k: v for k, v in values.items() if k[3] == metric}
+        cvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in cells.items() if (c := _cv(v)) is not None}
+        rcvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in cells.items() if (c := robust_cv(v)) is not None}
+        out[metric] = {"max_cv": max(cvs.values(), default=0.0), "cv_by_cell": cvs,
+                       "max_robust_cv": max(rcvs.values(), default=0.0), "robust_cv_by_cell": rcvs}
     return out
 
 
@@ -146,7 +163,8 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
-    """A baseline from a run of at least MIN_REPEATS_FOR_BASELINE repeats, tolerances from its noise."""
+    """A baseline from a run of at least MIN_REPEATS_FOR_BASELINE repeats, with a tolerance per
+    cell and metric from that cell's own noise."""
     repeats = int(run.meta.get("scenario", {}).get("repeats", 0))
     if repeats < MIN_REPEATS_FOR_BASELINE:
         raise UserError(f"{run.directory} has {repeats} repeat(s); a baseline needs at least "
@@ -158,15 +176,17 @@ def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
     return {
         "baseline_version": BASELINE_VERSION, "name": name, "run_id": run.meta["run_id"],
         "created": time.strftime("%Y-%m-%d", time.gmtime(run.meta.get("finished", time.time()))),
-        "how": (f"tolerance per metric = {NOISE_FACTOR:g} x the largest coefficient of variation of that metric "
-                f"over the cells of run {run.meta['run_id']} ({repeats} repeats), rounded up to a percent, "
-                f"within {TOL_MIN:.0%}..{TOL_MAX:.0%}; a change also has to pass the metric's absolute floor "
-                "and the repeats have to separate (U test p < 0.05, or disjoint ranges when too few repeats)"),
+        "how": (f"tolerance per cell and metric = {NOISE_FACTOR:g} x that cell's robust coefficient of variation "
+                f"(1.4826 MAD / median) over the {repeats} repeats of run {run.meta['run_id']}, rounded up to a "
+                f"percent, within {TOL_MIN:.0%}..{TOL_MAX:.0%}; a change must also pass the metric's absolute "
+                "floor, and the repeats must separate (U test p < 0.05, or disjoint ranges when too few repeats)"),
         "environment": environment(run.meta),
         "metrics": {m: {"higher_is_better": rule.higher_is_better, "unit": rule.unit, "floor": rule.floor,
-                        "tolerance": measured[m]["tolerance"], "noise_max_cv": measured[m]["max_cv"],
-                        "noise_cv_by_cell": measured[m]["cv_by_cell"]} for m, rule in GATED.items()},
-        "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3], "values": v}
+                        "noise_max_cv": measured[m]["max_cv"], "noise_max_robust_cv": measured[m]["max_robust_cv"]}
+                    for m, rule in GATED.items()},
+        "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3], "values": v,
+                   "cv": None if (c := _cv(v)) is None else round(c, 4),
+                   "robust_cv": None if (r := robust_cv(v)) is None else round(r, 4), "tolerance": tolerance(v)}
                   for k, v in sorted(values.items())],
     }
 
@@ -244,10 +264,10 @@ def gate(run: results.RunData, baseline: dict[str, Any]) -> GateResult:
         if key not in current:
             missing.append("/".join(key))
             continue
-        rule = baseline["metrics"][key[3]]
+        rule = baseline["metrics"][key[3]] | {"tolerance": cell["tolerance"]}
         ratio, test, verdict = judge(cell["values"], current[key], rule)
         verdicts.append(Verdict(*key, statistics.median(cell["values"]), statistics.median(current[key]),
-                                round(ratio, 4) if ratio is not None else None, rule["tolerance"], test, verdict))
+                                round(ratio, 4) if ratio is not None else None, cell["tolerance"], test, verdict))
     if missing:
         blocking.append(f"the run lacks {len(missing)} baseline cell(s): {', '.join(missing[:6])}"
                         + (" ..." if len(missing) > 6 else ""))
@@ -259,12 +279,12 @@ def gate(run: results.RunData, baseline: dict[str, Any]) -> GateResult:
 
 # --- output ----------------------------------------------------------------------------------
 
-def _fmt(metric: str, v: float) -> str:
+def fmt(metric: str, v: float) -> str:
     return f"{v / 1e6:.0f} Mbit/s" if metric == "throughput_bps" else f"{v:.4g}"
 
 
 def table_rows(result: GateResult) -> list[tuple[str, ...]]:
-    return [(v.backend, v.direction, v.workload, v.metric, _fmt(v.metric, v.baseline), _fmt(v.metric, v.current),
+    return [(v.backend, v.direction, v.workload, v.metric, fmt(v.metric, v.baseline), fmt(v.metric, v.current),
              "-" if v.ratio is None else f"{v.ratio:.3f}", f"±{v.tolerance:.0%}", v.test, v.verdict.upper()
              if v.verdict == "worse" else v.verdict) for v in result.verdicts]
 

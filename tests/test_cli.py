@@ -112,3 +112,60 @@ def test_a_message_size_sweep_gets_figures_per_size_and_against_size(tmp_path, d
     assert {f"sweep-{c.replace('_', '-')}.png" for c in plots.SWEEP_METRICS} <= names
     assert plots.TIMELINE_FIGURE in names
     assert plots.workloads([{"workload": "b", "message_bytes": 0}, {"workload": "a", "message_bytes": 256}]) == ["a", "b"]
+
+
+def test_non_root_is_told_which_privileges_are_missing_before_anything_is_created(tmp_path) -> None:
+    """Really run as an unprivileged user (setpriv to nobody): one sentence naming the missing
+    capabilities and /dev/kvm, exit 2, no results dir, no namespace."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from pyroute2 import netns
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to become an unprivileged user")
+    parent = Path(tempfile.mkdtemp(prefix="iobench-nonroot-", dir="/tmp"))
+    try:
+        parent.chmod(0o777)
+        out = parent / "results"
+        before = set(netns.listnetns())
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "iobench", "run", "--accel", "kvm", "--out", str(out)],
+                              capture_output=True, text=True, timeout=60, cwd=parent)
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert "CAP_SYS_ADMIN" in line and "CAP_NET_ADMIN" in line and "/dev/kvm" in line
+        assert not out.exists() and set(netns.listnetns()) == before
+    finally:
+        shutil.rmtree(parent)
+
+
+def test_missing_capabilities_from_real_status_files(data) -> None:
+    from iobench import topology
+
+    assert topology.missing_capabilities((data / "proc/status-root.txt").read_text()) == []
+    missing = topology.missing_capabilities((data / "proc/status-nobody.txt").read_text())
+    assert [m.split()[0] for m in missing] == ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
+
+
+def test_an_unwritable_out_is_one_sentence_and_exit_2(vm_host, guest_image, tmp_path, capsys) -> None:
+    """--out on a read-only filesystem: refused before any namespace or VM exists."""
+    import subprocess
+
+    from pyroute2 import netns
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], check=True)
+    before = set(netns.listnetns())
+    try:
+        assert main(["run", "--accel", "tcg", "--backend", "e1000", "--out", str(ro / "results")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write results under" in err and "Read-only file system" in err and "--out" in err
+        assert set(netns.listnetns()) == before
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)

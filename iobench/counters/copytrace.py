@@ -57,6 +57,32 @@ def parse_hist(text: str) -> dict[int, ThreadCopies]:
     return out
 
 
+def kernel_log_lines(word: str, limit: int = 4096) -> list[str]:
+    """Recent kernel log lines containing `word` (/dev/kmsg, read without blocking): the
+    kernel says there why a probe could not be armed (e.g. "Could not insert probe ... -22")."""
+    import os
+
+    lines: list[str] = []
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return lines
+    try:
+        for _ in range(limit):
+            try:
+                record = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: records overwritten while reading; skip on
+                continue
+            text = record.split(";", 1)[-1].strip()
+            if word in text:
+                lines.append(text)
+    finally:
+        os.close(fd)
+    return lines
+
+
 def problem(tracefs: Path = TRACEFS) -> str | None:
     if not (tracefs / "kprobe_events").exists():
         return f"no kprobe events in {tracefs} (tracefs not mounted, or the kernel lacks CONFIG_KPROBE_EVENTS)"
@@ -89,8 +115,10 @@ class CopyTrace:
                 detail = " ".join(" ".join((tracefs / "error_log").read_text().splitlines()[-3:]).split())
             except OSError:
                 detail = ""
+            kernel = kernel_log_lines("probe")
             raise CopyTraceUnavailable(f"the kernel refused the kprobe on {sym} ({exc.strerror})"
-                                       + (f"; tracefs error_log: {detail}" if detail else "")) from exc
+                                       + (f"; tracefs error_log: {detail}" if detail else "")
+                                       + (f"; kernel log: {kernel[-1]}" if kernel else "")) from exc
 
     def _event(self, name: str) -> Path:
         return self.tracefs / "events" / GROUP / name
