@@ -51,6 +51,14 @@ def lab_run(data: Path) -> results.RunData:
     return results.load(data / "results-v2-lab")
 
 
+def test_tolerance_follows_the_cells_robust_noise() -> None:
+    assert gate.robust_cv([10, 10, 10, 10, 10]) == 0.0 and gate.tolerance([10] * 5) == gate.TOL_MIN
+    # one disturbed repeat does not set the noise: MAD of (0, 0, 1, 1, 40) around 10 is 1
+    assert gate.robust_cv([9, 10, 10, 11, 50]) == pytest.approx(0.14826)
+    assert gate.tolerance([9, 10, 10, 11, 50]) == 0.45
+    assert gate.tolerance([1, 10, 20, 30, 100]) == gate.TOL_MAX
+
+
 def test_baseline_needs_five_repeats(data: Path) -> None:
     with pytest.raises(Exception, match="at least 5"):
         gate.make_baseline(lab_run(data), "x")
@@ -62,9 +70,10 @@ def fake_baseline(run: results.RunData, scale: dict[str, float]) -> dict:
     return {"baseline_version": 1, "name": "t", "run_id": "r", "created": "2026-11-30", "how": "test",
             "environment": gate.environment(run.meta),
             "metrics": {m: {"higher_is_better": r.higher_is_better, "floor": r.floor, "unit": r.unit,
-                            "tolerance": 0.1} for m, r in gate.GATED.items()},
+                            } for m, r in gate.GATED.items()},
             "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3],
-                       "values": [v * scale.get(k[3], 1.0)] * 3} for k, v0 in values.items() for v in v0]}
+                       "values": [v * scale.get(k[3], 1.0)] * 3, "tolerance": 0.1}
+                      for k, v0 in values.items() for v in v0]}
 
 
 def test_gate_on_a_real_run_and_what_blocks_it(data: Path) -> None:
@@ -112,3 +121,16 @@ def test_gate_command_exit_codes_and_exports(data: Path, tmp_path: Path, capsys)
     assert {e["unit"] for e in bigger} == {"bit/s"} and all(e["value"] >= 0 for e in smaller)
     assert main(["gate", str(copy), "--baseline", str(tmp_path / "none.json")]) == 2
     assert "no baseline at" in capsys.readouterr().err
+
+
+def test_the_committed_ci_baseline_is_complete() -> None:
+    """results/baselines/ci-lab.json: measured in the lab, 5 repeats, every backend x direction, a
+    tolerance from each cell's noise, and the rule written down."""
+    path = Path(__file__).parent.parent / "results" / "baselines" / "ci-lab.json"
+    base = gate.load_baseline(path)
+    assert base["environment"]["environment"] == "lab" and base["environment"]["exit_source"] == "kvm-stats"
+    assert base["environment"]["scenario"]["name"] == "ci" and base["environment"]["scenario"]["repeats"] >= 5
+    cells = {(c["backend"], c["direction"]) for c in base["cells"]}
+    assert cells == {(b, d) for b in ("e1000", "virtio", "vhost", "native") for d in ("rx", "tx")}
+    assert all(len(c["values"]) >= 5 and gate.TOL_MIN <= c["tolerance"] <= gate.TOL_MAX for c in base["cells"])
+    assert "robust coefficient of variation" in base["how"] and base["created"]
