@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from qemu.qmp import ExecInterruptedError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from iobench.errors import CellFailed, UserError
@@ -219,6 +220,15 @@ class VM:
             return self.qmp.cmd(cmd, **args)
         except TimeoutError as exc:
             raise self.failure(f"QMP command {cmd} got no answer in {QMP_TIMEOUT_S:.0f} s") from exc
+        except (ExecInterruptedError, EOFError, OSError) as exc:
+            # The connection went away under the command: QEMU died (a counter is read once a
+            # second during traffic, so a death lands mid-command sooner or later). Say how it ended.
+            assert self.proc is not None
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            raise self.failure(f"{self.exit_text()} (QMP {cmd} interrupted: {type(exc).__name__})") from exc
 
     def shutdown(self, grace: float = 5.0) -> None:
         """QMP quit, then SIGKILL after `grace` seconds; always reaps and removes the runtime dir."""

@@ -102,3 +102,33 @@ def test_disk_full_while_writing_results_keeps_nothing(guest_image, tmp_path, ca
     assert qemu_pids() <= before
     assert not [n for n in pyroute2_netns.listnetns() if n.startswith("iobench-")]
     assert [item for item in stale.find([small]) if item.kind == "vm-dir"] == []  # QEMU's runtime dir too
+
+
+def test_qemu_dying_under_a_qmp_command_is_a_cell_failure(guest_image) -> None:
+    """Counters are read over QMP once a second during traffic, so QEMU can die in the middle
+    of a command: that must be the cell's failure ("qemu exited (...)"), not a crash of the run."""
+    import os
+    import signal
+    import threading
+
+    from iobench.errors import CellFailed
+    from iobench.vm import VM, VMConfig
+
+    cfg = VMConfig(name="qmp-death", accel="tcg", image=guest_image, nic_args=(), guest_cidr="198.18.0.2/24",
+                   cmdline_extra=("iobench.probe=1",))
+    def kill(pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    with VM(cfg) as vm:
+        vm.launch(boot_timeout=60)
+        timer = threading.Timer(0.3, kill, (vm.pid,))
+        timer.start()
+        # (the probe guest also powers itself off soon after READY: whichever comes first, QEMU
+        # goes away under a command, and the failure says how it ended)
+        with pytest.raises(CellFailed, match=r"qemu exited \((signal 9|status 0)\)"):
+            for _ in range(100_000):
+                vm.command("query-status")
+        timer.join()
