@@ -263,7 +263,8 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
     if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
         run_args += ["--retries", "2"]  # nested guests can die silently (LAB.md): two more boots per cell set
     try:
-        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout, why)
+        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout, why,
+                            copy_trace=scn.copy_trace)
     except CellFailed as exc:
         _log(f"lab run failed: {exc}")
         return 1

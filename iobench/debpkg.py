@@ -87,6 +87,11 @@ def candidate(name: str) -> Package:
     return _package(_apt_cache_show(name)[name])
 
 
+def control_fields(name: str) -> dict[str, str]:
+    """The control fields of the version apt would install for `name` (Depends, ...)."""
+    return _apt_cache_show(name)[name]
+
+
 def _package(fields: dict[str, str]) -> Package:
     return Package(fields["Package"], fields["Version"], fields.get("SHA256", ""))
 

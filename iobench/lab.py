@@ -54,9 +54,10 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
                     cmdline_extra=(f"iobench.labdir={labdir}",))
 
 
-def job_script(argv: list[str], labdir: Path, guest_image: Path) -> str:
+def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict[str, str] | None = None) -> str:
     """The shell script L1 runs in the chroot: the inner `iobench run` with its environment."""
     env = {
+        **(extra_env or {}),
         "HOME": str(Path.home()), "XDG_CACHE_HOME": str(guest.cache_root().parent),
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
         "IOBENCH_ENVIRONMENT": "lab", "PYTHONDONTWRITEBYTECODE": "1",
@@ -75,8 +76,11 @@ def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
 
 
 def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_timeout_s: float,
-        why: str = "asked for (iobench lab run / --accel lab)") -> Path:
+        why: str = "asked for (iobench lab run / --accel lab)", copy_trace: bool = False) -> Path:
     """Boot L1, run the inner matrix, publish its results under `out`. Returns the results dir.
+
+    With `copy_trace`, the copy-trace module is built here for L1's kernel first: L1 has no
+    network for the headers and sees the cache read-only.
 
     Raises UserError when the host lacks QEMU, CellFailed when L1 dies or the job overruns.
     """
@@ -84,13 +88,15 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
         raise UserError("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (or run ./setup.sh).")
     guest_image = guest.build(log=log)  # the inner run boots this very image, from the read-only cache
     image = guest.build(log=log, spec=LAB)
+    extra_env = _copy_trace_env(image.kernel_release, log) if copy_trace else {}
     out.mkdir(parents=True, exist_ok=True)
     labdir = Path(tempfile.mkdtemp(prefix=".lab-", dir=out.resolve()))
     lock = stale.hold(labdir)  # a live run owns it (iobench clean leaves it alone)
     started = time.monotonic()
     lost: list[dict[str, Any]] = []
     try:
-        (labdir / "job.sh").write_text(job_script(inner_argv(run_args, labdir), labdir, guest_image.directory))
+        (labdir / "job.sh").write_text(job_script(inner_argv(run_args, labdir), labdir, guest_image.directory,
+                                                  extra_env))
         for attempt in range(1, L1_RETRIES + 2):
             logs = labdir / ("l1" if attempt == 1 else f"l1-attempt{attempt}")
             with VM(l1_config(image, labdir), logs_dest=logs) as l1:
@@ -112,6 +118,17 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
         stale.release(lock)
+
+
+def _copy_trace_env(release: str, log: Log) -> dict[str, str]:
+    """Where the inner run finds the copy-trace module, or why there is none."""
+    from iobench.counters import copytrace
+
+    try:
+        return {copytrace.MODULE_ENV: str(copytrace.build(release, log))}
+    except copytrace.CopyTraceUnavailable as exc:
+        log(f"lab: copy trace unavailable: {exc}")
+        return {copytrace.NA_ENV: str(exc)}
 
 
 def _follow(l1: VM, timeout_s: float, log: Log) -> None:

@@ -130,8 +130,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         progress(0, ctx.total)
     if scn.copy_trace:
         try:
-            ctx.copytrace = copytrace.CopyTrace()
-            log("copy trace: counting kernel copy routines per thread (kprobes)")
+            ctx.copytrace = copytrace.CopyTrace(log=log)
+            log(f"copy trace: counting {', '.join(ctx.copytrace.armed)} per thread (kprobes)")
         except copytrace.CopyTraceUnavailable as exc:
             ctx.copytrace_na = f"copy trace unavailable here: {exc}"
             log(ctx.copytrace_na)
@@ -171,7 +171,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
             | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
             "cells": [asdict(c) for c in ctx.cells],
             "failed_attempts": ctx.attempts,
-            "copy_trace": ("on" if ctx.copytrace else ctx.copytrace_na),
+            "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
+                           "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
             "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
             "flagged": summary.flagged(summ),
         }
@@ -360,6 +361,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     accel_name = ctx.choice.accel
     tracing = accel_name == "tcg"
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
+    client_pids: list[int] = []
     if tracing:
         set_trace(vm, True)
     try:
@@ -377,7 +379,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
             return None
 
         try:
-            raw = traffic.run(spec, topo.netns, watch=watch)
+            raw = traffic.run(spec, topo.netns, watch=watch, started=client_pids.append)
         finally:
             if fault:
                 fault.cancel()
@@ -392,7 +394,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
             counts, hist = ctx.copytrace.stop()
             ctx.writer.write_raw(f"{cell.name}.copytrace.hist", hist)
     if ctx.copytrace:
-        kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid)
+        kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid,
+                                    set(client_pids))
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
     ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
     result = traffic.parse(raw)

@@ -34,6 +34,7 @@ NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 LOCK_DIR = Path("/run/iobench")
 OUR_PROGRAMS = ("qemu-system-x86", "iperf3")
+COPYTRACE_MODULE = "iobench_copies"  # counters.copytrace.MODULE (imported lazily: copytrace uses this module)
 
 
 def hold(path: Path) -> int:
@@ -84,7 +85,7 @@ def netns_lock(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # netns, qemu, vm-dir, staging-dir
+    kind: str  # netns, vm-dir, staging-dir, module
     name: str
     in_use: bool
     detail: str = ""
@@ -154,6 +155,9 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
     for staging in _staging_dirs(out_roots):
         found.append(Leftover("staging-dir", str(staging), in_use(staging), "unpublished results of a run"))
+    if Path(f"/sys/module/{COPYTRACE_MODULE}").exists():
+        found.append(Leftover("module", COPYTRACE_MODULE, in_use(LOCK_DIR / "copytrace.lock"),
+                              "the copy-trace kernel module (--copy-trace)"))
     return found
 
 
@@ -185,6 +189,12 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
             if not dry_run:
                 netns.remove(item.name)
                 release(None, netns_lock(item.name))
+        elif item.kind == "module":
+            done.append(f"unloaded kernel module {item.name}")
+            if not dry_run:
+                from iobench.counters import copytrace
+
+                copytrace.unload()
         elif item.kind == "staging-dir":
             done.append(f"removed {item.name}")
             if not dry_run:

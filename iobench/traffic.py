@@ -86,7 +86,7 @@ def parse(text: str) -> TrafficResult:
 
 
 def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
-        watch: Callable[[], str | None] | None = None) -> str:
+        watch: Callable[[], str | None] | None = None, started: Callable[[int], None] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
     by the caller before `parse`, so a failure keeps iperf3's own output).
 
@@ -94,9 +94,13 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
     `timeout_extra` seconds, if iobench is interrupted, or as soon as `watch` (called
     about four times a second: the runner also samples its counters there) returns a
     reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
+    `started` gets the client's pid (the copy trace charges its copies to iperf3: the kernel
+    may have named that pid python3, from before its exec).
     """
     proc = subprocess.Popen(client_argv(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: enter_netns(netns), start_new_session=True)
+    if started:
+        started(proc.pid)
     limit = spec.duration_s + spec.omit_s + timeout_extra
     deadline = time.monotonic() + limit
     stop: str | None = None  # why iobench stopped the client itself

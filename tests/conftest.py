@@ -82,7 +82,7 @@ def qemu_pids():
 
 def iobench_objects() -> set[str]:
     """Everything of iobench's on this machine: namespaces, interfaces, QEMU/iperf3
-    processes, VM runtime dirs and ownership locks."""
+    processes, VM runtime dirs, ownership locks and the copy-trace module."""
     import tempfile
 
     from pyroute2 import netns
@@ -93,6 +93,7 @@ def iobench_objects() -> set[str]:
     objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob("iobench-vm-*")}
     lock_dir = Path("/run/iobench")
     objs |= {f"lock {p}" for p in lock_dir.glob("*.lock")} if lock_dir.is_dir() else set()
+    objs |= {"kernel module iobench_copies"} if Path("/sys/module/iobench_copies").exists() else set()
     return objs
 
 

@@ -4,7 +4,9 @@ The quickest meaningful matrix (three backends, both directions, 2 s windows, no
 native row) runs in the default test command; it takes about three minutes here.
 The inner QEMU of virtio is killed one second into its guest->host window (the
 IOBENCH_FAULT hook, passed into L1): the lab must retry it, record the lost
-attempt, and still complete.
+attempt, and still complete. The run has `--copy-trace` on: L1's stock kernel
+loads the copy-trace module the host built for it, and every cell counts the
+kernel's copy routines per thread.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     relayed: list[str] = []
     mp.setattr("iobench.cli._log", relayed.append)  # what the user sees on the host while the lab runs
     argv = ["lab", "run", "--backend", "e1000", "--backend", "virtio", "--backend", "vhost",
-            "--duration", "2", "--omit", "1", "--repeats", "1", "--out", str(out)]
+            "--duration", "2", "--omit", "1", "--repeats", "1", "--copy-trace", "--out", str(out)]
     try:
         code = main(argv)
     finally:
@@ -85,6 +87,25 @@ def test_lab_rows_have_real_exits_and_the_vhost_signature(lab_run) -> None:
         else:
             assert 0.9 < copies < 1.15
             assert float(r["cpu_s_vhost"]) == 0
+
+
+def test_copy_trace_shows_who_copies_each_byte(lab_run) -> None:
+    """The kernel's iov_iter copies, per thread: e1000 and virtio copy every payload byte
+    once in QEMU's threads (its tap reads and writes), vhost in the vhost-<pid> worker with
+    QEMU out of the path; the host's iperf3 client copies every byte once too."""
+    _, (run_dir,), _, _ = lab_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["copy_trace"].startswith("on: kprobes on _copy_to_iter, _copy_from_iter"), meta["copy_trace"]
+    rows = {(r["backend"], r["direction"]): r for r in csv.DictReader((run_dir / "rows.csv").open())}
+    for (backend, direction), r in rows.items():
+        qemu, vhost = float(r["kernel_copies_per_packet_qemu"]), float(r["kernel_copies_per_packet_vhost"])
+        client = int(r["kcopy_bytes_iperf3"]) / int(r["bytes"])
+        if backend == "vhost":
+            assert 0.95 < vhost < 1.1 and qemu < 0.01, (direction, r)
+        else:
+            assert 0.95 < qemu < 1.1 and vhost == 0, (backend, direction, r)
+        assert 0.9 < client < 1.1, (backend, direction, r)
+        assert (run_dir / "raw" / backend / f"r1-{r['workload']}-{direction}.copytrace.hist").exists()
 
 
 def test_nothing_of_the_lab_is_left_on_the_host(lab_run) -> None:
