@@ -30,6 +30,7 @@ from typing import Any
 
 from iobench import results
 from iobench.errors import UserError
+from iobench.summary import cv
 
 BASELINE_VERSION = 1
 P_THRESHOLD = 0.05
@@ -120,11 +121,6 @@ def samples(run: results.RunData) -> dict[Key, list[float]]:
     return out
 
 
-def _cv(values: Sequence[float]) -> float | None:
-    mean = statistics.fmean(values)
-    return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
-
-
 def robust_cv(values: Sequence[float]) -> float | None:
     """1.4826 x median absolute deviation / median: the CV of normal noise, but one disturbed
     repeat (a nested guest that booted twice, a stolen core) does not set it alone."""
@@ -145,7 +141,7 @@ def noise(values: dict[Key, list[float]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for metric in GATED:
         cells = {k: v for k, v in values.items() if k[3] == metric}
-        cvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in cells.items() if (c := _cv(v)) is not None}
+        cvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in cells.items() if (c := cv(v)) is not None}
         rcvs = {f"{k[0]}/{k[1]}/{k[2]}": round(c, 4) for k, v in cells.items() if (c := robust_cv(v)) is not None}
         out[metric] = {"max_cv": max(cvs.values(), default=0.0), "cv_by_cell": cvs,
                        "max_robust_cv": max(rcvs.values(), default=0.0), "robust_cv_by_cell": rcvs}
@@ -185,7 +181,7 @@ def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
                         "noise_max_cv": measured[m]["max_cv"], "noise_max_robust_cv": measured[m]["max_robust_cv"]}
                     for m, rule in GATED.items()},
         "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3], "values": v,
-                   "cv": None if (c := _cv(v)) is None else round(c, 4),
+                   "cv": None if (c := cv(v)) is None else round(c, 4),
                    "robust_cv": None if (r := robust_cv(v)) is None else round(r, 4), "tolerance": tolerance(v)}
                   for k, v in sorted(values.items())],
     }

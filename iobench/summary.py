@@ -35,14 +35,19 @@ class Stat:
     flagged: bool
 
 
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation (sample stdev / |mean|); None for one value or a zero mean."""
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
+
+
 def _stat(key: tuple[str, str, str], metric: str, values: Sequence[float]) -> Stat | None:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return None
-    mean = statistics.fmean(vals)
-    cv = statistics.stdev(vals) / abs(mean) if len(vals) >= 2 and mean else None
+    cv_ = cv(vals)
     return Stat(*key, metric, len(vals), statistics.median(vals), min(vals), max(vals),
-                round(cv, 4) if cv is not None else None, bool(cv is not None and cv > CV_FLAG))
+                round(cv_, 4) if cv_ is not None else None, bool(cv_ is not None and cv_ > CV_FLAG))
 
 
 def summarize(rows: Sequence[Row]) -> list[Stat]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench.counters import kvm, tcg
-from iobench.measure import Snapshot, cpu_delta
+from iobench.measure import Snapshot, cpu_delta, exit_counts
 from iobench.results import FRAME_AT_MTU
 
 SAMPLING_COST = ("KVM: at most one exit per vCPU per sample where QEMU's query-stats runs on each vCPU thread "
@@ -115,16 +115,9 @@ def rows(ident: SliceId, snaps: Sequence[Snapshot], data_keys: tuple[str, ...], 
             "workload": ident.workload, "direction": ident.direction, "phase": ident.phase, "slice": i,
             "t_start_s": round(a.monotonic - t0, 3), "interval_s": round(interval, 3),
             "bytes": nbytes, "packets": round(nbytes / FRAME_AT_MTU, 1)}
-        if a.kvm is not None and b.kvm is not None:
-            d = kvm.delta(a.kvm, b.kvm)
-            row |= {"exits": d["exits"], **{k: d[k] for k in EXIT_KINDS}, **dict.fromkeys(TRAP_KINDS)}
-        elif traps is not None:
-            t = traps[i]
-            row |= {"exits": t.total, **dict.fromkeys(EXIT_KINDS), "irq_injections": t.irq_deliveries,
-                    "traps_nic": t.nic, "traps_apic": t.apic, "traps_other": t.other,
-                    "virtio_kicks_handled": t.virtio_kicks_handled}
-        else:
+        if (a.kvm is None or b.kvm is None) and traps is None:
             continue  # no exit source (native): nothing to put on a timeline
+        row |= exit_counts(a, b, traps[i] if traps is not None else None)  # the same mapping as a row's
         cpu = cpu_delta(a.threads, b.threads)
         row |= {f"cpu_s_{k}": cpu[k] for k in CPU_KINDS}
         row["exits_per_s"] = round(row["exits"] / interval, 1) if interval > 0 else None
