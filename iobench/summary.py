@@ -18,6 +18,8 @@ from iobench.results import Row, derive
 
 HEADLINE = ("throughput_bps", "exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet",
             "copies_per_packet_measured", "cpu_us_per_packet")
+# Summarized too, never flagged: present only in --copy-trace runs.
+ALSO = ("kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost")
 CV_FLAG = 0.10
 
 
@@ -41,13 +43,13 @@ def cv(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
 
 
-def _stat(key: tuple[str, str, str], metric: str, values: Sequence[float]) -> Stat | None:
+def _stat(key: tuple[str, str, str], metric: str, values: Sequence[float], flag: bool = True) -> Stat | None:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return None
     cv_ = cv(vals)
     return Stat(*key, metric, len(vals), statistics.median(vals), min(vals), max(vals),
-                round(cv_, 4) if cv_ is not None else None, bool(cv_ is not None and cv_ > CV_FLAG))
+                round(cv_, 4) if cv_ is not None else None, bool(flag and cv_ is not None and cv_ > CV_FLAG))
 
 
 def summarize(rows: Sequence[Row]) -> list[Stat]:
@@ -58,8 +60,8 @@ def summarize(rows: Sequence[Row]) -> list[Stat]:
         groups.setdefault((r["backend"], r["direction"], r["workload"]), []).append(r)
     out: list[Stat] = []
     for key, members in groups.items():
-        for metric in HEADLINE:
-            st = _stat(key, metric, [m[metric] for m in members])
+        for metric in (*HEADLINE, *ALSO):
+            st = _stat(key, metric, [m[metric] for m in members], flag=metric in HEADLINE)
             if st:
                 out.append(st)
     native = {(k[1], k[2]): statistics.median(float(m["throughput_bps"]) for m in ms)
