@@ -3,10 +3,21 @@
 Three real runs of the CI scenario under TCG (the gate's logic does not depend on
 the accelerator, and TCG keeps this under ten minutes): a baseline run (5 repeats,
 tolerances from its own noise), a rerun with nothing changed (must pass), and a
-run with e1000's interrupt mitigation switched off in QEMU (`-global
-e1000.mitigation=off`, the knob that makes QEMU ignore the guest driver's
-interrupt throttling): the gate must fail on e1000's interrupt and exit figures and
-on nothing of virtio, which the knob does not touch."""
+run where QEMU's virtio-net no longer offers TSO to the guest (`-global
+virtio-net-pci.host_tso4=off`, as a QEMU upgrade that lost a default would): the
+guest then sends every MTU-sized segment as its own frame, and the gate must fail
+on virtio's guest->host cell and on nothing of e1000, a device the knob does not
+touch. (virtio's host->guest cell is the same device: in one run its interrupts per
+packet moved +10% at p = 0.03 against a +-8% tolerance, so it is not asserted on.)
+
+Why this knob and not e1000's interrupt mitigation (`e1000.mitigation=off`, +30%
+exits and interrupts per packet on e1000 guest->host against the committed
+baseline): measured, the test's own 2 s baseline can carry 12% robust CV on that
+cell (0.32-0.52 exits/packet in one run), which sets its tolerance to 38% and the
+gate rightly lets +28% through; the test failed so once in three runs. Losing TSO
+costs ~4x throughput and ~4x CPU per packet (471 against ~2000 Mbit/s, 37 against
+~8 us/packet, measured), far outside any tolerance the noise can set; exits per
+packet hardly move (0.09 against 0.10: kicks stay batched)."""
 
 from __future__ import annotations
 
@@ -19,7 +30,7 @@ from iobench.runner import run
 
 pytestmark = pytest.mark.slow
 CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci.toml"
-REGRESSION = ("-global", "e1000.mitigation=off")
+REGRESSION = ("-global", "virtio-net-pci.host_tso4=off")
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +58,12 @@ def test_a_same_config_rerun_passes(ci_runs) -> None:
     assert result.blocking == [] and result.exit_code == 0, [v for v in result.verdicts if v.verdict == "worse"]
 
 
-def test_e1000_without_interrupt_mitigation_fails_the_gate_on_e1000_only(ci_runs) -> None:
+def test_virtio_without_tso_fails_the_gate_on_virtio_guest_to_host_not_on_e1000(ci_runs) -> None:
     baseline = gate.make_baseline(ci_runs["baseline"], "ci-tcg-test")
     result = gate.gate(ci_runs["regressed"], baseline)
     print_table(result)
     worse = {(v.backend, v.direction, v.metric) for v in result.verdicts if v.verdict == "worse"}
     assert result.exit_code == 1
-    assert {b for b, _, _ in worse} == {"e1000"}  # virtio is untouched by the knob, and passes
-    assert {m for _, _, m in worse} & {"irq_injections_per_packet", "exits_per_packet"}
+    assert {m for b, d, m in worse if (b, d) == ("virtio", "tx")} & {"throughput_bps", "cpu_us_per_packet"}, worse
+    assert not [w for w in worse if w[0] == "e1000"], worse  # nothing of a device the knob does not touch
     assert ci_runs["regressed"].meta["scenario"]["qemu_args"] == list(REGRESSION)  # recorded in run.json
