@@ -191,19 +191,22 @@ def _headers(release: str, log: Log) -> Path:
     return tree
 
 
-def problem(tracefs: Path = TRACEFS) -> str | None:
-    """Why this kernel cannot run the copy trace at all, or None."""
-    if not (tracefs / "events").is_dir():
-        return f"no trace events in {tracefs} (tracefs not mounted, or the kernel lacks CONFIG_TRACING)"
+def problem(tracefs: Path = TRACEFS, kallsyms: Path = Path("/proc/kallsyms")) -> str | None:
+    """Why this kernel cannot run the copy trace at all, or None. Kprobes first: without
+    them nothing else helps."""
     try:
-        names = {line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines() if len(line.split()) >= 3}
+        names = {line.split()[2] for line in kallsyms.read_text().splitlines() if len(line.split()) >= 3}
     except OSError:
-        return None  # cannot tell in advance: loading the module will say
+        names = set()  # cannot tell in advance: loading the module will say
     if names and "register_kprobe" not in names:
         return "this kernel has no kprobes (CONFIG_KPROBES is off)"
     missing = [sym for sym in ROUTINES[:2] if sym not in names]
     if names and missing:
         return f"the kernel has no symbol {', '.join(missing)} to probe"
+    if not (tracefs / "events").is_dir():
+        mountable = "tracefs" in Path("/proc/filesystems").read_text()
+        return (f"tracefs is not mounted at {tracefs} (mount -t tracefs tracefs {tracefs})" if mountable
+                else "the kernel has no trace events (CONFIG_TRACING is off)")
     return None
 
 
