@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from iobench import plots
+from iobench import plots, results
 from iobench.cli import main
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -106,6 +106,16 @@ def test_copy_trace_shows_who_copies_each_byte(lab_run) -> None:
             assert 0.95 < qemu < 1.1 and vhost == 0, (backend, direction, r)
         assert 0.9 < client < 1.1, (backend, direction, r)
         assert (run_dir / "raw" / backend / f"r1-{r['workload']}-{direction}.copytrace.hist").exists()
+    # ... and it reaches the summary, the report and the copies figure
+    summary = {(s["backend"], s["direction"], s["metric"]): float(s["median"])
+               for s in csv.DictReader((run_dir / "summary.csv").open())}
+    assert 0.95 < summary[("vhost", "rx", "kernel_copies_per_packet_vhost")] < 1.1
+    report_line = next(ln for ln in (run_dir / "report.md").read_text().splitlines() if ln.startswith("| vhost | rx"))
+    assert "0.00, kernel 1.0" in report_line, report_line
+    fig = plots.copies_figure(results.load(run_dir).records())
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plots.close(fig)
+    assert any(label.startswith("measured (--copy-trace)") for label in labels), labels
 
 
 def test_nothing_of_the_lab_is_left_on_the_host(lab_run) -> None:
