@@ -129,7 +129,11 @@ def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | 
 
 def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
-    traced = _kernel_copies(rows)  # only runs with --copy-trace have a fourth, kernel-side bar
+    # QEMU's + the vhost worker's kernel copies per byte, row by row (both or neither are set)
+    kernel = [[q + v for q, v in zip(_values(rows, b, d, "kernel_copies_per_packet_qemu"),
+                                     _values(rows, b, d, "kernel_copies_per_packet_vhost"), strict=True)]
+              for b, d in pairs]
+    traced = any(kernel)  # only runs with --copy-trace have a fourth, kernel-side bar
     n = 4 if traced else 3
     width = 0.8 / n
     at = [[i + (k - (n - 1) / 2) * width for i in x] for k in range(n)]
@@ -141,9 +145,7 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> A
     ax.errorbar(at[0], measured, yerr=_error(rows, pairs, "copies_per_packet_measured"),
                 fmt="none", ecolor="black", capsize=3)
     if traced:
-        kernel = [_median([v for r in traced if (r["backend"], r["direction"]) == pair for v in [r["kernel"]]])
-                  for pair in pairs]
-        ax.bar(at[1], kernel, width, color=colours, edgecolor="black", hatch="xx",
+        ax.bar(at[1], [_median(k) for k in kernel], width, color=colours, edgecolor="black", hatch="xx",
                label="measured (--copy-trace): kernel copy routines in QEMU and vhost threads")
     ax.bar(at[-2], model_sys, width, color=colours, alpha=0.45, hatch="//", label="model: copies through QEMU syscalls")
     ax.bar(at[-1], model_all, width, color="white", edgecolor=colours, hatch="..",
@@ -151,16 +153,6 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> A
     ax.set_ylim(0, max([*model_all, *measured, 1.0]) * 1.45)  # room for the legend above the bars
     return _finish(fig, ax, pairs, x, "copies of each payload byte (per MTU-sized packet)",
             "Data copies per packet: measured beside the copy model", path, rows=rows)
-
-
-def _kernel_copies(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with copy-trace counts, each with `kernel` = QEMU's + the vhost worker's copies per byte."""
-    out = []
-    for r in rows:
-        q, v = r.get("kernel_copies_per_packet_qemu"), r.get("kernel_copies_per_packet_vhost")
-        if q is not None and v is not None and q == q and v == v:
-            out.append({"backend": r["backend"], "direction": r["direction"], "kernel": float(q) + float(v)})
-    return out
 
 
 def throughput_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:

@@ -34,7 +34,13 @@ NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 LOCK_DIR = Path("/run/iobench")
 OUR_PROGRAMS = ("qemu-system-x86", "iperf3")
-COPYTRACE_MODULE = "iobench_copies"  # counters.copytrace.MODULE (imported lazily: copytrace uses this module)
+# The copy trace's kernel module and its owner's lock (counters.copytrace uses these; imported lazily here)
+COPYTRACE_MODULE = "iobench_copies"
+COPYTRACE_LOCK = LOCK_DIR / "copytrace.lock"
+
+
+def module_loaded(name: str) -> bool:
+    return Path(f"/sys/module/{name}").exists()
 
 
 def hold(path: Path) -> int:
@@ -155,8 +161,8 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
     for staging in _staging_dirs(out_roots):
         found.append(Leftover("staging-dir", str(staging), in_use(staging), "unpublished results of a run"))
-    if Path(f"/sys/module/{COPYTRACE_MODULE}").exists():
-        found.append(Leftover("module", COPYTRACE_MODULE, in_use(LOCK_DIR / "copytrace.lock"),
+    if module_loaded(COPYTRACE_MODULE):
+        found.append(Leftover("module", COPYTRACE_MODULE, in_use(COPYTRACE_LOCK),
                               "the copy-trace kernel module (--copy-trace)"))
     return found
 

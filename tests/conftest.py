@@ -87,13 +87,15 @@ def iobench_objects() -> set[str]:
 
     from pyroute2 import netns
 
+    from iobench import stale
+
     objs = {f"netns {n}" for n in netns.listnetns() if n.startswith("iobench-")}
     objs |= {f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(("ibt", "ibv"))}
     objs |= {f"process {pid}" for pid in _qemu_pids()}
     objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob("iobench-vm-*")}
     lock_dir = Path("/run/iobench")
     objs |= {f"lock {p}" for p in lock_dir.glob("*.lock")} if lock_dir.is_dir() else set()
-    objs |= {"kernel module iobench_copies"} if Path("/sys/module/iobench_copies").exists() else set()
+    objs |= {f"kernel module {stale.COPYTRACE_MODULE}"} if stale.module_loaded(stale.COPYTRACE_MODULE) else set()
     return objs
 
 

@@ -52,7 +52,7 @@ SOURCE_FILES = ("iobench_copies.c", "iobench_copies_trace.h", "Kbuild")
 # The routines the module probes, in its order (the event's `routine` field indexes this).
 ROUTINES = ("_copy_to_iter", "_copy_from_iter", "_copy_from_iter_nocache",
             "csum_and_copy_to_iter", "csum_and_copy_from_iter")
-LOCK = stale.LOCK_DIR / "copytrace.lock"
+LOCK = stale.COPYTRACE_LOCK
 MODULE_ENV = "IOBENCH_COPYTRACE_MODULE"
 NA_ENV = "IOBENCH_COPYTRACE_NA"
 TRIGGER = "hist:keys=common_pid.execname:vals=hitcount,bytes"
@@ -139,11 +139,11 @@ def build(release: str, log: Log) -> Path:
     out = module_path(release)
     if out.exists():
         return out
+    if shutil.which("make") is None:  # before fetching the headers: without make they are of no use
+        raise CopyTraceUnavailable("building the copy-trace module needs make and gcc: apt-get install make gcc")
     tree = Path(f"/lib/modules/{release}/build")
     if not (tree / "Makefile").exists():
         tree = _headers(release, log)
-    if shutil.which("make") is None:
-        raise CopyTraceUnavailable("building the copy-trace module needs make and gcc: apt-get install make gcc")
     log(f"copy trace: building {MODULE}.ko for kernel {release}")
     with tempfile.TemporaryDirectory(prefix="iobench-copytrace-") as tmp:
         for name in SOURCE_FILES:
@@ -218,7 +218,7 @@ def _syscall(number: int, *args: object) -> int:
 
 
 def _loaded() -> bool:
-    return Path(f"/sys/module/{MODULE}").exists()
+    return stale.module_loaded(MODULE)
 
 
 def unload() -> int:
