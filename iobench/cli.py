@@ -172,8 +172,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if lab_reason:
             _log(f"accelerator: lab ({lab_reason})")
             return cmd_lab_run(args, why=f"--accel auto: {lab_reason}")
+    resume = Path(os.environ["IOBENCH_RESUME"]) if os.environ.get("IOBENCH_RESUME") else None  # set by the lab
     with _progress_display() as (log, progress):
-        result = run(scn, args.out, log=log, progress=progress)
+        result = run(scn, args.out, log=log, progress=progress, resume=resume)
     report.print_run(result.directory)
     print(f"results: {result.directory}")
     if (result.directory / "report.md").exists():
@@ -255,16 +256,12 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
     from iobench import lab, report
 
     scn = scenario_from_args(args)  # validated on the host, before L1 boots
-    cells = scn.repeats * len(scn.workloads) * len(scn.directions) * 4
-    boots = scn.repeats * 3
-    job_timeout = cells * (scn.duration_s + scn.omit_s + 60) + boots * (120 + scn.duration_s) + 300
     argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
     run_args = passthrough(argv[argv.index("run") + 1:])
     if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
         run_args += ["--retries", "2"]  # nested guests can die silently (LAB.md): two more boots per cell set
     try:
-        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, job_timeout, why,
-                            copy_trace=scn.copy_trace)
+        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, why, copy_trace=scn.copy_trace)
     except CellFailed as exc:
         _log(f"lab run failed: {exc}")
         return 1

@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iobench import guest, hostinfo, stale
-from iobench.errors import CellFailed, UserError
+from iobench import checkpoint, guest, hostinfo, labwatch, stale
+from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import VM, VMConfig
 
 LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "9pnet_virtio", "9p", "virtio_pci"), (),
@@ -38,8 +39,22 @@ L1_CPU = "EPYC"
 L1_VCPUS = 2
 L1_MEMORY_MB = 3072
 L1_BOOT_TIMEOUT_S = 120.0
-L1_RETRIES = 1
+# L1 boots per job: a lost L1 costs one boot (~3 s) and the cells it was measuring, nothing more,
+# since the next boot resumes the run.
+L1_ATTEMPTS = 4
+# L1's kernel: warnings and the stuck CPU's backtrace reach the console (quiet would hide them); an NMI
+# from the host (the stall diagnosis) panics with every CPU's backtrace.
+L1_KERNEL_ARGS = ("loglevel=5", "unknown_nmi_panic", "sysctl.kernel.panic_all_cpu_backtrace=1")
+DIAG_QMP_TIMEOUT_S = 5.0
 Log = Callable[[str], None]
+
+
+class L1Lost(CellFailed):
+    """L1 stalled, died, never booted or its job left nothing: this L1 attempt is lost."""
+
+    def __init__(self, reason: str, phase: str = "") -> None:
+        super().__init__(reason)
+        self.phase = phase
 
 
 def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
@@ -51,7 +66,7 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
     # under -no-reboot), its -D log says why.
     return VMConfig(name="iobench-lab", accel="tcg", image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
                     memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS, extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors"),
-                    cmdline_extra=(f"iobench.labdir={labdir}",))
+                    cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS))
 
 
 def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict[str, str] | None = None) -> str:
@@ -75,14 +90,19 @@ def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
     return [sys.executable, "-m", "iobench", "run", *run_args, "--accel", "kvm", "--out", str(labdir / "out")]
 
 
-def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_timeout_s: float,
+def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
         why: str = "asked for (iobench lab run / --accel lab)", copy_trace: bool = False) -> Path:
     """Boot L1, run the inner matrix, publish its results under `out`. Returns the results dir.
+
+    L1 is watched phase by phase (labwatch): a stalled L1 is diagnosed (raw/lab/diag-*) and
+    killed, a dead one recorded, and the next L1 resumes the run from its checkpoint, so no
+    finished cell is measured twice or lost. When the attempts run out, or on Ctrl-C/SIGTERM,
+    the cells done so far are published as a results directory whose status says so.
 
     With `copy_trace`, the copy-trace module is built here for L1's kernel first: L1 has no
     network for the headers and sees the cache read-only.
 
-    Raises UserError when the host lacks QEMU, CellFailed when L1 dies or the job overruns.
+    Raises UserError when the host lacks QEMU, L1Lost when no attempt measured anything.
     """
     if hostinfo.qemu_version() is None:
         raise UserError("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86 (or run ./setup.sh).")
@@ -94,30 +114,87 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log, job_tim
     lock = stale.hold(labdir)  # a live run owns it (iobench clean leaves it alone)
     started = time.monotonic()
     lost: list[dict[str, Any]] = []
+    l1_line, l1_boot_s = "", 0.0
     try:
-        (labdir / "job.sh").write_text(job_script(inner_argv(run_args, labdir), labdir, guest_image.directory,
-                                                  extra_env))
-        for attempt in range(1, L1_RETRIES + 2):
-            logs = labdir / ("l1" if attempt == 1 else f"l1-attempt{attempt}")
-            with VM(l1_config(image, labdir), logs_dest=logs) as l1:
-                log(f"lab: booting L1 (TCG, -cpu {L1_CPU}, {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB)")
-                try:
-                    l1.launch(boot_timeout=boot_timeout_s)
-                    log(f"lab: L1 ready in {l1.boot_seconds:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
-                    _follow(l1, job_timeout_s, log)
-                    break
-                except CellFailed as exc:
-                    # L1 itself can die under nested emulation (LAB.md): the whole job runs again, bounded.
-                    if l1.alive() or attempt > L1_RETRIES:
-                        raise
-                    reason = str(exc).splitlines()[0]
-                    lost.append({"attempt": attempt, "reason": reason, "logs": logs.name})
-                    log(f"lab: L1 attempt {attempt} lost ({reason}); running the job again")
-                    shutil.rmtree(labdir / "out", ignore_errors=True)
-        return _publish(labdir, out, l1.ready_line, l1.boot_seconds, time.monotonic() - started, why, lost)
+        for attempt in range(1, L1_ATTEMPTS + 1):
+            if _inner_results(labdir):  # the job published before L1 was lost (on its way to power off)
+                break
+            try:
+                l1_line, l1_boot_s = _attempt(labdir, image, guest_image, run_args, extra_env, attempt, boot_timeout_s,
+                                              log)
+                break
+            except L1Lost as exc:
+                reason = str(exc).splitlines()[0]
+                lost.append({"attempt": attempt, "reason": reason, "phase": exc.phase,
+                             "logs": _logs_name(attempt), "cells_done": _cells_done(labdir)})
+                more = attempt < L1_ATTEMPTS
+                log(f"lab: L1 attempt {attempt} lost ({reason}); "
+                    + ("resuming the run in a new L1" if more else "no attempts left"))
+        else:
+            return _publish_partial(labdir, out, "failed", None, f"L1 lost {len(lost)} times: {lost[-1]['reason']}",
+                                    l1_line, l1_boot_s, started, why, lost)
+        return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost)
+    except (KeyboardInterrupt, Terminated) as exc:
+        name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else signal.Signals(exc.signum).name
+        try:
+            done = _publish_partial(labdir, out, "interrupted", name, None, l1_line, l1_boot_s, started, why, lost)
+            log(f"lab: interrupted by {name}; the cells finished so far are in {done}")
+        except L1Lost:
+            log(f"lab: interrupted by {name} before any cell was finished; nothing to publish")
+        raise
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
         stale.release(lock)
+
+
+def _logs_name(attempt: int) -> str:
+    return "l1" if attempt == 1 else f"l1-attempt{attempt}"
+
+
+def _cells_done(labdir: Path) -> int:
+    staging = checkpoint.find_staging(labdir / "out")
+    state = checkpoint.load(staging) if staging else None
+    return len(state.cells) if state else 0
+
+
+def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImage, run_args: list[str],
+             extra_env: dict[str, str], attempt: int, boot_timeout_s: float, log: Log) -> tuple[str, float]:
+    """One boot of L1 running the job (resumed from the checkpoint after the first).
+    Returns L1's info line and boot time; raises L1Lost."""
+    env = {**extra_env, "IOBENCH_L1_ATTEMPT": str(attempt)}
+    staging = checkpoint.find_staging(labdir / "out")
+    if staging is not None:
+        env["IOBENCH_RESUME"] = str(staging)
+    (labdir / "job.sh").write_text(job_script(inner_argv(run_args, labdir), labdir, guest_image.directory, env))
+    with VM(l1_config(image, labdir), logs_dest=labdir / _logs_name(attempt)) as l1:
+        log(f"lab: booting L1 (TCG, -cpu {L1_CPU}, {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB)"
+            + (f", attempt {attempt}" if attempt > 1 else ""))
+        try:
+            l1.launch(boot_timeout=boot_timeout_s)
+        except CellFailed as exc:
+            raise L1Lost(f"L1 did not boot: {exc}", "L1 boot") from exc
+        log(f"lab: L1 ready in {l1.boot_seconds:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
+        watch = labwatch.Watchdog()
+        try:
+            _follow(l1, watch, log, stall_at=_stall_fault() if attempt == 1 else None)
+        except L1Lost as exc:
+            if l1.alive():
+                log(f"lab: {exc}; diagnosing L1 before stopping it")
+                diagnose(l1, labdir / f"diag-attempt{attempt}", exc)
+            raise
+        return l1.ready_line, l1.boot_seconds
+
+
+def _stall_fault() -> tuple[str, str, str] | None:
+    """Test hook: IOBENCH_FAULT=stall-l1:<backend>:<direction> freezes L1's vCPUs (QMP stop) as that
+    cell's round-1 traffic starts in the first L1, as in the stall where both of L1's vCPUs sleep.
+    Returns how that phase's line starts and ends."""
+    for item in os.environ.get("IOBENCH_FAULT", "").split(","):
+        fault, _, where = item.partition(":")
+        if fault == "stall-l1" and where:
+            backend, _, direction = where.partition(":")
+            return f"{labwatch.PHASE_MARKER} ", f" {backend}/r1: ", f" {direction} traffic"
+    return None
 
 
 def _copy_trace_env(release: str, log: Log) -> dict[str, str]:
@@ -131,36 +208,153 @@ def _copy_trace_env(release: str, log: Log) -> dict[str, str]:
         return {copytrace.NA_ENV: str(exc)}
 
 
-def _follow(l1: VM, timeout_s: float, log: Log) -> None:
-    """Relay the inner run's progress lines until L1 powers off; raise if it dies or overruns."""
-    deadline = time.monotonic() + timeout_s
+def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str, str] | None = None) -> None:
+    """Relay the inner run's progress lines until L1 powers off; raise L1Lost when L1 dies or
+    stalls (no progress within the phase's budget, or its kernel reports a stuck CPU)."""
     seen = 0
-    while True:
-        text = l1.serial_log.read_text(errors="replace") if l1.serial_log.exists() else ""
-        lines = text.splitlines()
-        if text and not text.endswith("\n"):
-            lines = lines[:-1]  # a line still being written: relay it whole, next time
-        for line in lines[seen:]:
-            if line.startswith("iobench: ") or line.startswith("IOBENCH-LAB-DONE"):
-                log("lab: " + line.removeprefix("iobench: "))
-        seen = len(lines)
-        if not l1.alive():
-            if not any(ln.startswith("IOBENCH-LAB-DONE") for ln in lines):
-                raise l1.failure(f"lab VM (L1) stopped before the job finished ({l1.exit_text()})")
-            return
-        if time.monotonic() > deadline:
-            raise l1.failure(f"lab job did not finish within {timeout_s:.0f} s")
-        time.sleep(0.5)
+    events: list[dict[str, Any]] = []
+    with l1.serial_log.open("rb") as console:
+        pending = b""
+        while True:
+            events += _events(l1)
+            pending += console.read()
+            *lines, pending = pending.split(b"\n")  # a line still being written: next time, whole
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip("\r")
+                seen += 1
+                watch.line(line)
+                if line.startswith("iobench: ") or line.startswith("IOBENCH-LAB-DONE"):
+                    log("lab: " + line.removeprefix("iobench: "))
+                if line.startswith("IOBENCH-LAB-DONE"):
+                    _wait_poweroff(l1)
+                    return
+                if stall_at and line.startswith(stall_at[0]) and stall_at[1] in line and line.endswith(stall_at[2]):
+                    log("lab: test hook: freezing L1 (QMP stop)")
+                    l1.command("stop")
+                    stall_at = None
+            if not l1.alive():
+                shutdown = [e.get("data", {}) for e in events + _events(l1) if e.get("event") == "SHUTDOWN"]
+                cause = f", QMP SHUTDOWN reason {shutdown[-1].get('reason')}" if shutdown else ""
+                raise L1Lost(f"lab VM (L1) stopped before the job finished ({l1.exit_text()}{cause})", watch.phase)
+            why = watch.stalled()
+            if why:
+                raise L1Lost(f"L1 stalled: {why}", watch.phase)
+            time.sleep(0.5)
+
+
+def _events(l1: VM) -> list[dict[str, Any]]:
+    """L1's QMP events so far: its SHUTDOWN event says how it ended (guest-reset is a triple fault
+    or a reboot under -no-reboot, guest-panic a panic, guest-shutdown a power-off)."""
+    if l1.qmp is None:
+        return []
+    try:
+        return l1.qmp.get_events(wait=False)
+    except Exception:  # noqa: BLE001 - the connection is gone with L1; the exit status says the rest
+        return []
+
+
+def _wait_poweroff(l1: VM, timeout_s: float = 60.0) -> None:
+    """After the job's last line L1 syncs and powers off; a hang there costs nothing measured."""
+    deadline = time.monotonic() + timeout_s
+    while l1.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def diagnose(l1: VM, dest: Path, lost: L1Lost) -> dict[str, Any]:
+    """Record what explains a stalled L1 before it is killed, into `dest` (raw/lab/diag-attempt<n>/):
+    the host threads of L1's QEMU (which vCPU spins, which sleeps: CPU time over 2 s), L1's
+    run state and vCPUs over QMP, every vCPU's registers and the instructions at its PC (HMP),
+    then an NMI, which L1's kernel turns into a panic with every CPU's backtrace on the console.
+    Each step that fails (a QEMU that does not answer) is recorded as such; nothing here raises."""
+    dest.mkdir(parents=True, exist_ok=True)
+    diag: dict[str, Any] = {"reason": str(lost).splitlines()[0], "phase": lost.phase, "at": time.time()}
+    first = _threads(l1.pid)
+    time.sleep(2.0)
+    second = _threads(l1.pid)
+    diag["threads"] = [{**t, "cpu_s_in_2s": round(t["cpu_s"] - first.get(tid, t)["cpu_s"], 2)}
+                       for tid, t in second.items()]
+    if l1.qmp is not None:
+        l1.qmp.settimeout(DIAG_QMP_TIMEOUT_S)
+    hmp: list[str] = []
+    for name, call in (("status", lambda: l1.command("query-status")),
+                       ("cpus", lambda: l1.command("query-cpus-fast"))):
+        diag[name] = _try(call)
+    if isinstance(diag.get("cpus"), list):
+        hmp.append("# info registers -a\n" + str(_try(lambda: l1.command("human-monitor-command",
+                                                                         **{"command-line": "info registers -a"}))))
+        for cpu in diag["cpus"]:
+            index = cpu.get("cpu-index", 0)
+            for _ in range(2):  # twice: a PC that moves between the two reads is a loop, not a hang
+                hmp.append(f"# cpu {index}: x/8i $pc\n" + str(_try(_hmp(l1, "x/8i $pc", index))))
+    (dest / "hmp.txt").write_text("\n".join(hmp) + "\n")
+    running = isinstance(diag.get("status"), dict) and diag["status"].get("running")
+    if running:
+        size = l1.serial_log.stat().st_size
+        diag["nmi"] = _try(lambda: l1.command("inject-nmi"))
+        deadline = time.monotonic() + 15.0
+        while l1.alive() and time.monotonic() < deadline:  # the panic ends L1 (-no-reboot)
+            time.sleep(0.5)
+        text = l1.serial_log.read_bytes()[size:].decode(errors="replace")
+        diag["nmi_console_lines"] = len(text.splitlines())
+        (dest / "nmi-console.log").write_text(text)
+    else:
+        diag["nmi"] = "not sent: L1's vCPUs are not running (" + str(diag.get("status")) + ")"
+    tail = l1.serial_log.read_text(errors="replace").splitlines()[-200:] if l1.serial_log.exists() else []
+    (dest / "serial-tail.log").write_text("\n".join(tail) + "\n")
+    (dest / "diagnosis.json").write_text(json.dumps(diag, indent=1, default=str) + "\n")
+    return diag
+
+
+def _hmp(l1: VM, command: str, cpu_index: int) -> Callable[[], Any]:
+    return lambda: l1.command("human-monitor-command", **{"command-line": command, "cpu-index": cpu_index})
+
+
+def _try(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - a diagnosis records what failed and goes on
+        return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _threads(pid: int) -> dict[int, dict[str, Any]]:
+    """L1 QEMU's threads: name, scheduler state (R running, S sleeping, T stopped) and CPU seconds."""
+    from iobench.counters import proc
+
+    found: dict[int, dict[str, Any]] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+            found[int(task.name)] = {"tid": int(task.name), "comm": (task / "comm").read_text().strip(),
+                                     "state": stat[stat.rindex(")") + 2], "cpu_s": proc.parse_stat_cpu_s(stat)}
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _inner_results(labdir: Path) -> list[Path]:
+    """The results directories the inner run published (one, once it finished)."""
+    return [p for p in (labdir / "out").glob("*") if p.is_dir() and not p.name.startswith(".")]
+
+
+def _publish_partial(labdir: Path, out: Path, status: str, interrupted_by: str | None, error: str | None,
+                     l1_line: str, l1_boot_s: float, started: float, why: str, lost: list[dict[str, Any]]) -> Path:
+    """The cells finished before the job was cut short, as an ordinary results directory."""
+    from iobench import runner
+
+    staging = checkpoint.find_staging(labdir / "out")
+    if staging is None or runner.publish_checkpoint(staging, status, interrupted_by, error) is None:
+        raise L1Lost(f"the lab job was cut short ({error or interrupted_by}) before it finished any cell")
+    return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost)
 
 
 def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str,
              lost: list[dict[str, Any]]) -> Path:
     code_file = labdir / "exit-code"
-    inner = [p for p in (labdir / "out").glob("*") if p.is_dir() and not p.name.startswith(".")]
+    inner = _inner_results(labdir)
     if not inner:
         code = code_file.read_text().strip() if code_file.exists() else "none"
         tail = "\n".join((labdir / "l1" / "serial.log").read_text(errors="replace").splitlines()[-30:])
-        raise CellFailed(f"the inner run left no results (exit code {code}); L1 serial log tail:\n{tail}")
+        raise L1Lost(f"the inner run left no results (exit code {code}); L1 serial log tail:\n{tail}")
     run_dir = inner[0]
     meta: dict[str, Any] = json.loads((run_dir / "run.json").read_text())
     meta["environment"] = "lab"
@@ -173,6 +367,8 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         "wall_s": round(wall_s, 1),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,
         "failed_l1_attempts": lost,
+        "watchdog": {"margin_s": labwatch.MARGIN_S, "startup_budget_s": labwatch.STARTUP_BUDGET_S,
+                     "l1_attempts": L1_ATTEMPTS},
         "outer_host": hostinfo.describe(),
     }
     raw = run_dir / "raw" / "lab"
@@ -181,6 +377,8 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         for name in ("serial.log", "qemu.stderr", "trace.log"):
             if (logs / name).exists():
                 shutil.copyfile(logs / name, raw / f"{logs.name}-{name}")
+    for diag in sorted(labdir.glob("diag-*")):
+        shutil.copytree(diag, raw / diag.name, dirs_exist_ok=True)
     (raw / "job.sh").write_text((labdir / "job.sh").read_text())
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     from iobench import report

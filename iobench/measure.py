@@ -45,6 +45,11 @@ class CellId:
     def name(self) -> str:
         return f"{self.backend}/r{self.repeat}-{self.workload.label}-{self.direction}"
 
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        """How a cell outcome names its cell (checkpoint.Progress.done)."""
+        return (self.backend, self.direction, self.repeat, self.workload.label)
+
 
 @dataclass(frozen=True)
 class Snapshot:

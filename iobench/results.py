@@ -7,6 +7,9 @@ run.json saying what failed. FORMAT_VERSION history:
   2 - rows gain workload identity, idle windows, per-packet and CPU columns; summary.csv.
   3 - timeline.csv: counters per time slice of every window (idle and traffic).
       A format-2 directory is read as format 3 with an empty timeline.
+  4 - rows gain `l1_attempt` (the lab: which L1 boot measured the row; empty elsewhere); a
+      lab run cut short is published with its finished cells (status interrupted/failed).
+      Formats 2 and 3 are read with an empty `l1_attempt`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 from iobench import stale
 from iobench.errors import UserError
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 MTU = 1500
 FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
 
@@ -91,6 +94,7 @@ class Row:
     kcopy_bytes_iperf3: int | None
     kcopy_bytes_other: int | None
     na_reason: str
+    l1_attempt: int | None = None  # the lab: which boot of the first-level VM measured this row
 
 
 EXIT_KINDS = ("io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_window_exits", "request_irq_exits",
@@ -182,6 +186,18 @@ class ResultsWriter:
         self.raw.mkdir()
         self._lock: int | None = stale.hold(self.tmp)  # a live run owns this staging dir (iobench clean)
 
+    @classmethod
+    def adopt(cls, staging: Path) -> ResultsWriter:
+        """Take over the staging dir of a run cut short (`.<run-id>.<random>.partial`): a
+        resumed run goes on filling it, or the lab's host publishes its checkpoint."""
+        writer = cls.__new__(cls)
+        writer.tmp = staging
+        writer.final = staging.parent / staging.name.removeprefix(".").split(".")[0]
+        writer.raw = staging / "raw"
+        writer.raw.mkdir(exist_ok=True)
+        writer._lock = stale.hold(staging)
+        return writer
+
     lost: OSError | None = None  # set when the disk refused a write: nothing of the run is kept
 
     def write_raw(self, name: str, content: str | bytes | dict[str, Any] | list[Any]) -> Path:
@@ -190,10 +206,10 @@ class ResultsWriter:
         except OSError as exc:
             if disk_refused(exc):
                 self.lost = exc
-                raise UserError(self._lost_text(exc)) from exc
+                raise UserError(self.lost_text(exc)) from exc
             raise
 
-    def _lost_text(self, exc: OSError) -> str:
+    def lost_text(self, exc: OSError) -> str:
         return (f"could not write results under {self.final.parent} ({exc.strerror}); the run stopped and nothing "
                 "was kept there: free space or pass another --out.")
 
@@ -223,7 +239,7 @@ class ResultsWriter:
                 self.lost = exc
         self.discard()
         assert self.lost is not None
-        raise UserError(self._lost_text(self.lost)) from self.lost
+        raise UserError(self.lost_text(self.lost)) from self.lost
 
     def discard(self) -> None:
         """Remove the staging dir and everything in it."""
@@ -313,6 +329,8 @@ def load(directory: Path | str) -> RunData:
     directory = Path(directory)
     meta = load_meta(directory)
     rows = pd.read_csv(directory / "rows.csv")
+    if "l1_attempt" not in rows.columns:  # formats 2 and 3
+        rows["l1_attempt"] = pd.Series(pd.NA, index=rows.index, dtype="Int64")
     summary_path, timeline_path = directory / "summary.csv", directory / "timeline.csv"
     summary = pd.read_csv(summary_path) if summary_path.exists() else pd.DataFrame(columns=SUMMARY_COLUMNS)
     slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=tl.COLUMNS)

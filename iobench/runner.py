@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iobench import __version__, accel, backends, guest, hostinfo, summary, timeline, topology, traffic
+from iobench import __version__, accel, backends, checkpoint, guest, hostinfo, labwatch, summary, timeline, topology, traffic
 from iobench.counters import copytrace, tcg
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.measure import (
@@ -52,6 +52,7 @@ class CellOutcome:
     workload: str
     status: str
     reason: str = ""
+    l1_attempt: int | None = None
 
 
 @dataclass
@@ -111,7 +112,15 @@ def preflight(accel_name: str = "auto") -> None:
 Progress = Callable[[int, int], None]
 
 
-def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = None) -> RunReport:
+def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = None,
+        resume: Path | None = None) -> RunReport:
+    """Run the scenario's cells and publish the results directory.
+
+    `resume` names the staging dir of a run that was cut short (the lab's L1 stalled
+    or died): its run id, its checkpoint and its raw/ are taken over, and only the
+    cells without an outcome are run, in the same rounds.
+    """
+    labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
     preflight(scn.accel)
     image = guest.build(log=log)
     guest.verify(image)
@@ -120,14 +129,18 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     chosen, unavailable = select_backends(scn.backends, choice.accel)
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
-    run_id = new_run_id()
-    writer = ResultsWriter(out, run_id)
+    prior = checkpoint.load(resume) if resume is not None else None
+    if resume is not None and prior is not None:
+        run_id = prior.meta["run_id"]
+        writer = ResultsWriter.adopt(resume)
+    else:
+        run_id = new_run_id()
+        writer = ResultsWriter(out, run_id)
     host = hostinfo.describe()
     cpu_hz = hostinfo.cpu_hz(host)
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
-                   total=scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions), progress=progress)
-    if progress:
-        progress(0, ctx.total)
+                   total=scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions), progress=progress,
+                   l1_attempt=int(os.environ["IOBENCH_L1_ATTEMPT"]) if os.environ.get("IOBENCH_L1_ATTEMPT") else None)
     if scn.copy_trace:
         try:
             ctx.copytrace = copytrace.CopyTrace(log=log)
@@ -135,8 +148,23 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         except copytrace.CopyTraceUnavailable as exc:
             ctx.copytrace_na = f"copy trace unavailable here: {exc}"
             log(ctx.copytrace_na)
+    ctx.state = prior or checkpoint.Progress({
+        "iobench_version": __version__, "run_id": run_id, "started": time.time(),
+        "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
+        "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
+        "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
+        | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
+        "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
+                       "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
+        "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
+    })
+    if prior is not None:
+        log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done")
+        ctx.state.meta.setdefault("resumed", []).append(time.time())
+    ctx.save()
+    if progress:
+        progress(len(ctx.state.cells), ctx.total)
     status, interrupted_by, error = "failed", None, None
-    started = time.time()
     try:
         with stop_signals_unwind(), topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
             for repeat in range(1, scn.repeats + 1):
@@ -145,7 +173,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
                         _run_native(ctx, topo, repeat)
                     else:
                         _run_vm(ctx, topo, backends.BACKENDS[name], repeat)
-        status = "ok" if all(c.status == "ok" for c in ctx.cells) else "partial"
+        status = "ok" if all(c["status"] == "ok" for c in ctx.state.cells) else "partial"
     except KeyboardInterrupt:
         status, interrupted_by = "interrupted", "SIGINT"
         raise
@@ -160,25 +188,32 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     finally:
         if ctx.copytrace is not None:
             ctx.copytrace.close()
-        summ = summary.summarize(ctx.rows)
-        meta = {
-            "iobench_version": __version__, "run_id": run_id, "status": status, "interrupted_by": interrupted_by,
-            "error": error,
-            "started": started, "finished": time.time(),
-            "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
-            "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
-            "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
-            | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
-            "cells": [asdict(c) for c in ctx.cells],
-            "failed_attempts": ctx.attempts,
-            "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
-                           "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
-            "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
-            "flagged": summary.flagged(summ),
-        }
-        directory = writer.finish(meta, ctx.rows, summ, timeline=ctx.timeline,
-                                  artifacts=_artifacts if ctx.rows else None)
-    return RunReport(directory, ctx.rows, ctx.cells, unavailable, status, meta)
+        labwatch.announce("writing results", labwatch.FINISH_BUDGET_S)
+        directory, meta = publish(writer, ctx.state, status, interrupted_by, error, artifacts=_artifacts)
+    return RunReport(directory, [Row(**r) for r in ctx.state.rows], [CellOutcome(**c) for c in ctx.state.cells],
+                     unavailable, status, meta)
+
+
+def publish(writer: ResultsWriter, state: checkpoint.Progress, status: str, interrupted_by: str | None,
+            error: str | None, artifacts: Callable[[Path], None] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the results directory of `state` (every cell done so far) and rename it into place.
+    Used at the end of a run and, by the lab's host, for the checkpoint of a run cut short."""
+    rows = [Row(**r) for r in state.rows]
+    summ = summary.summarize(rows)
+    meta = {**state.meta, "status": status, "interrupted_by": interrupted_by, "error": error,
+            "finished": time.time(), "cells": state.cells, "failed_attempts": state.attempts,
+            "flagged": summary.flagged(summ)}
+    directory = writer.finish(meta, rows, summ, timeline=state.timeline, artifacts=artifacts if rows else None)
+    return directory, meta
+
+
+def publish_checkpoint(staging: Path, status: str, interrupted_by: str | None, error: str | None) -> Path | None:
+    """Publish a staging dir left by a run that could not finish (its process or its L1 is gone);
+    None when it has no checkpoint (the run stopped before it wrote one)."""
+    state = checkpoint.load(staging)
+    if state is None:
+        return None
+    return publish(ResultsWriter.adopt(staging), state, status, interrupted_by, error)[0]
 
 
 def _artifacts(staging: Path) -> None:
@@ -207,29 +242,50 @@ class _Context:
     log: Log
     total: int = 0
     progress: Progress | None = None
-    rows: list[Row] = field(default_factory=list)
-    cells: list[CellOutcome] = field(default_factory=list)
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    l1_attempt: int | None = None  # in the lab: which L1 boot measures (rows say so)
+    state: checkpoint.Progress = field(default_factory=lambda: checkpoint.Progress({}))
     copytrace: copytrace.CopyTrace | None = None
     copytrace_na: str = "copy trace off (--copy-trace)"
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
-        return [CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)
-                for w in self.scn.workloads for d in self.scn.directions]
+        """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
+        done = self.state.done()
+        return [c for w in self.scn.workloads for d in self.scn.directions
+                if (c := CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)).key not in done]
+
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        return self.state.timeline
+
+    def lost_attempt(self, record: dict[str, Any]) -> None:
+        self.state.attempts.append({**record, "l1_attempt": self.l1_attempt} if self.l1_attempt else record)
+        self.save()
 
     def fail(self, cell: CellId, reason: str) -> None:
-        self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason))
-        self._advance()
+        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason))
 
     def ok(self, cell: CellId, row: Row) -> None:
-        self.rows.append(row)
-        self.cells.append(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok"))
-        self._advance()
+        self.state.rows.append(asdict(replace(row, l1_attempt=self.l1_attempt)))
+        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok"))
 
-    def _advance(self) -> None:
+    def _outcome(self, outcome: CellOutcome) -> None:
+        record = asdict(outcome)
+        if self.l1_attempt is not None:
+            record["l1_attempt"] = self.l1_attempt
+        self.state.cells.append(record)
+        self.save()
         if self.progress:
-            self.progress(len(self.cells), self.total)
+            self.progress(len(self.state.cells), self.total)
+
+    def save(self) -> None:
+        """The checkpoint after every outcome: what is done survives this process (and its L1)."""
+        try:
+            checkpoint.save(self.writer.staging, self.state)
+        except OSError as exc:
+            if disk_refused(exc):
+                self.writer.lost = exc
+                raise UserError(self.writer.lost_text(exc)) from exc
+            raise
 
 
 def _default_signals_in_child() -> None:
@@ -266,12 +322,14 @@ def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, r
     again (at most `retries` times) for the cells it left, and each lost attempt is
     recorded with its logs under raw/."""
     pending = ctx.cell_ids(backend.name, repeat)
+    if not pending:  # a resumed run: this round of this backend was measured before
+        return
     for attempt in range(1, ctx.scn.retries + 2):
         pending, reason = _vm_attempt(ctx, topo, backend, repeat, pending, attempt)
         if not pending:
             return
-        ctx.attempts.append({"backend": backend.name, "repeat": repeat, "attempt": attempt, "reason": reason,
-                             "cells_left": [c.name for c in pending]})
+        ctx.lost_attempt({"backend": backend.name, "repeat": repeat, "attempt": attempt, "reason": reason,
+                          "cells_left": [c.name for c in pending]})
         if attempt <= ctx.scn.retries:
             ctx.log(f"{backend.name}/r{repeat}: attempt {attempt} lost ({reason.splitlines()[0]}); booting again")
     for cell in pending:
@@ -285,15 +343,18 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     scn, log = ctx.scn, ctx.log
     cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
                     topo.netns)
-    tag = f"{backend.name}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    tag = (f"{backend.name}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
+           + (f"-l1attempt{ctx.l1_attempt}" if ctx.l1_attempt and ctx.l1_attempt > 1 else ""))
     with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
         try:
             log(f"{tag}: booting the guest ({ctx.choice.accel})")
+            labwatch.announce(f"{tag}: boot", scn.boot_timeout_s + labwatch.QMP_SLACK_S)
             try:
                 vm.launch(boot_timeout=scn.boot_timeout_s)
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
+            labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
             idle = _idle_window(ctx, vm, topo, backend.name, repeat, attempt)
             ctx.writer.write_raw(f"{tag}/boot-and-idle.json", {
@@ -303,6 +364,8 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
             return cells, f"boot: {exc}"
         for i, cell in enumerate(cells):
             log(f"{tag}: {cell.workload.label} {cell.direction}: {scn.duration_s} s of traffic")
+            labwatch.announce(f"{tag}: {cell.workload.label} {cell.direction} traffic",
+                              labwatch.traffic_budget(scn.duration_s, scn.omit_s))
             try:
                 ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle, attempt))
             except CellFailed as exc:
@@ -314,12 +377,22 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     return [], ""
 
 
+def faults(where: str) -> list[str]:
+    """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction>[,...] injects real faults into those
+    cells: `kill-qemu` SIGKILLs QEMU one second into its first attempt; `iperf3-port` points the
+    client at a port where the guest has no server; `stall-l1` (the lab's host acts on it)
+    freezes L1 as that cell's traffic starts."""
+    found = []
+    for item in filter(None, os.environ.get("IOBENCH_FAULT", "").split(",")):
+        fault, _, at = item.partition(":")
+        if at == where:
+            found.append(fault)
+    return found
+
+
 def _fault(cell: CellId) -> str | None:
-    """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction> injects a real fault into that cell:
-    `kill-qemu` SIGKILLs QEMU one second into its first attempt; `iperf3-port` points the
-    client at a port where the guest has no server."""
-    fault, _, where = os.environ.get("IOBENCH_FAULT", "").partition(":")
-    return fault if where == f"{cell.backend}:{cell.direction}" else None
+    here = [f for f in faults(f"{cell.backend}:{cell.direction}") if f in ("kill-qemu", "iperf3-port")]
+    return here[0] if here else None
 
 
 def _fault_timer(vm: VM, cell: CellId, attempt: int) -> threading.Timer | None:
@@ -347,7 +420,7 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
             set_trace(vm, False)
     traps = tcg.parse(tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)) if tracing else None
     ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
-    ctx.timeline += timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None)
+    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None))
     exits = exit_counts(before, after, traps)
     return IdleWindow(round(after.monotonic - before.monotonic, 3), int(exits["exits"] or 0),
                       int(exits["irq_injections"] or 0))
@@ -407,8 +480,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
     ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, attempt, cell.workload.label, cell.direction,
                              "traffic")
-    ctx.timeline += timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][:1],
-                                  vm.trace_log if tracing else None)
+    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][:1],
+                                      vm.trace_log if tracing else None))
     return vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
                   traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
                   kcopies=kcopies, kcopy_na=ctx.copytrace_na)
@@ -419,6 +492,8 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
     assert pair is not None
     for cell in ctx.cell_ids(NATIVE, repeat):
         ctx.log(f"native/r{repeat}: {cell.workload.label} {cell.direction}: {ctx.scn.duration_s} s of traffic")
+        labwatch.announce(f"native/r{repeat}: {cell.workload.label} {cell.direction} traffic",
+                          labwatch.traffic_budget(ctx.scn.duration_s, ctx.scn.omit_s))
         spec = traffic_spec(str(pair.plan.guest), cell.direction, ctx.scn, cell.workload)
         try:
             with traffic.server(pair.peer_netns) as srv:

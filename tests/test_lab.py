@@ -4,9 +4,15 @@ The quickest meaningful matrix (three backends, both directions, 2 s windows, no
 native row) runs in the default test command; it takes about three minutes here.
 The inner QEMU of virtio is killed one second into its guest->host window (the
 IOBENCH_FAULT hook, passed into L1): the lab must retry it, record the lost
-attempt, and still complete. The run has `--copy-trace` on: L1's stock kernel
-loads the copy-trace module the host built for it, and every cell counts the
-kernel's copy routines per thread.
+attempt, and still complete. Then L1 itself is frozen as vhost's host->guest
+traffic starts (QMP stop, as in the stall where both of L1's vCPUs sleep): the
+host's watchdog must notice within that phase's budget, diagnose L1, and resume
+the run in a new L1 that measures only the cells still missing. The run has
+`--copy-trace` on: L1's stock kernel loads the copy-trace module the host built
+for it, and every cell counts the kernel's copy routines per thread.
+
+A second lab run is interrupted with SIGINT in its second round: what round 1
+measured must be published, with status `interrupted`.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from iobench import plots, results
+from iobench import labwatch, plots, results
 from iobench.cli import main
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -28,9 +39,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lab-results")
     mp = pytest.MonkeyPatch()
-    mp.setenv("IOBENCH_FAULT", "kill-qemu:virtio:tx")
+    mp.setenv("IOBENCH_FAULT", "kill-qemu:virtio:tx,stall-l1:vhost:rx")
     relayed: list[str] = []
-    mp.setattr("iobench.cli._log", relayed.append)  # what the user sees on the host while the lab runs
+    mp.setattr("iobench.cli._log", lambda line: relayed.append(f"{time.monotonic():.1f} {line}"))
     argv = ["lab", "run", "--backend", "e1000", "--backend", "virtio", "--backend", "vhost",
             "--duration", "2", "--omit", "1", "--repeats", "1", "--copy-trace", "--out", str(out)]
     try:
@@ -38,11 +49,11 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     finally:
         mp.undo()
     dirs = [p for p in out.iterdir() if not p.name.startswith(".")]
-    return code, dirs, out, relayed
+    return code, dirs, out, [line.partition(" ")[2] for line in relayed], relayed
 
 
 def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
-    code, dirs, out, relayed = lab_run
+    code, dirs, out, relayed, _ = lab_run
     assert code == 0
     (run_dir,) = dirs
     meta = json.loads((run_dir / "run.json").read_text())
@@ -61,7 +72,7 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
 
 
 def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
-    _, (run_dir,), _, _ = lab_run
+    _, (run_dir,), _, _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
     # Nested guests also die on their own now and then (LAB.md: a triple fault, QEMU exits 0):
     # those are retried and recorded too, so the injected death is looked for among them.
@@ -75,7 +86,7 @@ def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
 
 
 def test_lab_rows_have_real_exits_and_the_vhost_signature(lab_run) -> None:
-    _, (run_dir,), _, _ = lab_run
+    _, (run_dir,), _, _, _ = lab_run
     rows = {(r["backend"], r["direction"]): r for r in csv.DictReader((run_dir / "rows.csv").open())}
     assert set(rows) == {(b, d) for b in ("e1000", "virtio", "vhost") for d in ("rx", "tx")}
     for (backend, _), r in rows.items():
@@ -93,7 +104,7 @@ def test_copy_trace_shows_who_copies_each_byte(lab_run) -> None:
     """The kernel's iov_iter copies, per thread: e1000 and virtio copy every payload byte
     once in QEMU's threads (its tap reads and writes), vhost in the vhost-<pid> worker with
     QEMU out of the path; the host's iperf3 client copies every byte once too."""
-    _, (run_dir,), _, _ = lab_run
+    _, (run_dir,), _, _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["copy_trace"].startswith("on: kprobes on _copy_to_iter, _copy_from_iter"), meta["copy_trace"]
     rows = {(r["backend"], r["direction"]): r for r in csv.DictReader((run_dir / "rows.csv").open())}
@@ -127,3 +138,64 @@ def test_nothing_of_the_lab_is_left_on_the_host(lab_run) -> None:
                 continue
             assert b"iobench-lab,debug-threads=on" not in cmd, f"L1 QEMU still running: pid {p.name}"
     assert not [d for d in os.listdir("/tmp") if d.startswith("iobench-vm-iobench-lab")]
+
+
+def test_a_stalled_l1_is_caught_within_its_phase_budget_diagnosed_and_resumed(lab_run) -> None:
+    _, (run_dir,), _, relayed, timed = lab_run
+    meta = json.loads((run_dir / "run.json").read_text())
+    (lost,) = meta["lab"]["failed_l1_attempts"]
+    assert lost["attempt"] == 1 and lost["phase"] == "vhost/r1: tcp-P1-ldefault rx traffic", lost
+    assert lost["reason"].startswith("L1 stalled: no progress from L1 for"), lost
+    # detected within the phase's budget (2 s window, 1 s omit + iperf3 and QMP slack) plus the margin
+    frozen = next(float(t.split()[0]) for t in timed if "test hook: freezing L1" in t)
+    caught = next(float(t.split()[0]) for t in timed if "L1 stalled" in t and "diagnosing" in t)
+    budget = labwatch.traffic_budget(2, 1) + labwatch.MARGIN_S
+    assert budget - 5 < caught - frozen < budget + 5, (caught - frozen, budget)
+    # the diagnosis: L1's threads, its run state and every vCPU's registers, kept with the results
+    diag = json.loads((run_dir / "raw/lab/diag-attempt1/diagnosis.json").read_text())
+    assert diag["status"]["status"] == "paused" and len(diag["cpus"]) == 2
+    assert {t["comm"] for t in diag["threads"]} >= {"CPU 0/TCG", "CPU 1/TCG"}
+    assert "not sent" in diag["nmi"]
+    hmp = (run_dir / "raw/lab/diag-attempt1/hmp.txt").read_text()
+    assert len(re.findall(r"RIP=[0-9a-f]{16}", hmp)) == 2, hmp[:2000]
+    assert (run_dir / "raw/lab/diag-attempt1/serial-tail.log").read_text().strip()
+    assert (run_dir / "raw/lab/l1-attempt2-serial.log").exists()
+    # resumed, not restarted: e1000 and virtio were measured once, in the first L1; vhost in the second
+    assert any(line.startswith("lab: resuming run") for line in relayed), relayed
+    rows = list(csv.DictReader((run_dir / "rows.csv").open()))
+    assert sorted((r["backend"], r["direction"]) for r in rows) == sorted(
+        (b, d) for b in ("e1000", "virtio", "vhost") for d in ("rx", "tx"))
+    for r in rows:
+        assert r["l1_attempt"] == ("2" if r["backend"] == "vhost" else "1"), r
+    cells = {(c["backend"], c["direction"]): c for c in meta["cells"]}
+    assert cells[("vhost", "rx")]["l1_attempt"] == 2 and cells[("e1000", "tx")]["l1_attempt"] == 1
+    assert (run_dir / "raw/vhost/r1-l1attempt2/serial.log").exists()
+
+
+def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "iobench", "lab", "run", "--backend", "e1000", "--duration", "2",
+                             "--omit", "1", "--repeats", "2", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 600
+    for line in proc.stderr:
+        lines.append(line)
+        if "lab: e1000/r2: booting the guest" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["interrupted_by"] == "SIGINT" and meta["environment"] == "lab"
+    assert {(c["backend"], c["direction"], c["repeat"], c["status"]) for c in meta["cells"]} == {
+        ("e1000", "rx", 1, "ok"), ("e1000", "tx", 1, "ok")}
+    rows = list(csv.DictReader((run_dir / "rows.csv").open()))
+    assert len(rows) == 2 and all(int(r["exits"]) > 0 for r in rows)
+    assert (run_dir / "report.md").exists() and "the cells finished so far are in" in text
+    assert not list(out.glob(".*"))  # no staging or lab dir left
+    test_nothing_of_the_lab_is_left_on_the_host(None)

@@ -40,5 +40,12 @@ fi
 i=0
 while ! grep -q ':1451 00000000:0000 0A' /proc/net/tcp && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 echo "IOBENCH-INFO kernel=$(uname -r) driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)") addr=$ADDR"
+# What this boot chose that can set a mode for its whole life (a bimodal cell is explained from raw/):
+# the clocksource and whether the TSC was distrusted, the NIC's interrupt coalescing, and the
+# kernel's own lines about clocks, APIC and the NIC driver.
+CS=/sys/devices/system/clocksource/clocksource0
+echo "IOBENCH-INFO clock clocksource=$(cat $CS/current_clocksource) available=$(tr ' ' ',' <$CS/available_clocksource | tr -d '\n') tsc_unstable=$(dmesg | grep -c -i 'tsc.*unstable')"
+echo "IOBENCH-INFO coalesce $(ethtool -c eth0 2>/dev/null | grep -E '^(adaptive-rx|rx-usecs|rx-frames|tx-usecs|tx-frames):' | tr -s ' \t' ' ' | tr '\n' ' ')"
+dmesg | grep -i -E 'tsc|clocksource|clock:|apic|e1000|virtio|kvm' | head -n 40 | sed 's/^/IOBENCH-BOOTLOG /'
 echo "IOBENCH-READY"
 while :; do sleep 3600; done

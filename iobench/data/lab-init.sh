@@ -32,7 +32,14 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labdir "/host$LABDIR" 
 KVM=no; [ -c /dev/kvm ] && KVM=yes
 VHOST=no; [ -c /dev/vhost-net ] && VHOST=yes
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-echo "IOBENCH-INFO lab kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) kvm=$KVM vhost_net=$VHOST cpu=$CPU"
+CS=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)
+POLL=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)
+echo "IOBENCH-INFO lab kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) kvm=$KVM vhost_net=$VHOST clocksource=$CS halt_poll_ns=$POLL cpu=$CPU"
+# L1's own choices, for a stall to be explained from raw/lab: its clock and KVM's parameters.
+dmesg | grep -i -E 'tsc|clocksource|kvm|svm' | head -n 30 | sed 's/^/IOBENCH-BOOTLOG lab /'
+for f in /sys/module/kvm/parameters/* /sys/module/kvm_amd/parameters/*; do
+  echo "IOBENCH-BOOTLOG lab param $f=$(cat "$f" 2>/dev/null)"
+done
 echo "IOBENCH-READY"
 [ -f "/host$LABDIR/job.sh" ] || fail "no job.sh in the lab directory"
 chroot /host /bin/sh "$LABDIR/job.sh" </dev/null >/dev/console 2>&1

@@ -1,0 +1,84 @@
+"""The lab's progress watchdog: how long each phase of the inner run may take, and when L1 has stalled.
+
+Why: the first-level VM (L1) runs under emulation and can stop making progress
+(a vCPU spinning inside nested SVM, or both vCPUs asleep with a lost timer)
+without dying. One timeout for the whole job made the host wait for up to 50
+minutes. Instead, the inner run announces each phase on L1's serial console with
+the longest it may take (`IOBENCH-PHASE <budget_s> <what>`), and the host
+declares L1 stalled when the next line of progress does not arrive within that
+budget plus a margin. A soft lockup or hung task reported by L1's kernel is a
+stall at once: the stuck vCPU will not recover by itself.
+
+The budgets include the inner run's own timeouts (the guest's boot timeout,
+iperf3's slack, one QMP timeout), so an inner failure that is handled inside
+(a guest that never boots, a QMP command that gets no answer) prints its line
+before the host's watchdog fires.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+PHASE_MARKER = "IOBENCH-PHASE"
+MARGIN_S = 30.0  # on top of every budget: writing raw files, a VM's shutdown, 9p under emulation
+STARTUP_BUDGET_S = 300.0  # L1 ready -> the inner run's first phase (Python over 9p, image check, namespaces)
+QMP_SLACK_S = 30.0  # one QMP command that gets no answer (vm.QMP_TIMEOUT_S) before the inner run says so
+IPERF3_SLACK_S = 30.0  # traffic.run's timeout_extra
+FINISH_BUDGET_S = 300.0  # the inner run's summary and CSVs (pandas imported under emulation)
+
+# L1's kernel saying that a CPU or a task is stuck: L1 will not make progress again.
+LOCKUP = re.compile(r"watchdog: BUG: soft lockup|INFO: task .* blocked for more than|"
+                    r"rcu: INFO: rcu_\w+ (?:self-)?detected stall")
+
+
+def in_lab() -> bool:
+    return os.environ.get("IOBENCH_ENVIRONMENT") == "lab"
+
+
+def announce(what: str, budget_s: float) -> None:
+    """Inside the lab: tell the host's watchdog that `what` starts and may take `budget_s` at most."""
+    if in_lab():
+        print(f"{PHASE_MARKER} {budget_s:.0f} {what}", file=sys.stderr, flush=True)
+
+
+def traffic_budget(duration_s: float, omit_s: float) -> float:
+    return duration_s + omit_s + IPERF3_SLACK_S + QMP_SLACK_S
+
+
+@dataclass
+class Watchdog:
+    """Tracks the current phase from L1's console lines and says when L1 has stalled."""
+
+    margin_s: float = MARGIN_S
+    phase: str = "startup (L1 ready, before the inner run's first phase)"
+    budget_s: float = STARTUP_BUDGET_S
+    since: float = field(default_factory=time.monotonic)
+    lockup: str | None = None
+
+    def line(self, text: str, now: float | None = None) -> None:
+        """Take one console line."""
+        now = time.monotonic() if now is None else now
+        if text.startswith(PHASE_MARKER):
+            budget, _, what = text.removeprefix(PHASE_MARKER).strip().partition(" ")
+            try:
+                self.budget_s = float(budget)
+            except ValueError:
+                return
+            self.phase, self.since = what, now
+        elif self.lockup is None and LOCKUP.search(text):
+            self.lockup = text.strip()
+
+    def stalled(self, now: float | None = None) -> str | None:
+        """Why L1 counts as stalled now, or None."""
+        now = time.monotonic() if now is None else now
+        if self.lockup:
+            return f"L1's kernel reports a stuck CPU or task during {self.phase}: {self.lockup}"
+        waited = now - self.since
+        if waited > self.budget_s + self.margin_s:
+            return (f"no progress from L1 for {waited:.0f} s during {self.phase} "
+                    f"(budget {self.budget_s:.0f} s + {self.margin_s:.0f} s margin)")
+        return None

@@ -1,0 +1,115 @@
+"""The lab's progress watchdog and the checkpoint a run cut short is resumed or published from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iobench import backends, checkpoint, labwatch, runner, stale, traffic
+from iobench.counters import tcg
+from iobench.measure import IdleWindow, vm_row
+from iobench.results import ResultsWriter
+from tests.test_measure import cell, load_snapshot
+
+# Lines as L1's kernel printed them in the stalls of this machine kind (issue 18).
+SOFT_LOCKUP = "[  412.120331] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [CPU 0/KVM:151]"
+HUNG_TASK = "[  845.002113] INFO: task kworker/u4:2:88 blocked for more than 120 seconds."
+
+
+def test_a_phase_line_sets_the_budget_and_silence_past_it_is_a_stall() -> None:
+    w = labwatch.Watchdog(margin_s=30, since=0.0)
+    w.line("IOBENCH-PHASE 66 e1000/r3: tcp-P1-ldefault tx traffic", now=100.0)
+    assert w.phase == "e1000/r3: tcp-P1-ldefault tx traffic" and w.budget_s == 66
+    assert w.stalled(now=100.0 + 96) is None  # within budget + margin
+    why = w.stalled(now=100.0 + 97)
+    assert why and "no progress from L1 for 97 s during e1000/r3: tcp-P1-ldefault tx traffic" in why
+    assert "budget 66 s + 30 s margin" in why
+
+
+def test_other_lines_do_not_extend_a_phase() -> None:
+    """Relayed progress inside a phase is not a new budget: only a phase line is."""
+    w = labwatch.Watchdog(margin_s=30, since=0.0)
+    w.line("IOBENCH-PHASE 10 virtio/r1: idle window", now=0.0)
+    w.line("iobench: virtio/r1: something", now=30.0)
+    assert w.stalled(now=41.0) is not None
+
+
+@pytest.mark.parametrize("line", [SOFT_LOCKUP, HUNG_TASK,
+                                  "[ 1000.1] rcu: INFO: rcu_preempt self-detected stall on CPU"])
+def test_a_stuck_cpu_or_task_reported_by_l1_is_a_stall_at_once(line: str) -> None:
+    w = labwatch.Watchdog(since=0.0)
+    w.line("IOBENCH-PHASE 120 vhost/r1: boot", now=0.0)
+    w.line(line, now=1.0)
+    why = w.stalled(now=1.0)
+    assert why and "stuck CPU or task during vhost/r1: boot" in why and line.strip() in why
+
+
+def test_startup_has_its_own_budget_before_the_first_phase() -> None:
+    w = labwatch.Watchdog(since=0.0)
+    assert w.stalled(now=labwatch.STARTUP_BUDGET_S + labwatch.MARGIN_S - 1) is None
+    assert "startup" in (w.stalled(now=labwatch.STARTUP_BUDGET_S + labwatch.MARGIN_S + 1) or "")
+
+
+def test_announce_prints_only_inside_the_lab(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("IOBENCH_ENVIRONMENT", raising=False)
+    labwatch.announce("x", 5)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("IOBENCH_ENVIRONMENT", "lab")
+    labwatch.announce("e1000/r1: boot", 120)
+    assert capsys.readouterr().err == "IOBENCH-PHASE 120 e1000/r1: boot\n"
+
+
+def _real_row(data: Path, direction: str, repeat: int):
+    base = data / "run-tcg" / f"e1000-{direction}"
+    counters = json.loads(base.with_suffix(".counters.json").read_text())
+    idle = IdleWindow(**json.loads((data / "run-tcg" / "e1000.boot-and-idle.json").read_text())["idle"])
+    c = cell("e1000", direction)
+    c = type(c)(c.backend, c.direction, repeat, c.workload, c.offloads, c.vcpus)
+    row = vm_row(run_id="20261130-000000-abcdef", cell=c, backend=backends.BACKENDS["e1000"], accel="tcg",
+                 before=load_snapshot(counters["before"]), after=load_snapshot(counters["after"]),
+                 traffic=traffic.parse(base.with_suffix(".iperf3.json").read_text()),
+                 traps=tcg.TrapCounts(**json.loads(base.with_suffix(".traps.json").read_text())), idle=idle,
+                 client_cpu_s=0.5, cpu_hz=2.1e9)
+    return c, row
+
+
+def test_a_checkpoint_of_a_run_cut_short_publishes_its_finished_cells(data: Path, tmp_path: Path) -> None:
+    """Round 1 finished in L1 attempt 1, round 2 had one cell in attempt 2 when the run was
+    interrupted: the results directory holds those three rows, says `interrupted`, and each
+    row names the L1 attempt that measured it."""
+    writer = ResultsWriter(tmp_path, "20261130-000000-abcdef")
+    state = checkpoint.Progress({"run_id": "20261130-000000-abcdef", "scenario": {"repeats": 2}})
+    for direction, repeat, attempt in (("rx", 1, 1), ("tx", 1, 1), ("rx", 2, 2)):
+        c, row = _real_row(data, direction, repeat)
+        state.rows.append({**asdict(row), "l1_attempt": attempt})
+        state.cells.append({"backend": "e1000", "direction": direction, "repeat": repeat,
+                            "workload": c.workload.label, "status": "ok", "reason": "", "l1_attempt": attempt})
+    checkpoint.save(writer.staging, state)
+    stale.release(writer._lock)  # the process that wrote it is gone, and its lock with it
+    published = runner.publish_checkpoint(writer.staging, "interrupted", "SIGINT", None)
+    assert published == tmp_path / "20261130-000000-abcdef" and not writer.staging.exists()
+    meta = json.loads((published / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["interrupted_by"] == "SIGINT" and len(meta["cells"]) == 3
+    rows = pd.read_csv(published / "rows.csv")
+    assert list(zip(rows["direction"], rows["repeat"], rows["l1_attempt"], strict=True)) == [
+        ("rx", 1, 1), ("tx", 1, 1), ("rx", 2, 2)]
+    # the throughput of the first row is iperf3's own figure from the captured JSON
+    raw = json.loads((data / "run-tcg" / "e1000-rx.iperf3.json").read_text())
+    assert rows["throughput_bps"][0] == pytest.approx(raw["end"]["sum_received"]["bits_per_second"])
+    assert (published / "summary.csv").exists()
+
+
+def test_a_resumed_run_skips_exactly_the_cells_with_an_outcome(data: Path, tmp_path: Path) -> None:
+    state = checkpoint.Progress({"run_id": "r"})
+    c, row = _real_row(data, "rx", 1)
+    state.cells.append({"backend": "e1000", "direction": "rx", "repeat": 1, "workload": c.workload.label,
+                        "status": "ok", "reason": ""})
+    checkpoint.save(tmp_path, state)
+    loaded = checkpoint.load(tmp_path)
+    assert loaded is not None and c.key in loaded.done()
+    assert cell("e1000", "tx").key not in loaded.done()
+    assert checkpoint.load(tmp_path / "nothing-here") is None
