@@ -100,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Compare the summary medians of two results directories, cell by cell.")
     cmp_.add_argument("a", type=Path, help="the reference run")
     cmp_.add_argument("b", type=Path, help="the run compared against it")
-    cmp_.add_argument("--allow-qemu-change", action="store_true", help="compare runs made with different QEMU versions")
 
     exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
                            description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
@@ -362,11 +361,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from iobench import compare
 
-    lines, blocking, no_exits = compare.compare(args.a, args.b, args.allow_qemu_change)
+    lines, blocking, notes = compare.compare(args.a, args.b)
     if blocking:
         raise UserError(f"{args.a} and {args.b} are not comparable: " + "; ".join(blocking) + ".")
-    for reason in no_exits:
-        _log(f"exits not compared: {reason}")
+    for note in notes:
+        _log(f"note: {note}")
     console = Console(width=None if Console().is_terminal else 160)
     table = Table(title=f"B = {args.b.name} against A = {args.a.name} (summary medians)")
     for h in ("backend", "dir", "workload", "metric", "A", "B", "B/A", "B is"):

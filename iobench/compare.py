@@ -1,11 +1,8 @@
 """`iobench compare A B`: the same cells of two runs side by side, with ratios.
 
-Cells are matched by backend x direction x workload on the summary medians.
-Each metric knows which way is better. Runs whose exits come from different
-sources (TCG trap equivalents vs KVM exits) are never compared on exits, and
-runs from different accelerators, environments or QEMU versions are flagged
-as not comparable unless the caller says the difference is the point
-(`allow_qemu_change`, for upgrade studies).
+Cells are matched by backend x direction x workload on the summary medians;
+which way a metric is better is the schema's. Whether two runs can be compared
+at all is one rule (`comparability`), shared with the gate.
 """
 
 from __future__ import annotations
@@ -16,17 +13,8 @@ from typing import Any
 
 from iobench import results
 from iobench.errors import UserError
+from iobench.schema import HIGHER_IS_BETTER
 
-# metric -> True when higher is better
-METRICS = {
-    "throughput_bps": True,
-    "exits_per_packet": False,
-    "net_exits_per_packet": False,
-    "irq_injections_per_packet": False,
-    "copies_per_packet_measured": False,
-    "cpu_us_per_packet": False,
-}
-EXIT_METRICS = {"exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet"}
 SAME_WITHIN = 0.02
 
 
@@ -52,39 +40,50 @@ def _load(directory: Path) -> tuple[dict[str, Any], dict[tuple[str, str, str, st
     return data.meta, medians
 
 
-def comparability(a: dict[str, Any], b: dict[str, Any], allow_qemu_change: bool) -> tuple[list[str], list[str]]:
-    """(reasons nothing can be compared, reasons exits cannot be compared)."""
-    blocking, exits = [], []
-    if a["accel"]["exit_source"] != b["accel"]["exit_source"]:
-        exits.append(f"exits come from {a['accel']['exit_source']} in A and {b['accel']['exit_source']} in B: "
-                     "TCG trap equivalents and KVM exits are different counts")
-    for key, what in (("accel", "accelerator"),):
-        if a["accel"][key] != b["accel"][key]:
-            blocking.append(f"{what} differs: {a['accel'][key]} vs {b['accel'][key]}")
-    if a.get("environment", "host") != b.get("environment", "host"):
-        blocking.append(f"environment differs: {a.get('environment', 'host')} vs {b.get('environment', 'host')}")
-    qa, qb = a.get("host", {}).get("qemu"), b.get("host", {}).get("qemu")
-    if qa != qb and not allow_qemu_change:
-        blocking.append(f"QEMU differs: {qa} vs {qb} (pass --allow-qemu-change to compare across an upgrade)")
-    return blocking, exits
+def environment(meta: dict[str, Any]) -> dict[str, Any]:
+    """What decides whether two runs' numbers can stand side by side (the gate records it in a baseline)."""
+    host = meta.get("host", {})
+    scn = meta.get("scenario", {})
+    return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
+            "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
+            "cpu_model": host.get("cpu_model"),
+            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "message_bytes",
+                                                 "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
 
 
-def compare(dir_a: Path, dir_b: Path, allow_qemu_change: bool = False) -> tuple[list[Line], list[str], list[str]]:
+def comparability(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The one rule for `compare` and the gate, over two `environment()`s: (why the runs cannot be
+    compared at all, what changed between them and is shown). A different accelerator, exit source
+    (TCG trap equivalents are not KVM exits) or environment (host, lab) makes numbers of different
+    things; a QEMU or kernel change is what a comparison is often *for* (an upgrade), so it is shown."""
+    blocking = [f"{what} differs: {a[k]} vs {b[k]}" for k, what in
+                (("accel", "accelerator"), ("exit_source", "exit source"), ("environment", "environment"))
+                if a[k] != b[k]]
+    notes = [f"{what} changed: {a[k]} -> {b[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"))
+             if a[k] != b[k]]
+    scn_diff = [k for k in a["scenario"] if a["scenario"][k] != b["scenario"].get(k)]
+    if scn_diff:
+        notes.append(f"scenario differs in {', '.join(scn_diff)}")
+    return blocking, notes
+
+
+def compare(dir_a: Path, dir_b: Path) -> tuple[list[Line], list[str], list[str]]:
+    """(lines, why not comparable, what changed between the runs); no lines when not comparable."""
     meta_a, med_a = _load(dir_a)
     meta_b, med_b = _load(dir_b)
-    blocking, no_exits = comparability(meta_a, meta_b, allow_qemu_change)
+    blocking, notes = comparability(environment(meta_a), environment(meta_b))
     lines: list[Line] = []
     if blocking:
-        return lines, blocking, no_exits
+        return lines, blocking, notes
     for key, a in med_a.items():
         backend, direction, workload, metric = key
-        if metric not in METRICS or key not in med_b or (no_exits and metric in EXIT_METRICS):
+        if metric not in HIGHER_IS_BETTER or key not in med_b:
             continue
         b = med_b[key]
         ratio = b / a if a else None
         if ratio is None or abs(ratio - 1) <= SAME_WITHIN:
             verdict = "same"
         else:
-            verdict = "better" if (ratio > 1) == METRICS[metric] else "worse"
+            verdict = "better" if (ratio > 1) == HIGHER_IS_BETTER[metric] else "worse"
         lines.append(Line(backend, direction, workload, metric, a, b, round(ratio, 4) if ratio else None, verdict))
-    return lines, blocking, no_exits
+    return lines, blocking, notes

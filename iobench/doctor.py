@@ -7,17 +7,10 @@ booting the guest (the cached verdict is shown if there is one).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from iobench import accel, backends, guest, hostinfo, stale, topology
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
+from iobench.check import Check
 
 
 def _cached_lab_probe() -> bool | None:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from iobench import results
+from iobench.compare import comparability, environment
 from iobench.errors import UserError
+from iobench.schema import HIGHER_IS_BETTER
 from iobench.summary import cv
 
 BASELINE_VERSION = 1
@@ -39,19 +41,19 @@ MIN_REPEATS_FOR_BASELINE = 5
 
 @dataclass(frozen=True)
 class MetricRule:
-    """How one metric is gated. `tolerance` is relative; `floor` is absolute, in the metric's unit."""
+    """How one metric is gated. `tolerance` is relative (per cell, in the baseline); `floor` is
+    absolute, in the metric's unit. Which way is better is the schema's."""
 
-    higher_is_better: bool
     floor: float
     unit: str
 
 
 GATED: dict[str, MetricRule] = {
-    "throughput_bps": MetricRule(True, 10e6, "bit/s"),
-    "exits_per_packet": MetricRule(False, 0.002, "exits/packet"),
-    "irq_injections_per_packet": MetricRule(False, 0.002, "interrupts/packet"),
-    "copies_per_packet_measured": MetricRule(False, 0.05, "copies/packet"),
-    "cpu_us_per_packet": MetricRule(False, 0.5, "µs/packet"),
+    "throughput_bps": MetricRule(10e6, "bit/s"),
+    "exits_per_packet": MetricRule(0.002, "exits/packet"),
+    "irq_injections_per_packet": MetricRule(0.002, "interrupts/packet"),
+    "copies_per_packet_measured": MetricRule(0.05, "copies/packet"),
+    "cpu_us_per_packet": MetricRule(0.5, "µs/packet"),
 }
 # Tolerance from noise, per cell and metric: this many times the cell's robust CV over the
 # baseline run's repeats, rounded up to a percent, within [TOL_MIN, TOL_MAX].
@@ -148,16 +150,6 @@ def noise(values: dict[Key, list[float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def environment(meta: dict[str, Any]) -> dict[str, Any]:
-    host = meta.get("host", {})
-    scn = meta.get("scenario", {})
-    return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
-            "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
-            "cpu_model": host.get("cpu_model"),
-            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "message_bytes",
-                                                 "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
-
-
 def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
     """A baseline from a run of at least MIN_REPEATS_FOR_BASELINE repeats, with a tolerance per
     cell and metric from that cell's own noise."""
@@ -177,7 +169,7 @@ def make_baseline(run: results.RunData, name: str) -> dict[str, Any]:
                 f"percent, within {TOL_MIN:.0%}..{TOL_MAX:.0%}; a change must also pass the metric's absolute "
                 "floor, and the repeats must separate (U test p < 0.05, or disjoint ranges when too few repeats)"),
         "environment": environment(run.meta),
-        "metrics": {m: {"higher_is_better": rule.higher_is_better, "unit": rule.unit, "floor": rule.floor,
+        "metrics": {m: {"higher_is_better": HIGHER_IS_BETTER[m], "unit": rule.unit, "floor": rule.floor,
                         "noise_max_cv": measured[m]["max_cv"], "noise_max_robust_cv": measured[m]["max_robust_cv"]}
                     for m, rule in GATED.items()},
         "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3], "values": v,
@@ -243,15 +235,7 @@ class GateResult:
 
 
 def gate(run: results.RunData, baseline: dict[str, Any]) -> GateResult:
-    env_b, env_c = baseline["environment"], environment(run.meta)
-    blocking = [f"{what} differs: baseline {env_b[k]}, run {env_c[k]}"
-                for k, what in (("accel", "accelerator"), ("exit_source", "exit source"),
-                                ("environment", "environment")) if env_b[k] != env_c[k]]
-    notes = [f"{what} changed: {env_b[k]} -> {env_c[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"))
-             if env_b[k] != env_c[k]]
-    scn_diff = [k for k in env_b["scenario"] if env_b["scenario"][k] != env_c["scenario"].get(k)]
-    if scn_diff:
-        notes.append(f"scenario differs in {', '.join(scn_diff)}")
+    blocking, notes = comparability(baseline["environment"], environment(run.meta))
     current = samples(run)
     verdicts: list[Verdict] = []
     missing = []
@@ -324,7 +308,7 @@ def gab(run: results.RunData) -> dict[str, list[dict[str, Any]]]:
         entry = {"name": f"{backend} {direction} {workload} {metric}", "unit": rule.unit, "value": med,
                  "range": f"{min(vals):.6g}..{max(vals):.6g}",
                  "extra": f"median of {len(vals)} repeats; run {run.meta['run_id']}"}
-        out["customBiggerIsBetter" if rule.higher_is_better else "customSmallerIsBetter"].append(entry)
+        out["customBiggerIsBetter" if HIGHER_IS_BETTER[metric] else "customSmallerIsBetter"].append(entry)
     return out
 
 

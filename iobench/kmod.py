@@ -8,8 +8,10 @@ order breaks on the next kernel. The lab image uses the same functions.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import lzma
+import os
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -17,6 +19,35 @@ from elftools.elf.elffile import ELFFile
 from iobench.errors import UserError
 
 _SUFFIXES = (".ko", ".ko.xz")
+_SYS_FINIT_MODULE = 313  # x86-64
+_SYS_DELETE_MODULE = 176
+
+
+def loaded(name: str) -> bool:
+    """Whether the running kernel has module `name` loaded."""
+    return Path(f"/sys/module/{name}").exists()
+
+
+def _syscall(number: int, *args: object) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, *args) != 0:
+        return ctypes.get_errno()
+    return 0
+
+
+def insert(path: Path) -> int:
+    """Load the module file at `path` into the running kernel (0, or the errno). finit_module,
+    not insmod: the lab's L1 runs without kmod."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _syscall(_SYS_FINIT_MODULE, fd, b"", 0)
+    finally:
+        os.close(fd)
+
+
+def remove(name: str) -> int:
+    """Unload module `name` if it is loaded (0, or the errno)."""
+    return _syscall(_SYS_DELETE_MODULE, name.encode(), os.O_NONBLOCK) if loaded(name) else 0
 
 
 def canonical(name: str) -> str:

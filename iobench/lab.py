@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import checkpoint, guest, hostinfo, labwatch, stale
+from iobench.check import Check
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import VM, VMConfig
 
@@ -414,10 +415,8 @@ def usable(log: Log) -> tuple[bool, str]:
     return ok, reason
 
 
-def doctor(log: Log) -> list[Any]:
+def doctor(log: Log) -> list[Check]:
     """Boot L1 once with an empty job and report what it found (KVM, vhost-net, CPU)."""
-    from iobench.doctor import Check
-
     checks = []
     q = hostinfo.qemu_version()
     checks.append(Check("qemu", q is not None, q or "qemu-system-x86_64 not found"))

@@ -18,8 +18,8 @@ from typing import Any
 
 from iobench.backends import Backend
 from iobench.counters import kvm, proc, tcg
-from iobench.results import Row
 from iobench.scenario import Workload
+from iobench.schema import KVM_KINDS, KVM_STATS, TRAP_KINDS, VM_CPU_KINDS, Row
 from iobench.traffic import TrafficResult
 from iobench.vm import VM
 
@@ -102,7 +102,7 @@ def children_cpu_s() -> float:
 def cpu_delta(before: list[proc.ThreadCPU], after: list[proc.ThreadCPU]) -> dict[str, float]:
     """CPU seconds per thread kind over the window, matched by thread id."""
     start = {t.tid: t.cpu_s for t in before}
-    out = dict.fromkeys(("vcpu", "main", "iothread", "other", "vhost"), 0.0)
+    out = dict.fromkeys(VM_CPU_KINDS, 0.0)
     for t in after:
         out[t.kind] = out.get(t.kind, 0.0) + t.cpu_s - start.get(t.tid, 0.0)
     return {k: round(v, 3) for k, v in out.items()}
@@ -112,15 +112,15 @@ def exit_counts(before: Snapshot, after: Snapshot, traps: tcg.TrapCounts | None)
     """Exit columns of a VM window: KVM stats deltas, or TCG trap equivalents."""
     if before.kvm is not None and after.kvm is not None:
         d: dict[str, int | None] = dict(kvm.delta(before.kvm, after.kvm))
-        return d | dict.fromkeys(("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled"), None)
+        return d | dict.fromkeys(TRAP_KINDS, None)
     assert traps is not None
-    d = dict.fromkeys(kvm.KVM_STATS, None)
+    d = dict.fromkeys(KVM_STATS, None)
     return d | {"exits": traps.total, "irq_injections": traps.irq_deliveries, "traps_nic": traps.nic,
                 "traps_apic": traps.apic, "traps_other": traps.other,
                 "virtio_kicks_handled": traps.virtio_kicks_handled}
 
 
-_NO_KVM_KINDS: dict[str, Any] = dict.fromkeys((k for k in kvm.KVM_STATS if k != "exits"), None)
+_NO_KVM_KINDS: dict[str, Any] = dict.fromkeys(KVM_KINDS, None)
 TCG_NA = ("KVM exit kinds are empty under TCG: exits are trap equivalents (device MMIO/PIO dispatches + "
           "virtio kicks), irq_injections are LAPIC deliveries")
 KVM_NA = "traps_* are TCG-only"
@@ -164,7 +164,7 @@ def _kcopy_columns(kcopies: dict[str, int] | None) -> dict[str, Any]:
 
 
 def _kinds(exits: dict[str, int | None]) -> dict[str, Any]:
-    return {k: exits[k] for k in kvm.KVM_STATS if k != "exits"}
+    return {k: exits[k] for k in KVM_KINDS}
 
 
 def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, traffic: TrafficResult,

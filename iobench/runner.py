@@ -35,8 +35,9 @@ from iobench.measure import (
     snapshot,
     vm_row,
 )
-from iobench.results import ResultsWriter, Row, disk_refused, new_run_id
 from iobench.scenario import Scenario, Workload, as_dict
+from iobench.schema import Row
+from iobench.store import ResultsWriter, disk_refused, new_run_id
 from iobench.vm import VM, VMConfig
 
 Log = Callable[[str], None]

@@ -30,17 +30,15 @@ from pathlib import Path
 
 from pyroute2 import netns
 
+from iobench import kmod
+
 NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 LOCK_DIR = Path("/run/iobench")
 OUR_PROGRAMS = ("qemu-system-x86", "iperf3")
-# The copy trace's kernel module and its owner's lock (counters.copytrace uses these; imported lazily here)
+# The copy trace's kernel module and its owner's lock (counters.copytrace loads it under this lock)
 COPYTRACE_MODULE = "iobench_copies"
 COPYTRACE_LOCK = LOCK_DIR / "copytrace.lock"
-
-
-def module_loaded(name: str) -> bool:
-    return Path(f"/sys/module/{name}").exists()
 
 
 def hold(path: Path) -> int:
@@ -161,7 +159,7 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
     for staging in _staging_dirs(out_roots):
         found.append(Leftover("staging-dir", str(staging), in_use(staging), "unpublished results of a run"))
-    if module_loaded(COPYTRACE_MODULE):
+    if kmod.loaded(COPYTRACE_MODULE):
         found.append(Leftover("module", COPYTRACE_MODULE, in_use(COPYTRACE_LOCK),
                               "the copy-trace kernel module (--copy-trace)"))
     return found
@@ -198,9 +196,7 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
         elif item.kind == "module":
             done.append(f"unloaded kernel module {item.name}")
             if not dry_run:
-                from iobench.counters import copytrace
-
-                copytrace.unload()
+                kmod.remove(COPYTRACE_MODULE)
         elif item.kind == "staging-dir":
             done.append(f"removed {item.name}")
             if not dry_run:

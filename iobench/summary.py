@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from iobench.results import Row, derive
+from iobench.schema import Row, derive
 
 HEADLINE = ("throughput_bps", "exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet",
             "copies_per_packet_measured", "cpu_us_per_packet")

@@ -1,4 +1,4 @@
-"""Exits, traffic and CPU per time slice of a window: timeline.csv.
+"""Exits, traffic and CPU per time slice of a window: timeline.csv (columns: schema.TIMELINE_COLUMNS).
 
 Why: a row's totals cannot show whether exits come in bursts, whether the idle
 rate is steady enough to subtract, or whether throughput and exits drift within
@@ -24,20 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iobench.counters import kvm, tcg
+from iobench.counters import tcg
 from iobench.measure import Snapshot, cpu_delta, exit_counts
-from iobench.results import FRAME_AT_MTU
+from iobench.schema import FRAME_AT_MTU, VM_CPU_KINDS
 
 SAMPLING_COST = ("KVM: at most one exit per vCPU per sample where QEMU's query-stats runs on each vCPU thread "
                  "(run_on_cpu); TCG: none (trace file size only)")
 
-# Which stats of a sample make which columns; the exit kinds are the KVM stats after `exits`.
-EXIT_KINDS = tuple(k for k in kvm.KVM_STATS if k != "exits")
-TRAP_KINDS = ("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled")
-CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost")
-COLUMNS = ["run_id", "backend", "repeat", "attempt", "workload", "direction", "phase", "slice", "t_start_s",
-           "interval_s", "bytes", "packets", "exits", *EXIT_KINDS, *TRAP_KINDS,
-           *(f"cpu_s_{k}" for k in CPU_KINDS), "exits_per_s", "exits_per_packet"]
 
 
 class Sampler:
@@ -119,7 +112,7 @@ def rows(ident: SliceId, snaps: Sequence[Snapshot], data_keys: tuple[str, ...], 
             continue  # no exit source (native): nothing to put on a timeline
         row |= exit_counts(a, b, traps[i] if traps is not None else None)  # the same mapping as a row's
         cpu = cpu_delta(a.threads, b.threads)
-        row |= {f"cpu_s_{k}": cpu[k] for k in CPU_KINDS}
+        row |= {f"cpu_s_{k}": cpu[k] for k in VM_CPU_KINDS}
         row["exits_per_s"] = round(row["exits"] / interval, 1) if interval > 0 else None
         row["exits_per_packet"] = round(row["exits"] / row["packets"], 4) if row["packets"] else None
         out.append(row)

@@ -87,7 +87,7 @@ def iobench_objects() -> set[str]:
 
     from pyroute2 import netns
 
-    from iobench import stale
+    from iobench import kmod, stale
 
     objs = {f"netns {n}" for n in netns.listnetns() if n.startswith("iobench-")}
     objs |= {f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(("ibt", "ibv"))}
@@ -95,7 +95,7 @@ def iobench_objects() -> set[str]:
     objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob("iobench-vm-*")}
     lock_dir = Path("/run/iobench")
     objs |= {f"lock {p}" for p in lock_dir.glob("*.lock")} if lock_dir.is_dir() else set()
-    objs |= {f"kernel module {stale.COPYTRACE_MODULE}"} if stale.module_loaded(stale.COPYTRACE_MODULE) else set()
+    objs |= {f"kernel module {stale.COPYTRACE_MODULE}"} if kmod.loaded(stale.COPYTRACE_MODULE) else set()
     return objs
 
 

@@ -81,12 +81,12 @@ def test_a_format_2_directory_is_upgraded_on_read(tmp_path, data, capsys, monkey
     """A real lab run written by iobench's format 2 (before timeline.csv) is read as format 3."""
     import shutil
 
-    from iobench import plots, results
+    from iobench import plots, results, schema
 
     old = tmp_path / "old"
     shutil.copytree(data / "results-v2-lab", old)
     run = results.load(old)
-    assert run.meta["upgraded_from"] == 2 and run.meta["format_version"] == results.FORMAT_VERSION
+    assert run.meta["upgraded_from"] == 2 and run.meta["format_version"] == schema.FORMAT_VERSION
     assert run.timeline.empty and set(run.rows["backend"]) == {"e1000", "virtio", "vhost", "native"}
     assert main(["report", str(old)]) == 0
     assert "vhost" in capsys.readouterr().out

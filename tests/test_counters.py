@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from iobench import schema
 from iobench.counters import kvm, proc, tcg
 
 
@@ -35,7 +36,7 @@ def test_kvm_stats_sum_and_delta_from_real_query_stats(data: Path) -> None:
     assert before["exits"] == 5869 and after["exits"] == 6423
     d = kvm.delta(before, after)
     assert d["exits"] == 554
-    assert set(d) == set(kvm.KVM_STATS)
+    assert set(d) == set(schema.KVM_STATS)
 
 
 def test_kvm_stats_reject_a_reply_without_exits() -> None:

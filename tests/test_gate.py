@@ -11,6 +11,7 @@ import pytest
 
 from iobench import gate, results
 from iobench.cli import main
+from iobench.schema import HIGHER_IS_BETTER
 
 
 def test_exact_mann_whitney_matches_the_tables() -> None:
@@ -69,7 +70,7 @@ def fake_baseline(run: results.RunData, scale: dict[str, float]) -> dict:
     values = gate.samples(run)
     return {"baseline_version": 1, "name": "t", "run_id": "r", "created": "2026-11-30", "how": "test",
             "environment": gate.environment(run.meta),
-            "metrics": {m: {"higher_is_better": r.higher_is_better, "floor": r.floor, "unit": r.unit,
+            "metrics": {m: {"higher_is_better": HIGHER_IS_BETTER[m], "floor": r.floor, "unit": r.unit,
                             } for m, r in gate.GATED.items()},
             "cells": [{"backend": k[0], "direction": k[1], "workload": k[2], "metric": k[3],
                        "values": [v * scale.get(k[3], 1.0)] * 3, "tolerance": 0.1}

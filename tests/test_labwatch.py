@@ -12,7 +12,7 @@ import pytest
 from iobench import backends, checkpoint, labwatch, runner, stale, traffic
 from iobench.counters import tcg
 from iobench.measure import IdleWindow, vm_row
-from iobench.results import ResultsWriter
+from iobench.store import ResultsWriter
 from tests.test_measure import cell, load_snapshot
 
 # Lines as L1's kernel printed them in the stalls of this machine kind (issue 18).

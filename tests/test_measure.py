@@ -9,8 +9,8 @@ import pytest
 from iobench import backends, traffic
 from iobench.counters import proc, tcg
 from iobench.measure import CellId, IdleWindow, Snapshot, cpu_delta, native_row, vm_row
-from iobench.results import COLUMNS, FRAME_AT_MTU, derive
 from iobench.scenario import Workload
+from iobench.schema import COLUMNS, FRAME_AT_MTU, derive
 
 
 def load_snapshot(d: dict) -> Snapshot:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iobench import summary
-from iobench.results import derive
+from iobench.schema import derive
 from tests.test_measure import cell, load_snapshot
 
 

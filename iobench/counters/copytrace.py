@@ -30,7 +30,6 @@ by a killed run is unloaded by the next one (or by `iobench clean`).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import platform
@@ -42,7 +41,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iobench import debpkg, stale
+from iobench import debpkg, kmod, stale
 from iobench.errors import UserError
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -58,8 +57,6 @@ NA_ENV = "IOBENCH_COPYTRACE_NA"
 TRIGGER = "hist:keys=common_pid.execname:vals=hitcount,bytes"
 _HIST_LINE = re.compile(r"\{\s*common_pid:\s*(?P<comm>.*?)\s*\[\s*(?P<pid>\d+)\]\s*\}\s*hitcount:\s*(?P<hits>\d+)"
                         r"\s+bytes:\s*(?P<bytes>\d+)")
-_SYS_FINIT_MODULE = 313  # x86-64
-_SYS_DELETE_MODULE = 176
 Log = Callable[[str], None]
 
 
@@ -210,22 +207,6 @@ def problem(tracefs: Path = TRACEFS, kallsyms: Path = Path("/proc/kallsyms")) ->
     return None
 
 
-def _syscall(number: int, *args: object) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(number, *args) != 0:
-        return ctypes.get_errno()
-    return 0
-
-
-def _loaded() -> bool:
-    return stale.module_loaded(MODULE)
-
-
-def unload() -> int:
-    """Remove the module (0, or the errno)."""
-    return _syscall(_SYS_DELETE_MODULE, MODULE.encode(), os.O_NONBLOCK) if _loaded() else 0
-
-
 class CopyTrace:
     """Load the module once per run; `start()`/`stop()` count one measurement window."""
 
@@ -244,15 +225,11 @@ class CopyTrace:
         try:
             path = module or (Path(os.environ[MODULE_ENV]) if os.environ.get(MODULE_ENV)
                               else build(platform.release(), log))
-            if _loaded():
+            if kmod.loaded(MODULE):
                 self._clear()
-                unload()  # left by a killed run: we hold the lock, so nobody uses it
+                kmod.remove(MODULE)  # left by a killed run: we hold the lock, so nobody uses it
             klog = KernelLog()
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                err = _syscall(_SYS_FINIT_MODULE, fd, b"", 0)
-            finally:
-                os.close(fd)
+            err = kmod.insert(path)
             said = [ln for ln in klog.new_lines() if MODULE in ln or "kprobe" in ln]
             klog.close()
             if err:
@@ -287,9 +264,9 @@ class CopyTrace:
         """Unload the module and drop the lock, leaving the kernel as it was."""
         if self.lock is None:
             return
-        if _loaded():
+        if kmod.loaded(MODULE):
             self._clear()
-            unload()  # if the kernel still holds it busy, `iobench clean` unloads it later
+            kmod.remove(MODULE)  # if the kernel still holds it busy, `iobench clean` unloads it later
         stale.release(self.lock, LOCK)
         self.lock = None
 

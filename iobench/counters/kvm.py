@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# The per-vCPU stats iobench keeps, in DESIGN.md §4 order.
-KVM_STATS = (
-    "exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_window_exits",
-    "request_irq_exits", "signal_exits", "insn_emulation", "hypercalls", "irq_injections",
-)
+from iobench.schema import KVM_STATS
 
 
 def sum_vcpu_stats(reply: list[dict[str, Any]]) -> dict[str, int]:

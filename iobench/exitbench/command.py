@@ -10,7 +10,7 @@ from typing import Any
 from iobench import __version__, hostinfo
 from iobench.exitbench import bench
 from iobench.exitbench.programs import PROGRAMS
-from iobench.results import ResultsWriter, new_run_id
+from iobench.store import ResultsWriter, new_run_id
 
 
 def kvm_flavor() -> dict[str, Any]:

@@ -1,0 +1,181 @@
+"""The row schema: every column of rows.csv and timeline.csv, what kind of value it holds,
+the metrics derived from them, and which direction of a metric is better.
+
+Why one module: the kinds of exits, traps and CPU threads, and the rule that lower exits per
+packet is better, are facts every part needs (counters read them, the runner fills them, the
+writer orders them, plots stack them, compare and the gate judge them). Written once here,
+imported everywhere; this module imports nothing of iobench. docs/metrics.md says what each
+column means and where it is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# The results directory's format (store writes it, results reads it). History:
+#   1 - first format (iobench 0.1): one row per backend x direction x repeat.
+#   2 - rows gain workload identity, idle windows, per-packet and CPU columns; summary.csv.
+#   3 - timeline.csv: counters per time slice of every window (idle and traffic).
+#       A format-2 directory is read as format 3 with an empty timeline.
+#   4 - rows gain `l1_attempt` (the lab: which L1 boot measured the row; empty elsewhere); a
+#       lab run cut short is published with its finished cells (status interrupted/failed).
+#       Formats 2 and 3 are read with an empty `l1_attempt`.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
+
+# The per-vCPU KVM statistics iobench keeps (QMP query-stats), `exits` first; the rest are its kinds.
+KVM_STATS = (
+    "exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "irq_window_exits",
+    "request_irq_exits", "signal_exits", "insn_emulation", "hypercalls", "irq_injections",
+)
+KVM_KINDS = KVM_STATS[1:]
+# Under TCG: trap equivalents from QEMU trace events (counters.tcg).
+TRAP_KINDS = ("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled")
+EXIT_KINDS = (*KVM_KINDS, *TRAP_KINDS)
+# Host threads whose CPU time a VM row charges to the virtual I/O path, by kind (counters.proc.thread_kind).
+VM_CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost")
+CPU_KINDS = (*VM_CPU_KINDS, "iperf3_client", "iperf3_server")
+
+# Which direction of a metric is better: compare and the gate judge by this, and nothing else.
+HIGHER_IS_BETTER = {
+    "throughput_bps": True,
+    "exits_per_packet": False,
+    "net_exits_per_packet": False,
+    "irq_injections_per_packet": False,
+    "copies_per_packet_measured": False,
+    "cpu_us_per_packet": False,
+}
+EXIT_METRICS = ("exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet")
+
+MTU = 1500
+FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured cell: identity plus counter deltas that were read. None means
+    "not available from this source", with the reason in `na_reason`. Figures
+    derived from these (per packet, per byte) are added by `derive`."""
+
+    run_id: str
+    backend: str
+    direction: str
+    repeat: int
+    workload: str
+    protocol: str
+    streams: int
+    message_bytes: int
+    offloads: bool
+    vcpus: int
+    accel: str
+    exit_source: str
+    duration_s: float
+    throughput_bps: float
+    iperf3_bytes: int
+    retransmits: int | None
+    bytes: int
+    frames: int
+    exits: int
+    io_exits: int | None
+    mmio_exits: int | None
+    halt_exits: int | None
+    irq_exits: int | None
+    irq_window_exits: int | None
+    request_irq_exits: int | None
+    signal_exits: int | None
+    insn_emulation: int | None
+    hypercalls: int | None
+    irq_injections: int | None
+    traps_nic: int | None
+    traps_apic: int | None
+    traps_other: int | None
+    virtio_kicks_handled: int | None
+    idle_s: float | None
+    idle_exits: int | None
+    idle_irq_injections: int | None
+    copy_process: str
+    rchar: int | None
+    wchar: int | None
+    trace_log_bytes: int | None
+    syscall_copy_bytes: int | None
+    copies_per_packet_model: int | None
+    syscall_copies_per_packet_model: int | None
+    copy_model_basis: str
+    cpu_s_vcpu: float | None
+    cpu_s_main: float | None
+    cpu_s_iothread: float | None
+    cpu_s_other: float | None
+    cpu_s_vhost: float | None
+    cpu_s_iperf3_client: float
+    cpu_s_iperf3_server: float | None
+    cpu_hz: float | None
+    kcopy_bytes_qemu: int | None
+    kcopy_bytes_vhost: int | None
+    kcopy_bytes_iperf3: int | None
+    kcopy_bytes_other: int | None
+    na_reason: str
+    l1_attempt: int | None = None  # the lab: which boot of the first-level VM measured this row
+
+
+
+
+def _per(value: float | None, packets: float, scale: float = 1.0, digits: int = 4) -> float | None:
+    if value is None or not packets:
+        return None
+    return round(value * scale / packets, digits)
+
+
+def derive(row: Row) -> dict[str, Any]:
+    """The tidy row of rows.csv: measured columns plus the derived ones (docs/metrics.md).
+
+    packets = bytes / 1514 (MTU-sized packet equivalents, so GSO superframes are
+    credited); every *_per_packet divides by it. net_exits_per_packet subtracts
+    the idle rate of the same VM over the same duration. cycles_per_byte counts
+    the host CPU of the virtual I/O path (QEMU threads + vhost workers) at the
+    nominal clock from /proc/cpuinfo.
+    """
+    out = asdict(row)
+    packets = row.bytes / FRAME_AT_MTU
+    out["packets"] = round(packets, 1)
+    out["bytes_per_frame"] = round(row.bytes / row.frames, 1) if row.frames else None
+    out["exits_per_packet"] = _per(row.exits, packets)
+    idle_rate = row.idle_exits / row.idle_s if row.idle_exits is not None and row.idle_s else None
+    out["exits_idle_rate"] = round(idle_rate, 2) if idle_rate is not None else None
+    irq_idle = row.idle_irq_injections / row.idle_s if row.idle_irq_injections is not None and row.idle_s else None
+    out["irq_injections_idle_rate"] = round(irq_idle, 2) if irq_idle is not None else None
+    out["net_exits_per_packet"] = (_per(row.exits - idle_rate * row.duration_s, packets)
+                                   if idle_rate is not None else None)
+    for kind in EXIT_KINDS:
+        out[f"{kind}_per_packet"] = _per(getattr(row, kind), packets)
+    out["copies_per_packet_measured"] = (round(row.syscall_copy_bytes / row.bytes, 4)
+                                         if row.syscall_copy_bytes is not None and row.bytes else None)
+    for who in ("qemu", "vhost"):
+        value = getattr(row, f"kcopy_bytes_{who}")
+        out[f"kernel_copies_per_packet_{who}"] = round(value / row.bytes, 4) if value is not None and row.bytes else None
+    cpu_values = {k: getattr(row, f"cpu_s_{k}") for k in CPU_KINDS}
+    for kind, value in cpu_values.items():
+        out[f"cpu_us_per_packet_{kind}"] = _per(value, packets, 1e6, 3)
+    path = [v for k, v in cpu_values.items() if v is not None and not k.startswith("iperf3")]
+    path_cpu = sum(path) if path else None  # None for native: no VM path to charge
+    out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
+    out["cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
+                              if path_cpu is not None and row.cpu_hz and row.bytes else None)
+    return out
+
+
+SUMMARY_COLUMNS = ["backend", "direction", "workload", "metric", "n", "median", "min", "max", "cv", "flagged"]
+DERIVED_COLUMNS = [
+    "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
+    "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
+    "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
+    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "cycles_per_byte",
+]
+COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
+INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]
+
+# timeline.csv: the same counters per time slice of every window (timeline.rows fills it).
+TIMELINE_COLUMNS = ["run_id", "backend", "repeat", "attempt", "workload", "direction", "phase", "slice", "t_start_s",
+                    "interval_s", "bytes", "packets", "exits", *KVM_KINDS, *TRAP_KINDS,
+                    *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet"]
+TIMELINE_INT_COLUMNS = ["repeat", "attempt", "slice", "bytes", "exits", *KVM_KINDS, *TRAP_KINDS]
