@@ -44,7 +44,8 @@ def cpuinfo() -> dict[str, str]:
 
 
 def cpu_hz(host: dict[str, object]) -> float | None:
-    """The nominal clock of a `describe()` result in Hz (None where /proc/cpuinfo has no MHz)."""
+    """CPU 0's clock as /proc/cpuinfo showed it when `describe()` ran, in Hz (None where it shows no
+    MHz). It is the current clock, not a nominal one: figures computed with it are estimates."""
     mhz = host.get("cpu_mhz")
     return float(mhz) * 1e6 if isinstance(mhz, (int, float)) else None
 

@@ -57,8 +57,8 @@ class Snapshot:
     link: dict[str, int]
     io: dict[str, int]
     threads: list[proc.ThreadCPU]
-    kvm: dict[str, int] | None
-    trace_offset: int
+    kvm: dict[str, int | None] | None
+    trace_offset: int | None  # size of QEMU's -D log; None: the file is missing
 
     def as_dict(self) -> dict[str, Any]:
         return {"monotonic": self.monotonic, "link": self.link, "io": self.io,
@@ -72,14 +72,14 @@ class IdleWindow:
 
     seconds: float
     exits: int
-    irq_injections: int
+    irq_injections: int | None  # None: this kernel reports no irq_injections stat
 
 
 def snapshot(pid: int, link_stats: Callable[[], dict[str, int]], vm: VM | None = None,
              accel: str = "tcg") -> Snapshot:
     """Read every counter once. Raises VMLaunchFailure if QEMU is gone."""
     kvm_stats = None
-    trace_offset = 0
+    trace_offset: int | None = 0
     if vm is not None:
         vm.check_alive()
         if accel == "kvm":
@@ -108,6 +108,13 @@ def cpu_delta(before: list[proc.ThreadCPU], after: list[proc.ThreadCPU]) -> dict
     return {k: round(v, 3) for k, v in out.items()}
 
 
+def idle_window(before: Snapshot, after: Snapshot, traps: tcg.TrapCounts | None) -> IdleWindow:
+    """The idle window's exits and interrupts (a stat the kernel lacks stays None)."""
+    exits = exit_counts(before, after, traps)
+    assert exits["exits"] is not None  # kvm.sum_vcpu_stats and tcg.parse always give it
+    return IdleWindow(round(after.monotonic - before.monotonic, 3), exits["exits"], exits["irq_injections"])
+
+
 def exit_counts(before: Snapshot, after: Snapshot, traps: tcg.TrapCounts | None) -> dict[str, int | None]:
     """Exit columns of a VM window: KVM stats deltas, or TCG trap equivalents."""
     if before.kvm is not None and after.kvm is not None:
@@ -132,31 +139,54 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
            kcopy_na: str = "copy trace off") -> Row:
     """A VM cell's row from two snapshots, iperf3's result, the trap counts (TCG) and the idle window."""
     exits = exit_counts(before, after, traps)
+    assert exits["exits"] is not None  # kvm.sum_vcpu_stats and tcg.parse always give it
     rchar = after.io["rchar"] - before.io["rchar"]
     wchar = after.io["wchar"] - before.io["wchar"]
-    trace_bytes = after.trace_offset - before.trace_offset
+    trace_bytes, trace_na = _trace_bytes(before, after, accel)
     model = backend.copy_model[cell.direction]
     cpu = cpu_delta(before.threads, after.threads)
+    vhost_na = ""
+    if backend.vhost and not any(t.kind == "vhost" for t in after.threads):
+        vhost_na = f"; cpu_s_vhost: no vhost-{after_pid(after)} worker thread was found, its CPU was not read"
+    missing = [k for k, v in exits.items() if v is None and k in KVM_KINDS] if accel == "kvm" else []
     return Row(
         **_window(run_id, cell, accel, "kvm-stats" if accel == "kvm" else "tcg-traps", before, after, traffic,
                   TAP_DATA_COUNTERS[cell.direction]),
-        exits=int(exits["exits"] or 0),
+        exits=exits["exits"],
         **_kinds(exits),
         traps_nic=exits["traps_nic"], traps_apic=exits["traps_apic"], traps_other=exits["traps_other"],
         virtio_kicks_handled=exits["virtio_kicks_handled"],
         idle_s=idle.seconds if idle else None, idle_exits=idle.exits if idle else None,
         idle_irq_injections=idle.irq_injections if idle else None,
         copy_process="qemu", rchar=rchar, wchar=wchar, trace_log_bytes=trace_bytes,
-        syscall_copy_bytes=rchar + wchar - trace_bytes,
+        syscall_copy_bytes=rchar + wchar - trace_bytes if trace_bytes is not None else None,
         copies_per_packet_model=model.copies, syscall_copies_per_packet_model=model.syscall_copies,
         copy_model_basis=f"model: {model.where}",
         cpu_s_vcpu=cpu["vcpu"], cpu_s_main=cpu["main"], cpu_s_iothread=cpu["iothread"],
-        cpu_s_other=cpu["other"], cpu_s_vhost=cpu["vhost"],
+        cpu_s_other=cpu["other"], cpu_s_vhost=None if vhost_na else cpu["vhost"],
         cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=None, cpu_hz=cpu_hz,
         **_kcopy_columns(kcopies),
         na_reason=(TCG_NA if accel == "tcg" else KVM_NA) + "; iperf3 server CPU is inside the guest"
-        + ("" if kcopies else f"; kcopy_*: {kcopy_na}"),
+        + ("" if kcopies else f"; kcopy_*: {kcopy_na}") + trace_na + vhost_na
+        + (f"; {', '.join(missing)}: this kernel's KVM reports no such stat" if missing else ""),
     )
+
+
+def after_pid(snap: Snapshot) -> str:
+    """QEMU's pid as its main thread names it (the vhost worker is vhost-<pid>)."""
+    return next((str(t.tid) for t in snap.threads if t.kind == "main"), "<qemu pid>")
+
+
+def _trace_bytes(before: Snapshot, after: Snapshot, accel: str) -> tuple[int | None, str]:
+    """Bytes QEMU wrote to its own -D trace log in the window (they are in wchar, and are not
+    packet copies), and why they are unknown when they are. Under KVM no trace event is on:
+    a -D file QEMU never created had nothing written to it. Under TCG the trap counts are
+    written there: a missing file is a lost measurement."""
+    if before.trace_offset is not None and after.trace_offset is not None:
+        return after.trace_offset - before.trace_offset, ""
+    if accel == "kvm":
+        return 0, ""
+    return None, "; syscall_copy_bytes: QEMU's trace log was missing, its bytes could not be taken out of wchar"
 
 
 def _kcopy_columns(kcopies: dict[str, int] | None) -> dict[str, Any]:

@@ -56,9 +56,22 @@ def _values(rows: Sequence[dict[str, Any]], backend: str, direction: str, column
 
 
 def _median(values: list[float]) -> float:
+    """The median, or NaN where nothing was measured: a missing figure is a gap, never a 0 bar."""
     import statistics
 
-    return statistics.median(values) if values else 0.0
+    return statistics.median(values) if values else float("nan")
+
+
+def _known(values: Sequence[float]) -> list[float]:
+    return [v for v in values if v == v]
+
+
+def _mark_gaps(ax: Any, x: Sequence[float], values: Sequence[float]) -> None:
+    """Say "n/a" where a bar is missing (its reason is in the rows' na_reason column)."""
+    for xi, v in zip(x, values, strict=True):
+        if v != v:
+            ax.annotate("n/a\n(see na_reason)", (xi, 0), xytext=(0, 4), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, color="#555555")
 
 
 def _label(backend: str, direction: str) -> str:
@@ -89,7 +102,7 @@ def _stack(ax: Any, rows: Sequence[dict[str, Any]], pairs: list[tuple[str, str]]
     for i, (column, meaning) in enumerate(segments.items()):
         heights = [_median(_values(rows, b, d, column)) for b, d in pairs]
         ax.bar(x, heights, bottom=bottom, color=KIND_COLOURS[i % len(KIND_COLOURS)], label=meaning)
-        bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+        bottom = [a + b if b == b else a for a, b in zip(bottom, heights, strict=True)]  # a gap adds no height
     return bottom
 
 
@@ -122,6 +135,7 @@ def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | 
         rest = [max(0.0, t - s) for t, s in zip(totals, bottom, strict=True)]
         ax.bar(x, rest, bottom=bottom, color="#bdc3c7", label="other (NPF, MSR writes, ...)")
     ax.errorbar(x, totals, yerr=_error(rows, pairs, "exits_per_packet"), fmt="none", ecolor="black", capsize=4)
+    _mark_gaps(ax, x, totals)
     what = "trap equivalents under TCG (no real VM exits)" if tcg else "KVM VM exits"
     return _finish(fig, ax, pairs, x, f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet",
             f"Exits per packet by kind: {what}", path, rows=rows)
@@ -150,7 +164,8 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> A
     ax.bar(at[-2], model_sys, width, color=colours, alpha=0.45, hatch="//", label="model: copies through QEMU syscalls")
     ax.bar(at[-1], model_all, width, color="white", edgecolor=colours, hatch="..",
            label="model: all copies guest buffer ↔ host stack")
-    ax.set_ylim(0, max([*model_all, *measured, 1.0]) * 1.45)  # room for the legend above the bars
+    ax.set_ylim(0, max(_known([*model_all, *measured, 1.0])) * 1.45)  # room for the legend above the bars
+    _mark_gaps(ax, at[0], measured)
     return _finish(fig, ax, pairs, x, "copies of each payload byte (per MTU-sized packet)",
             "Data copies per packet: measured beside the copy model", path, rows=rows)
 
@@ -160,6 +175,7 @@ def throughput_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) 
     gbps = [_median(_values(rows, b, d, "throughput_bps")) / 1e9 for b, d in pairs]
     err = [[v / 1e9 for v in side] for side in _error(rows, pairs, "throughput_bps")]
     ax.bar(x, gbps, color=[BACKEND_COLOURS[b] for b, _ in pairs], yerr=err, capsize=4)
+    _mark_gaps(ax, x, gbps)
     for direction, style in (("rx", "--"), ("tx", ":")):
         native = _values(rows, "native", direction, "throughput_bps")
         if native:
@@ -173,6 +189,7 @@ def throughput_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) 
 def cpu_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
     fig, ax, pairs, x = _figure(rows)
     _stack(ax, rows, pairs, x, {f"cpu_us_per_packet_{k}": meaning for k, meaning in CPU_KINDS.items()})
+    _mark_gaps(ax, x, [_median(_values(rows, b, d, "cpu_us_per_packet")) for b, d in pairs])
     return _finish(fig, ax, pairs, x, "host CPU time per MTU-sized packet (µs)",
             "Where the host's CPU goes, per packet, by thread", path, rows=rows)
 

@@ -56,6 +56,7 @@ def load(directory: Path | str) -> RunData:
     rows = pd.read_csv(directory / "rows.csv")
     if "l1_attempt" not in rows.columns:  # formats 2 and 3
         rows["l1_attempt"] = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+        rows = rows.rename(columns={"cycles_per_byte": "est_cycles_per_byte"})
     summary_path, timeline_path = directory / "summary.csv", directory / "timeline.csv"
     summary = pd.read_csv(summary_path) if summary_path.exists() else pd.DataFrame(columns=SUMMARY_COLUMNS)
     slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=TIMELINE_COLUMNS)

@@ -28,8 +28,9 @@ from iobench.measure import (
     TAP_DATA_COUNTERS,
     CellId,
     IdleWindow,
+    Snapshot,
     children_cpu_s,
-    exit_counts,
+    idle_window,
     native_row,
     set_trace,
     snapshot,
@@ -419,12 +420,17 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
-    traps = tcg.parse(tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)) if tracing else None
+    traps = tcg.parse(_trace_lines(vm, before, after)) if tracing else None
     ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
     ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None))
-    exits = exit_counts(before, after, traps)
-    return IdleWindow(round(after.monotonic - before.monotonic, 3), int(exits["exits"] or 0),
-                      int(exits["irq_injections"] or 0))
+    return idle_window(before, after, traps)
+
+
+def _trace_lines(vm: VM, before: Snapshot, after: Snapshot) -> list[str]:
+    """The window's lines of QEMU's trace log (TCG). A missing log is a failed cell, never 0 traps."""
+    if before.trace_offset is None or after.trace_offset is None:
+        raise CellFailed(f"QEMU's trace log {vm.trace_log} is missing: the window's trap counts cannot be read")
+    return tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)
 
 
 def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: backends.Backend, cell: CellId,
@@ -475,7 +481,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     result = traffic.parse(raw)
     traps = None
     if tracing:
-        lines = tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)
+        lines = _trace_lines(vm, before, after)
         traps = tcg.parse(lines)
         ctx.writer.write_raw(f"{cell.name}.trace-head.log", "\n".join(lines[:200]) + "\n")
         ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))

@@ -20,7 +20,9 @@ from typing import Any
 #       A format-2 directory is read as format 3 with an empty timeline.
 #   4 - rows gain `l1_attempt` (the lab: which L1 boot measured the row; empty elsewhere); a
 #       lab run cut short is published with its finished cells (status interrupted/failed).
-#       Formats 2 and 3 are read with an empty `l1_attempt`.
+#       `cycles_per_byte` is renamed `est_cycles_per_byte`: CPU seconds times the clock
+#       /proc/cpuinfo showed at the run's start, an estimate and not a cycle counter.
+#       Formats 2 and 3 are read with an empty `l1_attempt` and the column renamed.
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
 
@@ -131,9 +133,10 @@ def derive(row: Row) -> dict[str, Any]:
 
     packets = bytes / 1514 (MTU-sized packet equivalents, so GSO superframes are
     credited); every *_per_packet divides by it. net_exits_per_packet subtracts
-    the idle rate of the same VM over the same duration. cycles_per_byte counts
-    the host CPU of the virtual I/O path (QEMU threads + vhost workers) at the
-    nominal clock from /proc/cpuinfo.
+    the idle rate of the same VM over the same duration. est_cycles_per_byte is
+    the host CPU time of the virtual I/O path (QEMU threads + vhost workers) times
+    `cpu_hz`, the clock /proc/cpuinfo showed for CPU 0 when the run started: an
+    estimate (the clock may change under load), not a cycle counter.
     """
     out = asdict(row)
     packets = row.bytes / FRAME_AT_MTU
@@ -159,7 +162,7 @@ def derive(row: Row) -> dict[str, Any]:
     path = [v for k, v in cpu_values.items() if v is not None and not k.startswith("iperf3")]
     path_cpu = sum(path) if path else None  # None for native: no VM path to charge
     out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
-    out["cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
+    out["est_cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
                               if path_cpu is not None and row.cpu_hz and row.bytes else None)
     return out
 
@@ -169,7 +172,7 @@ DERIVED_COLUMNS = [
     "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
     "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
     "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
-    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "cycles_per_byte",
+    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
 ]
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
 INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]

@@ -97,7 +97,9 @@ class SliceId:
 def rows(ident: SliceId, snaps: Sequence[Snapshot], data_keys: tuple[str, ...], trace_log: Path | None) -> list[dict[str, Any]]:
     """One row per slice between consecutive snapshots. `data_keys` are the
     link counters whose bytes count as data (one direction; both for the idle window)."""
-    traps = trace_slices(trace_log, [s.trace_offset for s in snaps]) if trace_log is not None else None
+    offsets = [s.trace_offset for s in snaps]
+    traps = trace_slices(trace_log, [o for o in offsets if o is not None]) \
+        if trace_log is not None and None not in offsets else None  # a lost trace log: no trap slices
     t0 = snaps[0].monotonic
     out = []
     for i, (a, b) in enumerate(zip(snaps, snaps[1:], strict=False)):

@@ -29,6 +29,13 @@ def test_exact_mann_whitney_matches_the_tables() -> None:
 def test_few_repeats_fall_back_to_disjoint_ranges() -> None:
     assert gate.separated([1, 2, 3], [4, 5, 6]) == (True, "ranges apart")
     assert gate.separated([1, 2, 5], [4, 5, 6]) == (False, "ranges overlap")
+    # 5 vs 2 and 3 vs 4 repeats: the smallest two-sided U-test p is 2/21 = 0.095 and 2/35 = 0.057,
+    # so the U test could never call them apart; completely separated samples are apart by range
+    assert gate.separated([1, 2, 3, 4, 5], [8, 9]) == (True, "ranges apart")
+    assert gate.separated([1, 2, 3], [7, 8, 9, 10]) == (True, "ranges apart")
+    assert gate.separated([1, 2, 3, 4, 5, 6, 7], [9, 10]) == (True, "ranges apart")  # 2/36 = 0.056
+    assert gate.separated([1, 2, 3, 4, 5, 6, 7, 8], [9, 10]) == (True, "U test p=0.044")  # 2/45
+    assert gate.separated([1, 2, 3, 4, 5], [7, 8, 9]) == (True, "U test p=0.036")  # 2/56
     apart, test = gate.separated([1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
     assert apart and test.startswith("U test p=0.008")
 

@@ -85,5 +85,9 @@ def read_range(path: Path, start: int, end: int) -> list[str]:
     return data.decode(errors="replace").splitlines()
 
 
-def log_size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+def log_size(path: Path) -> int | None:
+    """Size of QEMU's -D log, None when the file is missing (a missing log is not an empty one)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
