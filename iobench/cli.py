@@ -258,7 +258,7 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
     argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
     run_args = passthrough(argv[argv.index("run") + 1:])
     if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
-        run_args += ["--retries", "2"]  # nested guests can die silently (LAB.md): two more boots per cell set
+        run_args += ["--retries", "2"]  # nested guests can die silently (docs/lab.md): two more boots per cell set
     try:
         directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, why, copy_trace=scn.copy_trace)
     except CellFailed as exc:

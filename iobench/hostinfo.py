@@ -1,4 +1,4 @@
-"""Facts about the host that make a results directory self-describing (DESIGN.md §5-6)."""
+"""Facts about the host that make a results directory self-describing (docs/architecture.md, "Beyond one host")."""
 
 from __future__ import annotations
 

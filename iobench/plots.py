@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS
+
 BACKEND_ORDER = ("e1000", "virtio", "vhost", "native")
 BACKEND_COLOURS = {"e1000": "#c0392b", "virtio": "#2980b9", "vhost": "#27ae60", "native": "#7f8c8d"}
-KVM_KINDS = {  # stacked segments of `exits`, with what they mean in the I/O path
-    "mmio_exits": "MMIO to QEMU", "io_exits": "port I/O to QEMU", "halt_exits": "HLT (idle vCPU)",
-    "irq_exits": "host interrupt", "irq_window_exits": "interrupt window",
-}
-TCG_KINDS = {"traps_nic": "NIC register access", "traps_apic": "LAPIC access (EOI, timer)",
-             "virtio_kicks_handled": "virtio kick", "traps_other": "other device access"}
-CPU_KINDS = {"vcpu": "vCPU threads", "main": "QEMU main loop", "iothread": "QEMU I/O threads",
-             "other": "other QEMU threads", "vhost": "vhost worker"}
+# The KVM exit kinds stacked in the exits figure (the rest of `exits` is drawn as "other"); they do
+# not overlap one another, unlike insn_emulation or irq_injections.
+STACKED_KVM_KINDS = ("mmio_exits", "io_exits", "halt_exits", "irq_exits", "irq_window_exits")
+KVM_KINDS = {k: MEANING[k] for k in STACKED_KVM_KINDS}
+TCG_KINDS = {k: MEANING[k] for k in TRAP_KINDS}
+CPU_KINDS = {k: MEANING[k] for k in VM_CPU_KINDS}
 KIND_COLOURS = ["#8e44ad", "#e67e22", "#16a085", "#f1c40f", "#34495e", "#95a5a6", "#d35400"]
 
 

@@ -35,6 +35,19 @@ KVM_KINDS = KVM_STATS[1:]
 # Under TCG: trap equivalents from QEMU trace events (counters.tcg).
 TRAP_KINDS = ("traps_nic", "traps_apic", "traps_other", "virtio_kicks_handled")
 EXIT_KINDS = (*KVM_KINDS, *TRAP_KINDS)
+# What each kind means in the I/O path (figure legends and the report say this).
+MEANING = {
+    "mmio_exits": "MMIO to QEMU", "io_exits": "port I/O to QEMU", "halt_exits": "HLT (idle vCPU)",
+    "irq_exits": "host interrupt", "irq_window_exits": "interrupt window",
+    "request_irq_exits": "interrupt request", "signal_exits": "signal to the vCPU thread",
+    "insn_emulation": "instructions emulated by KVM", "hypercalls": "hypercall",
+    "irq_injections": "interrupt injected into the guest",
+    "traps_nic": "NIC register access", "traps_apic": "LAPIC access (EOI, timer)",
+    "virtio_kicks_handled": "virtio kick", "traps_other": "other device access",
+    "vcpu": "vCPU threads", "main": "QEMU main loop", "iothread": "QEMU I/O threads",
+    "other": "other QEMU threads", "vhost": "vhost worker",
+    "iperf3_client": "iperf3 client (host)", "iperf3_server": "iperf3 server",
+}
 # Host threads whose CPU time a VM row charges to the virtual I/O path, by kind (counters.proc.thread_kind).
 VM_CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost")
 CPU_KINDS = (*VM_CPU_KINDS, "iperf3_client", "iperf3_server")

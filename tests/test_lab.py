@@ -74,7 +74,7 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
 def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
     _, (run_dir,), _, _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
-    # Nested guests also die on their own now and then (LAB.md: a triple fault, QEMU exits 0):
+    # Nested guests also die on their own now and then (docs/lab.md: a triple fault, QEMU exits 0):
     # those are retried and recorded too, so the injected death is looked for among them.
     injected = [a for a in meta["failed_attempts"] if a["backend"] == "virtio" and "signal 9" in a["reason"]]
     assert len(injected) == 1
