@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--format", choices=("table", "json", "bmf", "gab"), default="table",
                       help="table (default); json (verdicts); bmf (Bencher Metric Format); gab (github-action-benchmark)")
     gate.add_argument("--output", type=Path, help="file for json/bmf; directory for gab (two files); default stdout")
+    gate.add_argument("--allow-partial", action="store_true",
+                      help="judge a run with failed cells or missing repeats on what it has (default: not comparable)")
     gate.add_argument("--summary", type=Path, help="also write the markdown summary here (always: <run>/gate.md, "
                                                    "and $GITHUB_STEP_SUMMARY when set)")
 
@@ -465,7 +467,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.update_baseline:
         return _write_baseline(args, run)
     baseline = gate.load_baseline(args.baseline)
-    result = gate.gate(run, baseline)
+    result = gate.gate(run, baseline, allow_partial=args.allow_partial)
     if args.format == "json":
         _emit(json.dumps(gate.as_json(result), indent=1) + "\n", args.output)
     md = gate.markdown(result, run, baseline, _time.monotonic() - started if args.scenario else None)

@@ -207,6 +207,7 @@ class Verdict:
     current: float
     ratio: float | None
     tolerance: float
+    detectable: float  # the smallest change of the median this cell can call worse: max(tolerance x median, floor)
     test: str
     verdict: str  # worse / better / same
 
@@ -237,23 +238,43 @@ class GateResult:
         return 1 if any(v.verdict == "worse" for v in self.verdicts) else 0
 
 
-def gate(run: results.RunData, baseline: dict[str, Any]) -> GateResult:
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
+
+
+def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = False) -> GateResult:
+    """Judge every baseline cell and metric. A run with failed cells, or cells with fewer repeats
+    than the run asked for, is not comparable (a missing repeat would pass silently) unless
+    `allow_partial`; then it is judged on what it has, and the gaps are noted."""
     blocking, notes = comparability(baseline["environment"], environment(run.meta))
+    partial = blocking if not allow_partial else notes
+    status = run.meta.get("status", "ok")
+    failed = [f"{c['backend']}/{c['direction']}/r{c['repeat']}" for c in run.meta.get("cells", [])
+              if c.get("status") != "ok"]
+    if status != "ok" or failed:
+        partial.append(f"the run's status is {status}" + (f", {len(failed)} failed cell(s): {_listed(failed)}"
+                                                            if failed else ""))
     current = samples(run)
+    expected = int(run.meta.get("scenario", {}).get("repeats") or 0)
     verdicts: list[Verdict] = []
-    missing = []
+    missing, short = [], []
     for cell in baseline["cells"]:
         key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
         if key not in current:
             missing.append("/".join(key))
             continue
+        if len(current[key]) < expected:
+            short.append(f"{'/'.join(key)} ({len(current[key])} of {expected})")
         rule = baseline["metrics"][key[3]] | {"tolerance": cell["tolerance"]}
         ratio, test, verdict = judge(cell["values"], current[key], rule)
-        verdicts.append(Verdict(*key, statistics.median(cell["values"]), statistics.median(current[key]),
-                                round(ratio, 4) if ratio is not None else None, cell["tolerance"], test, verdict))
+        median = statistics.median(cell["values"])
+        verdicts.append(Verdict(*key, median, statistics.median(current[key]),
+                                round(ratio, 4) if ratio is not None else None, cell["tolerance"],
+                                max(cell["tolerance"] * abs(median), rule["floor"]), test, verdict))
     if missing:
-        blocking.append(f"the run lacks {len(missing)} baseline cell(s): {', '.join(missing[:6])}"
-                        + (" ..." if len(missing) > 6 else ""))
+        blocking.append(f"the run lacks {len(missing)} baseline cell(s): {_listed(missing)}")
+    if short:
+        partial.append(f"{len(short)} cell metric(s) have fewer repeats than the run's {expected}: {_listed(short)}")
     extra = {k[:3] for k in current} - {(c["backend"], c["direction"], c["workload"]) for c in baseline["cells"]}
     if extra:
         notes.append(f"cells not in the baseline (not gated): {', '.join('/'.join(k) for k in sorted(extra))}")
@@ -268,11 +289,14 @@ def fmt(metric: str, v: float) -> str:
 
 def table_rows(result: GateResult) -> list[tuple[str, ...]]:
     return [(v.backend, v.direction, v.workload, v.metric, fmt(v.metric, v.baseline), fmt(v.metric, v.current),
-             "-" if v.ratio is None else f"{v.ratio:.3f}", f"±{v.tolerance:.0%}", v.test, v.verdict.upper()
-             if v.verdict == "worse" else v.verdict) for v in result.verdicts]
+             "-" if v.ratio is None else f"{v.ratio:.3f}", f"±{v.tolerance:.0%}", fmt(v.metric, v.detectable), v.test,
+             v.verdict.upper() if v.verdict == "worse" else v.verdict) for v in result.verdicts]
 
 
-HEADERS = ("backend", "dir", "workload", "metric", "baseline", "current", "ratio", "tolerance", "separation", "verdict")
+# "detects": the smallest change of the median this cell can call worse (tolerance or floor, whichever is
+# larger); a change below it passes whatever the repeats say, so this is where the gate is blind.
+HEADERS = ("backend", "dir", "workload", "metric", "baseline", "current", "ratio", "tolerance", "detects ±",
+           "separation", "verdict")
 
 
 def markdown(result: GateResult, run: results.RunData, baseline: dict[str, Any], job_seconds: float | None) -> str:

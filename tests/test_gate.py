@@ -106,6 +106,38 @@ def test_gate_on_a_real_run_and_what_blocks_it(data: Path) -> None:
     assert result.exit_code == 0 and any("QEMU changed" in n for n in result.notes)
 
 
+def test_a_run_with_failed_cells_or_missing_repeats_is_not_comparable(data: Path) -> None:
+    """A failed cell or a missing repeat once passed silently (samples() dropped it)."""
+    run = lab_run(data)
+    base = fake_baseline(run, {})
+    failed = results.RunData(run.directory, {**run.meta, "status": "partial", "cells": [
+        *run.meta["cells"], {"backend": "virtio", "direction": "tx", "repeat": 2, "workload": "tcp-P1-ldefault",
+                             "status": "failed", "reason": "gave up"}]}, run.rows, run.summary, run.timeline)
+    result = gate.gate(failed, base)
+    assert result.exit_code == 2 and "status is partial, 1 failed cell(s): virtio/tx/r2" in result.blocking[0]
+    lenient = gate.gate(failed, base, allow_partial=True)
+    assert lenient.exit_code == 0 and any("failed cell" in n for n in lenient.notes)
+    # the scenario asked for 2 repeats; every cell has 1
+    fewer = results.RunData(run.directory, {**run.meta, "scenario": {**run.meta["scenario"], "repeats": 2}},
+                            run.rows, run.summary, run.timeline)
+    result = gate.gate(fewer, base)
+    assert result.exit_code == 2
+    assert any("fewer repeats than the run's 2" in b and "e1000/rx/tcp-P1-ldefault/exits_per_packet (1 of 2)" in b
+               for b in result.blocking), result.blocking
+
+
+def test_each_verdict_says_the_smallest_change_it_can_detect(data: Path) -> None:
+    run = lab_run(data)
+    result = gate.gate(run, fake_baseline(run, {}))
+    by = {(v.backend, v.direction, v.metric): v for v in result.verdicts}
+    v = by[("e1000", "rx", "exits_per_packet")]
+    assert v.detectable == pytest.approx(max(0.1 * v.baseline, 0.002))
+    copies = by[("vhost", "rx", "copies_per_packet_measured")]  # ~0: the floor decides
+    assert copies.detectable == 0.05
+    row = next(r for r in gate.table_rows(result) if r[:4] == ("e1000", "rx", "tcp-P1-ldefault", "exits_per_packet"))
+    assert row[gate.HEADERS.index("detects ±")] == gate.fmt("exits_per_packet", v.detectable)
+
+
 def test_gate_command_exit_codes_and_exports(data: Path, tmp_path: Path, capsys) -> None:
     run = lab_run(data)
     base = tmp_path / "baseline.json"

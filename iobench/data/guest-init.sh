@@ -45,7 +45,10 @@ echo "IOBENCH-INFO kernel=$(uname -r) driver=$(basename "$(readlink /sys/class/n
 # kernel's own lines about clocks, APIC and the NIC driver.
 CS=/sys/devices/system/clocksource/clocksource0
 echo "IOBENCH-INFO clock clocksource=$(cat $CS/current_clocksource) available=$(tr ' ' ',' <$CS/available_clocksource | tr -d '\n') tsc_unstable=$(dmesg | grep -c -i 'tsc.*unstable')"
-echo "IOBENCH-INFO coalesce $(ethtool -c eth0 2>/dev/null | grep -E '^(adaptive-rx|rx-usecs|rx-frames|tx-usecs|tx-frames):' | tr -s ' \t' ' ' | tr '\n' ' ')"
+# (QEMU's e1000 is an 82540EM: its driver refuses to report coalescing below the 82545, and says so.)
+CO=$(ethtool -c eth0 2>&1 | grep -E '^(Adaptive RX|rx-usecs|rx-frames|tx-usecs|tx-frames):' | tr -s ' \t' ' ' | tr '\n' ' ')
+[ -n "$CO" ] || CO="unreadable: $(ethtool -c eth0 2>&1 | head -n 1)"
+echo "IOBENCH-INFO coalesce $CO"
 dmesg | grep -i -E 'tsc|clocksource|clock:|apic|e1000|virtio|kvm' | head -n 40 | sed 's/^/IOBENCH-BOOTLOG /'
 echo "IOBENCH-READY"
 while :; do sleep 3600; done
