@@ -47,6 +47,9 @@ L1_ATTEMPTS = 4
 # from the host (the stall diagnosis) panics with every CPU's backtrace.
 L1_KERNEL_ARGS = ("loglevel=5", "unknown_nmi_panic", "sysctl.kernel.panic_all_cpu_backtrace=1")
 DIAG_QMP_TIMEOUT_S = 5.0
+# A/B studies of L1's settings (docs/lab.md): extra L1 kernel arguments, e.g. "tsc=reliable" or
+# "iobench.halt_poll_ns=0" (lab-init writes KVM's halt polling after loading kvm). Recorded in run.json.
+EXTRA_ARGS_ENV = "IOBENCH_LAB_L1_ARGS"
 Log = Callable[[str], None]
 
 
@@ -67,7 +70,11 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
     # under -no-reboot), its -D log says why.
     return VMConfig(name="iobench-lab", accel="tcg", image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
                     memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS, extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors"),
-                    cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS))
+                    cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS, *l1_extra_args()))
+
+
+def l1_extra_args() -> tuple[str, ...]:
+    return tuple(os.environ.get(EXTRA_ARGS_ENV, "").split())
 
 
 def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict[str, str] | None = None) -> str:
@@ -364,6 +371,7 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         "how": f"L1 under QEMU TCG with -cpu {L1_CPU} (nested SVM), {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB; "
                "the benchmark guest runs under L1's KVM; L1 sees the host root read-only over 9p",
         "l1": _parse_info(l1_line),
+        "l1_kernel_args": [*L1_KERNEL_ARGS, *l1_extra_args()],
         "l1_boot_s": round(l1_boot_s, 1),
         "wall_s": round(wall_s, 1),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,

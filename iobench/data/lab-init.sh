@@ -17,6 +17,9 @@ for m in $(cat /etc/iobench/modules.order); do
   insmod "/lib/modules/$m.ko" || echo "IOBENCH-INFO lab: insmod $m failed"
 done
 ip link set lo up
+# A/B hook (IOBENCH_LAB_L1_ARGS on the host): KVM's halt polling in L1, writable at run time.
+POLL_NS=$(arg iobench.halt_poll_ns)
+[ -n "$POLL_NS" ] && echo "$POLL_NS" > /sys/module/kvm/parameters/halt_poll_ns
 
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || fail "cannot mount the host root (9p)"
