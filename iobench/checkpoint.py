@@ -34,6 +34,7 @@ class Progress:
     cells: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    exit_reasons: list[dict[str, Any]] = field(default_factory=list)
 
     def done(self) -> set[tuple[str, str, int, str]]:
         """(backend, direction, repeat, workload) of every cell with an outcome (ok or failed)."""
@@ -44,7 +45,7 @@ def save(staging: Path, progress: Progress) -> None:
     path = staging / NAME
     tmp = staging / f".{NAME}.tmp"
     body = {"checkpoint_version": VERSION, "meta": progress.meta, "rows": progress.rows, "cells": progress.cells,
-            "attempts": progress.attempts, "timeline": progress.timeline}
+            "attempts": progress.attempts, "timeline": progress.timeline, "exit_reasons": progress.exit_reasons}
     with tmp.open("w") as f:
         json.dump(body, f, default=str)
         f.flush()
@@ -60,7 +61,8 @@ def load(staging: Path) -> Progress | None:
         return None
     if body.get("checkpoint_version") != VERSION:
         raise ValueError(f"{staging / NAME}: checkpoint version {body.get('checkpoint_version')}, expected {VERSION}")
-    return Progress(body["meta"], body["rows"], body["cells"], body["attempts"], body["timeline"])
+    return Progress(body["meta"], body["rows"], body["cells"], body["attempts"], body["timeline"],
+                    body.get("exit_reasons", []))
 
 
 def find_staging(root: Path) -> Path | None:

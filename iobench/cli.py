@@ -48,6 +48,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot-timeout", type=float, help="seconds to wait for the guest's READY")
     p.add_argument("--copy-trace", action="store_true", default=None,
                    help="count kernel copy routines per thread with kprobes (where the kernel allows it; the lab does)")
+    p.add_argument("--exit-reasons", action=argparse.BooleanOptionalAction, default=None,
+                   help="count KVM exits by reason with their handling time, where KVM's tracepoints are (default off)")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
 
 
@@ -158,6 +160,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
+        exit_reasons=args.exit_reasons,
     )
 
 

@@ -7,6 +7,7 @@ repeats disagree.
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,44 @@ def markdown(directory: Path) -> str:
     for lost in meta.get("failed_attempts", []):
         out.append(f"- lost VM attempt {lost['attempt']} of {lost['backend']} r{lost['repeat']} (retried): "
                    f"{lost['reason'].splitlines()[0]}")
+    for lost in meta.get("lab", {}).get("failed_l1_attempts", []):
+        out.append(f"- lost L1 attempt {lost['attempt']} during {lost.get('phase') or '?'} (the run resumed in a new "
+                   f"L1; {lost.get('cells_done', '?')} cells were done): {lost['reason']}")
+    out += exit_reason_lines(directory)
     figures = sorted((directory / "plots").glob("*.png")) if (directory / "plots").exists() else []
     if figures:
         out += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in figures]
     return "\n".join(out) + "\n"
+
+
+def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:
+    """report.md's section on exits by reason (--exit-reasons): per backend and direction, the most
+    frequent reasons per MTU-sized packet over all repeats, with their mean handling time."""
+    path = directory / "exit_reasons.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        records = [r for r in csv.DictReader(f) if r["phase"] == "traffic"]
+    if not records:
+        return []
+    out = ["", "## Exits by reason (kvm:kvm_exit of the VM's vCPU threads, traffic windows)", "",
+           "| backend | dir | reason | exits/pkt | share | mean handling µs |", "|---|---|---|---|---|---|"]
+    cells: dict[tuple[str, str], dict[str, list[int]]] = {}
+    packets: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+    for r in records:
+        key = (r["backend"], r["direction"])
+        slot = cells.setdefault(key, {}).setdefault(r["reason"], [0, 0, 0])
+        slot[0] += int(r["exits"])
+        slot[1] += int(r["handled"] or 0)
+        slot[2] += int(r["handling_ns"] or 0)
+        packets.setdefault(key, {})[(r["repeat"], r["attempt"])] = float(r["packets"] or 0)
+    for key, reasons in cells.items():
+        pkts = sum(packets[key].values())
+        total = sum(v[0] for v in reasons.values())
+        for name, (exits, handled, ns) in sorted(reasons.items(), key=lambda kv: -kv[1][0])[:top]:
+            out.append(f"| {key[0]} | {key[1]} | {name} | {exits / pkts:.4f} | {exits / total:.0%} | "
+                       + (f"{ns / handled / 1000:.1f}" if handled else "-") + " |")
+    return out
 
 
 def write_artifacts(directory: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench.errors import UserError
-from iobench.schema import FORMAT_VERSION, READABLE_VERSIONS, SUMMARY_COLUMNS, TIMELINE_COLUMNS
+from iobench.schema import EXIT_REASON_COLUMNS, FORMAT_VERSION, READABLE_VERSIONS, SUMMARY_COLUMNS, TIMELINE_COLUMNS
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
@@ -41,6 +41,7 @@ class RunData:
     rows: Any  # pandas.DataFrame: rows.csv
     summary: Any  # pandas.DataFrame: summary.csv (median, min, max, CV per metric)
     timeline: Any  # pandas.DataFrame: timeline.csv (empty for a format-2 directory)
+    exit_reasons: Any = None  # pandas.DataFrame: exit_reasons.csv (empty where none were counted)
 
     def records(self) -> list[dict[str, Any]]:
         """rows.csv as dicts (NaN where a column is empty)."""
@@ -60,7 +61,9 @@ def load(directory: Path | str) -> RunData:
     summary_path, timeline_path = directory / "summary.csv", directory / "timeline.csv"
     summary = pd.read_csv(summary_path) if summary_path.exists() else pd.DataFrame(columns=SUMMARY_COLUMNS)
     slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=TIMELINE_COLUMNS)
-    return RunData(directory, meta, rows, summary, slices)
+    reasons_path = directory / "exit_reasons.csv"
+    reasons = pd.read_csv(reasons_path) if reasons_path.exists() else pd.DataFrame(columns=EXIT_REASON_COLUMNS)
+    return RunData(directory, meta, rows, summary, slices, reasons)
 
 
 def newest(root: Path | str = "results", count: int = 1) -> list[Path]:

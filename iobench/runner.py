@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import __version__, accel, backends, checkpoint, guest, hostinfo, labwatch, summary, timeline, topology, traffic
-from iobench.counters import copytrace, tcg
+from iobench.counters import copytrace, exitreasons, tcg
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.measure import (
     TAP_BYTES_BOTH,
@@ -37,7 +37,7 @@ from iobench.measure import (
     vm_row,
 )
 from iobench.scenario import Scenario, Workload, as_dict
-from iobench.schema import Row
+from iobench.schema import FRAME_AT_MTU, Row
 from iobench.store import ResultsWriter, disk_refused, new_run_id
 from iobench.vm import VM, VMConfig
 
@@ -150,6 +150,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         except copytrace.CopyTraceUnavailable as exc:
             ctx.copytrace_na = f"copy trace unavailable here: {exc}"
             log(ctx.copytrace_na)
+    ctx.exitreasons_na = _start_exit_reasons(ctx, scn, choice.accel)
     ctx.state = prior or checkpoint.Progress({
         "iobench_version": __version__, "run_id": run_id, "started": time.time(),
         "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
@@ -159,6 +160,10 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
                        "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
+        "exit_reasons": ("on: kvm:kvm_exit by reason per vCPU thread (hist trigger)"
+                         + (", handling time to the next kvm_entry (synthetic event)" if ctx.exitreasons.timed else
+                            "; handling time unavailable (no synthetic events)")
+                         if ctx.exitreasons else ctx.exitreasons_na),
     })
     if prior is not None:
         log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done")
@@ -190,6 +195,8 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     finally:
         if ctx.copytrace is not None:
             ctx.copytrace.close()
+        if ctx.exitreasons is not None:
+            ctx.exitreasons.close()
         labwatch.announce("writing results", labwatch.FINISH_BUDGET_S)
         directory, meta = publish(writer, ctx.state, status, interrupted_by, error, artifacts=_artifacts)
     return RunReport(directory, [Row(**r) for r in ctx.state.rows], [CellOutcome(**c) for c in ctx.state.cells],
@@ -205,7 +212,8 @@ def publish(writer: ResultsWriter, state: checkpoint.Progress, status: str, inte
     meta = {**state.meta, "status": status, "interrupted_by": interrupted_by, "error": error,
             "finished": time.time(), "cells": state.cells, "failed_attempts": state.attempts,
             "flagged": summary.flagged(summ)}
-    directory = writer.finish(meta, rows, summ, timeline=state.timeline, artifacts=artifacts if rows else None)
+    directory = writer.finish(meta, rows, summ, timeline=state.timeline, artifacts=artifacts if rows else None,
+                              exit_reasons=state.exit_reasons)
     return directory, meta
 
 
@@ -216,6 +224,20 @@ def publish_checkpoint(staging: Path, status: str, interrupted_by: str | None, e
     if state is None:
         return None
     return publish(ResultsWriter.adopt(staging), state, status, interrupted_by, error)[0]
+
+
+def _start_exit_reasons(ctx: _Context, scn: Scenario, accel_name: str) -> str:
+    """Arm the exit-reason counters where KVM's tracepoints are usable; else say why not."""
+    if not scn.exit_reasons:
+        return "exit reasons off (--exit-reasons)"
+    if accel_name != "kvm":
+        return f"exit reasons: no KVM exits under {accel_name}"
+    try:
+        ctx.exitreasons = exitreasons.ExitReasons()
+    except exitreasons.ExitReasonsUnavailable as exc:
+        ctx.log(f"exit reasons unavailable here: {exc}")
+        return f"exit reasons unavailable here: {exc}"
+    return ""
 
 
 def _artifacts(staging: Path) -> None:
@@ -248,6 +270,8 @@ class _Context:
     state: checkpoint.Progress = field(default_factory=lambda: checkpoint.Progress({}))
     copytrace: copytrace.CopyTrace | None = None
     copytrace_na: str = "copy trace off (--copy-trace)"
+    exitreasons: exitreasons.ExitReasons | None = None
+    exitreasons_na: str = ""
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
@@ -412,7 +436,10 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
     if tracing:
         set_trace(vm, True)
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
+    tag = f"{backend}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
     try:
+        if ctx.exitreasons:
+            ctx.exitreasons.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         sampler.first(before)
         sampler.sleep(seconds)
@@ -420,10 +447,37 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
+        reasons = _stop_exit_reasons(ctx, f"{tag}-idle.exitreasons.hist")
     traps = tcg.parse(_trace_lines(vm, before, after)) if tracing else None
+    _record_exit_reasons(ctx, reasons, after, {"backend": backend, "direction": "", "repeat": repeat, "workload": "",
+                                               "phase": "idle", "attempt": attempt}, None)
     ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
     ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None))
     return idle_window(before, after, traps)
+
+
+def _stop_exit_reasons(ctx: _Context, raw_name: str) -> exitreasons.WindowCounts | None:
+    """Read and clear the window's exit-reason histograms (kept in raw/)."""
+    if not ctx.exitreasons:
+        return None
+    counts, text = ctx.exitreasons.stop()
+    ctx.writer.write_raw(raw_name, text)
+    return counts
+
+
+def _record_exit_reasons(ctx: _Context, counts: exitreasons.WindowCounts | None, after: Snapshot,
+                         ident: dict[str, Any], packets: float | None) -> int | None:
+    """The window's exits by reason of this VM's vCPU threads into exit_reasons.csv; returns their sum."""
+    if counts is None or ctx.exitreasons is None:
+        return None
+    vcpus = {t.tid for t in after.threads if t.kind == "vcpu"}
+    window = exitreasons.by_reason(counts.exits, counts.times, vcpus, ctx.exitreasons.names)
+    for r in window.reasons:
+        ctx.state.exit_reasons.append({"run_id": ctx.run_id, **ident, "l1_attempt": ctx.l1_attempt,
+                                       "reason": r.reason, "exits": r.exits, "handled": r.handled,
+                                       "handling_ns": r.handling_ns,
+                                       "packets": round(packets, 1) if packets is not None else None})
+    return window.total
 
 
 def _trace_lines(vm: VM, before: Snapshot, after: Snapshot) -> list[str]:
@@ -447,6 +501,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     try:
         if ctx.copytrace:
             ctx.copytrace.start()
+        if ctx.exitreasons:
+            ctx.exitreasons.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         sampler.first(before)
         cpu0 = children_cpu_s()
@@ -473,6 +529,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         if ctx.copytrace:
             counts, hist = ctx.copytrace.stop()
             ctx.writer.write_raw(f"{cell.name}.copytrace.hist", hist)
+        reasons = _stop_exit_reasons(ctx, f"{cell.name}.exitreasons.hist")
     if ctx.copytrace:
         kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid,
                                     set(client_pids))
@@ -489,9 +546,16 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
                              "traffic")
     ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][:1],
                                       vm.trace_log if tracing else None))
-    return vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
-                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
-                  kcopies=kcopies, kcopy_na=ctx.copytrace_na)
+    row = vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
+                 traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
+                 kcopies=kcopies, kcopy_na=ctx.copytrace_na)
+    total = _record_exit_reasons(ctx, reasons, after, {"backend": cell.backend, "direction": cell.direction,
+                                                       "repeat": cell.repeat, "workload": cell.workload.label,
+                                                       "phase": "traffic", "attempt": attempt},
+                                 row.bytes / FRAME_AT_MTU)
+    if total is None:
+        return replace(row, na_reason=f"{row.na_reason}; exit_reasons_total: {ctx.exitreasons_na}")
+    return replace(row, exit_reasons_total=total)
 
 
 def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:

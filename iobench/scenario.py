@@ -16,6 +16,8 @@ File layout (every key optional; defaults below):
     boot_timeout_s = 90
     retries = 1                 # a VM that dies (or never boots) is booted again this many times
     copy_trace = false          # count kernel copy routines per thread (kprobes; where the kernel allows it)
+    exit_reasons = false        # KVM exits by reason and handling time (tracefs; where KVM's tracepoints are);
+                                # off until its perturbation of the measured path is measured (docs/metrics.md)
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
     [workload]
@@ -70,6 +72,7 @@ class Scenario:
     boot_timeout_s: float = 90.0
     retries: int = 1
     copy_trace: bool = False
+    exit_reasons: bool = False
     timeline_interval_s: float = 1.0
     protocol: str = "tcp"
     streams: int = 1
@@ -106,6 +109,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "boot_timeout_s": (float, lambda v: 5 <= v <= 3600, "a number of seconds from 5 to 3600"),
         "retries": (int, lambda v: 0 <= v <= 5, "an integer from 0 to 5"),
         "copy_trace": (bool, lambda v: True, "true or false"),
+        "exit_reasons": (bool, lambda v: True, "true or false"),
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
     },
     "workload": {

@@ -22,6 +22,8 @@ from typing import Any
 #       lab run cut short is published with its finished cells (status interrupted/failed).
 #       `cycles_per_byte` is renamed `est_cycles_per_byte`: CPU seconds times the clock
 #       /proc/cpuinfo showed at the run's start, an estimate and not a cycle counter.
+#       exit_reasons.csv: KVM exits by reason with their handling time, per window (where KVM's
+#       tracepoints are usable); rows gain `exit_reasons_total` and `exit_reasons_coverage`.
 #       Formats 2 and 3 are read with an empty `l1_attempt` and the column renamed.
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -131,6 +133,7 @@ class Row:
     kcopy_bytes_other: int | None
     na_reason: str
     l1_attempt: int | None = None  # the lab: which boot of the first-level VM measured this row
+    exit_reasons_total: int | None = None  # kvm:kvm_exit events of the VM's vCPU threads (counters.exitreasons)
 
 
 
@@ -177,6 +180,8 @@ def derive(row: Row) -> dict[str, Any]:
     out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
     out["est_cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
                               if path_cpu is not None and row.cpu_hz and row.bytes else None)
+    out["exit_reasons_coverage"] = (round(row.exit_reasons_total / row.exits, 4)
+                                    if row.exit_reasons_total is not None and row.exits else None)
     return out
 
 
@@ -185,7 +190,7 @@ DERIVED_COLUMNS = [
     "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
     "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
     "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
-    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
+    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte", "exit_reasons_coverage",
 ]
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
 INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]
@@ -195,3 +200,10 @@ TIMELINE_COLUMNS = ["run_id", "backend", "repeat", "attempt", "workload", "direc
                     "interval_s", "bytes", "packets", "exits", *KVM_KINDS, *TRAP_KINDS,
                     *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet"]
 TIMELINE_INT_COLUMNS = ["repeat", "attempt", "slice", "bytes", "exits", *KVM_KINDS, *TRAP_KINDS]
+
+# exit_reasons.csv: one line per window x exit reason (counters.exitreasons); `handled` exits are those
+# whose next VM entry was seen, `handling_ns` their summed time from exit to entry. phase: idle/traffic.
+EXIT_REASON_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
+                       "reason", "exits", "handled", "handling_ns", "packets"]
+EXIT_REASON_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "exits", "handled", "handling_ns"]
+EXIT_REASON_MISMATCH = 0.01  # the reasons must sum to the stats' exits within 1% (exit_reasons_coverage)

@@ -1,0 +1,223 @@
+"""Every exit named: KVM exits of the VM's own vCPU threads by exit reason, with the time each reason
+took to handle, counted by the kernel per window (`--exit-reasons`; on wherever the kvm tracepoints
+are usable: the lab and real KVM hosts).
+
+Why: KVM's binary statistics give exit *kinds* and leave a large remainder (nested page faults, MSR
+writes, interrupt windows...), and `mmio_exits` counts only the MMIO exits that reach QEMU, so the
+ioeventfd kicks virtio and vhost live on land in no kind at all. The tracepoint `kvm:kvm_exit` carries
+the hardware's exit reason. Two tracefs hist triggers do the counting in the kernel, as kvm_stat and
+`perf kvm stat` do host-wide, but per thread and per window:
+
+- on `kvm:kvm_exit`: `keys=common_pid,isa,exit_reason, vals=hitcount` - exits per thread and reason;
+  it also saves the exit's time and reason per thread (`ts0`, `reason`);
+- on `kvm:kvm_entry`: on the next entry of the same thread, a synthetic event `iobench_exit_time`
+  (reason, ns from exit to entry) is generated (`onmatch`), whose own hist trigger sums the handling
+  time and counts per thread and reason.
+
+The VM's vCPU threads are picked out afterwards by thread id (the host's other VMs are left out).
+Reason names come from the tracepoint's own print format (`__print_symbolic` tables for VMX and SVM in
+`events/kvm/kvm_exit/format`), never from a table of ours. Hist triggers soft-enable their event:
+nothing is written to the trace ring buffer.
+
+One user per kernel at a time (the triggers are global): a run holds /run/iobench/exitreasons.lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iobench import stale
+
+TRACEFS = Path("/sys/kernel/tracing")
+LOCK = stale.LOCK_DIR / "exitreasons.lock"
+SYNTH = "iobench_exit_time"
+SYNTH_DEF = f"{SYNTH} u32 reason; u32 isa; u64 ns"
+EXIT_TRIGGER = "hist:keys=common_pid,isa,exit_reason:vals=hitcount:size=8192"
+SAVE_TRIGGER = "hist:keys=common_pid:ts0=common_timestamp:reason=exit_reason:isa0=isa"
+ENTRY_TRIGGER = (f"hist:keys=common_pid:ns=common_timestamp-$ts0:"
+                 f"onmatch(kvm.kvm_exit).trace({SYNTH},$reason,$isa0,$ns)")
+TIME_TRIGGER = "hist:keys=common_pid,isa,reason:vals=hitcount,ns:size=8192"
+ISA_NAMES = {1: "vmx", 2: "svm"}
+_ENTRY = re.compile(r"\{(?P<keys>[^}]*)\}\s*(?P<vals>(?:\w+:\s*\d+\s*)+)")
+_PAIR = re.compile(r"(\w+):\s*(-?\d+)")
+# A table entry's value may be an expression: SVM's exceptions are printed as { 0x040 + 14, "PF excp" }.
+_SYMBOLIC = re.compile(r"__print_symbolic\(REC->exit_reason[^,]*,(?P<table>(?:\s*\{[^{}\"]+,\s*\"[^\"]*\"\s*\},?)+)\)")
+_SYMBOL = re.compile(r"\{(?P<value>[^{}\"]+),\s*\"(?P<name>[^\"]*)\"\s*\}")
+
+
+class ExitReasonsUnavailable(Exception):
+    """This kernel cannot count exits by reason here (the message says why)."""
+
+
+def reason_names(format_text: str) -> dict[int, dict[int, str]]:
+    """isa (1 VMX, 2 SVM) -> exit reason -> the name the kernel prints, from kvm_exit's format file.
+    The print format holds the VMX table first (`REC->isa == 1 ? ... : ...`), then SVM's."""
+    tables = [m["table"] for m in _SYMBOLIC.finditer(format_text)]
+    if len(tables) != 2:
+        raise ExitReasonsUnavailable(f"kvm_exit's print format has {len(tables)} reason tables, expected VMX and SVM")
+    out: dict[int, dict[int, str]] = {}
+    for isa, table in zip((1, 2), tables, strict=True):
+        out[isa] = {sum(int(term, 0) for term in m["value"].split("+")) & 0xFFFFFFFF: m["name"]
+                    for m in _SYMBOL.finditer(table)}
+    return out
+
+
+def parse_hist(text: str) -> dict[tuple[int, ...], dict[str, int]]:
+    """A hist trigger's output: key values (in key order) -> the entry's vals (hitcount, ns...)."""
+    out: dict[tuple[int, ...], dict[str, int]] = {}
+    for m in _ENTRY.finditer(text):
+        keys = tuple(int(v) for _, v in _PAIR.findall(m["keys"]))
+        out[keys] = {k: int(v) for k, v in _PAIR.findall(m["vals"])}
+    return out
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    reason: str
+    exits: int
+    handled: int | None  # exits whose next entry was seen (their time is in handling_ns)
+    handling_ns: int | None
+
+
+@dataclass
+class WindowReasons:
+    """One window's exits by reason for the VM's vCPU threads, most frequent first."""
+
+    reasons: list[ReasonCount] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(r.exits for r in self.reasons)
+
+
+def by_reason(exits: dict[tuple[int, ...], dict[str, int]], times: dict[tuple[int, ...], dict[str, int]],
+              vcpu_tids: Collection[int], names: dict[int, dict[int, str]]) -> WindowReasons:
+    """Sum the hist entries of the VM's vCPU threads per reason name (an unnamed code keeps its number)."""
+    counts: dict[str, list[int]] = {}
+    for source, column in ((exits, 0), (times, 1)):
+        for key, vals in source.items():
+            if len(key) != 3:
+                continue
+            pid, isa, code = key
+            if pid not in vcpu_tids:
+                continue
+            name = names.get(isa, {}).get(code & 0xFFFF if isa == 1 else code,
+                                         f"{ISA_NAMES.get(isa, 'isa' + str(isa))}_{code:#x}")
+            slot = counts.setdefault(name, [0, 0, 0])
+            if column == 0:
+                slot[0] += vals.get("hitcount", 0)
+            else:
+                slot[1] += vals.get("hitcount", 0)
+                slot[2] += vals.get("ns", 0)
+    timed = bool(times)
+    rows = [ReasonCount(n, c[0], c[1] if timed else None, c[2] if timed else None) for n, c in counts.items()]
+    return WindowReasons(sorted(rows, key=lambda r: (-r.exits, r.reason)))
+
+
+def problem(tracefs: Path = TRACEFS) -> str | None:
+    """Why exits cannot be counted by reason here, or None."""
+    event = tracefs / "events" / "kvm" / "kvm_exit"
+    if not (tracefs / "events").is_dir():
+        return f"tracefs is not mounted at {tracefs}"
+    if not event.is_dir():
+        return "the kernel has no kvm:kvm_exit tracepoint (KVM not loaded)"
+    if not (event / "hist").exists():
+        return "the kernel has no hist triggers (CONFIG_HIST_TRIGGERS is off)"
+    return None
+
+
+class ExitReasons:
+    """Count exits by reason (and their handling time) per window: `start()` / `stop()`."""
+
+    def __init__(self, tracefs: Path = TRACEFS) -> None:
+        why = problem(tracefs)
+        if why:
+            raise ExitReasonsUnavailable(why)
+        self.tracefs = tracefs
+        self.exit = tracefs / "events" / "kvm" / "kvm_exit"
+        self.entry = tracefs / "events" / "kvm" / "kvm_entry"
+        self.synth = tracefs / "events" / "synthetic" / SYNTH
+        try:
+            self.lock: int | None = stale.hold(LOCK)
+        except BlockingIOError as exc:
+            raise ExitReasonsUnavailable("another iobench run is counting exit reasons on this kernel") from exc
+        try:
+            self.names = reason_names((self.exit / "format").read_text())
+            self._remove()  # left by a killed run: we hold the lock, so nobody uses them
+            self.timed = self._define_synthetic()
+        except BaseException:
+            self.close()
+            raise
+
+    def _define_synthetic(self) -> bool:
+        """Whether the handling-time synthetic event could be made (older kernels: counts only)."""
+        try:
+            with (self.tracefs / "synthetic_events").open("a") as f:
+                f.write(SYNTH_DEF + "\n")
+            return self.synth.is_dir()
+        except OSError:
+            return False
+
+    def _triggers(self) -> list[tuple[Path, str]]:
+        """(event dir, trigger) in the order they must be added (removed in reverse)."""
+        out = [(self.exit, EXIT_TRIGGER)]
+        if self.timed:
+            out += [(self.synth, TIME_TRIGGER), (self.exit, SAVE_TRIGGER), (self.entry, ENTRY_TRIGGER)]
+        return out
+
+    def start(self) -> None:
+        for event, trigger in self._triggers():
+            (event / "trigger").write_text(trigger + "\n")
+
+    def stop(self) -> tuple[WindowCounts, str]:
+        """Read both histograms and remove the triggers (the counts restart with the next window).
+        Returns the counts and the raw hist texts (kept in raw/)."""
+        exit_text = (self.exit / "hist").read_text()
+        time_text = (self.synth / "hist").read_text() if self.timed else ""
+        for event, trigger in reversed(self._triggers()):
+            (event / "trigger").write_text(f"!{trigger}\n")
+        counts = WindowCounts(parse_hist(_only(exit_text, EXIT_TRIGGER)), parse_hist(time_text))
+        return counts, exit_text + ("\n# handling time\n" + time_text if time_text else "")
+
+    def _remove(self) -> None:
+        for event, trigger in ((self.entry, ENTRY_TRIGGER), (self.exit, SAVE_TRIGGER), (self.exit, EXIT_TRIGGER)):
+            try:
+                (event / "trigger").write_text(f"!{trigger}\n")
+            except OSError:
+                pass
+        if self.synth.is_dir():
+            try:
+                (self.synth / "trigger").write_text(f"!{TIME_TRIGGER}\n")
+            except OSError:
+                pass
+        try:
+            with (self.tracefs / "synthetic_events").open("a") as f:
+                f.write(f"!{SYNTH_DEF}\n")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.lock is None:
+            return
+        self._remove()
+        stale.release(self.lock, LOCK)
+        self.lock = None
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    exits: dict[tuple[int, ...], dict[str, int]]
+    times: dict[tuple[int, ...], dict[str, int]]
+
+
+def _only(text: str, trigger: str) -> str:
+    """kvm_exit's hist file shows every hist trigger on the event, each in a section that starts
+    with "# event histogram" and names its trigger; keep the section of `trigger`."""
+    head = trigger.split(":vals=")[0]  # hist:keys=...
+    for section in re.split(r"(?m)^# event histogram\s*$", text):
+        if re.search(rf"(?m)^# trigger info: {re.escape(head)}:", section):
+            return section
+    return text
