@@ -125,20 +125,49 @@ def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabe
     return _save(fig, path)
 
 
-def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None) -> Any:
+def reason_columns(rows: Sequence[dict[str, Any]], reasons: Sequence[dict[str, Any]], top: int = 6) -> list[str]:
+    """Put each traffic window's exits by reason (exit_reasons.csv) onto its row as `reason:<name>` per
+    packet, for the `top` most frequent reasons overall; returns those column names."""
+    traffic = [r for r in reasons if r["phase"] == "traffic"]
+    totals: dict[str, float] = {}
+    for r in traffic:
+        totals[str(r["reason"])] = totals.get(str(r["reason"]), 0.0) + float(r["exits"])
+    names = sorted(totals, key=lambda n: -totals[n])[:top]
+    for row in rows:
+        mine = {str(r["reason"]): float(r["exits"]) for r in traffic
+                if (r["backend"], r["direction"], str(r["repeat"]), str(r["workload"])) ==
+                (row["backend"], row["direction"], str(row["repeat"]), str(row["workload"]))}
+        if not mine:
+            continue
+        for n in names:
+            row[f"reason:{n}"] = mine.get(n, 0.0) / row["packets"] if row["packets"] else None
+    return [f"reason:{n}" for n in names]
+
+
+def exits_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None,
+                 reasons: Sequence[dict[str, Any]] = ()) -> Any:
+    """Exits per packet stacked by kind; with exit_reasons.csv (--exit-reasons), by exit reason instead,
+    so that nothing hides in "other"."""
     fig, ax, pairs, x = _figure(rows)
     tcg = exit_source == "tcg-traps"
+    rows = [dict(r) for r in rows]
+    by_reason = reason_columns(rows, reasons) if reasons and not tcg else []
     kinds = TCG_KINDS if tcg else KVM_KINDS
-    bottom = _stack(ax, rows, pairs, x, {f"{k}_per_packet": meaning for k, meaning in kinds.items()})
+    segments = ({c: f"reason {c.removeprefix('reason:')}" for c in by_reason} if by_reason
+                else {f"{k}_per_packet": meaning for k, meaning in kinds.items()})
+    bottom = _stack(ax, rows, pairs, x, segments)
     totals = [_median(_values(rows, b, d, "exits_per_packet")) for b, d in pairs]
-    if not tcg:  # KVM's other exit reasons (NPF, MSR, ...) that have no stat of their own
+    if by_reason:
+        rest = [max(0.0, t - s) for t, s in zip(totals, bottom, strict=True)]
+        ax.bar(x, rest, bottom=bottom, color="#bdc3c7", label="the other reasons")
+    elif not tcg:  # KVM's other exit reasons (NPF, MSR, ...) that have no stat of their own
         rest = [max(0.0, t - s) for t, s in zip(totals, bottom, strict=True)]
         ax.bar(x, rest, bottom=bottom, color="#bdc3c7", label="other (NPF, MSR writes, ...)")
     ax.errorbar(x, totals, yerr=_error(rows, pairs, "exits_per_packet"), fmt="none", ecolor="black", capsize=4)
     _mark_gaps(ax, x, totals)
     what = "trap equivalents under TCG (no real VM exits)" if tcg else "KVM VM exits"
     return _finish(fig, ax, pairs, x, f"{'trap equivalents' if tcg else 'VM exits'} per MTU-sized packet",
-            f"Exits per packet by kind: {what}", path, rows=rows)
+            f"Exits per packet by {'exit reason' if by_reason else 'kind'}: {what}", path, rows=rows)
 
 
 def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
@@ -317,7 +346,7 @@ def draw_all(directory: Path) -> list[Path]:
         sub = [r for r in rows if r["workload"] == w]
         names = FIGURES if len(order) == 1 else tuple(n.replace(".png", f"-{w}.png") for n in FIGURES)
         drawn = [out / n for n in names]
-        exits_figure(sub, exit_source, drawn[0])
+        exits_figure(sub, exit_source, drawn[0], reasons=data.exit_reasons.to_dict("records"))
         copies_figure(sub, drawn[1])
         throughput_figure(sub, drawn[2])
         cpu_figure(sub, drawn[3])

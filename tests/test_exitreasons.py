@@ -42,3 +42,21 @@ def test_by_reason_keeps_only_the_vms_vcpu_threads(names: dict[int, dict[int, st
     assert [(r.reason, r.exits, r.handled, r.handling_ns) for r in w.reasons] == [
         ("npf", 800, 699, 6_990_000), ("msr", 200, 0, 0), ("svm_0x12345", 3, 0, 0)]
     assert w.total == 1003
+
+
+def test_the_exits_figure_stacks_reasons_when_they_were_counted(data: Path) -> None:
+    from iobench import plots
+    from tests.test_measure import vm_tidy
+
+    rows = [vm_tidy(data, "e1000", "rx")[0]]
+    row = rows[0]
+    reasons = [{"backend": "e1000", "direction": "rx", "repeat": 1, "workload": row["workload"], "phase": "traffic",
+                "reason": name, "exits": n} for name, n in (("npf", 600), ("msr", 300), ("hlt", 50))]
+    fig = plots.exits_figure(rows, "kvm-stats", reasons=reasons)
+    try:
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels[:3] == ["reason npf", "reason msr", "reason hlt"] and "by exit reason" in fig.axes[0].get_title()
+        (npf,) = [c for c in fig.axes[0].containers if c.get_label() == "reason npf"]
+        assert npf.patches[0].get_height() == pytest.approx(600 / row["packets"])
+    finally:
+        plots.close(fig)
