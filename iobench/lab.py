@@ -32,7 +32,7 @@ from typing import Any
 from iobench import checkpoint, guest, hostinfo, labwatch, stale
 from iobench.check import Check
 from iobench.errors import CellFailed, Terminated, UserError
-from iobench.vm import VM, VMConfig
+from iobench.vm import QEMU_BINARY, VM, VMConfig
 
 LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "9pnet_virtio", "9p", "virtio_pci"), (),
                       "lab-init.sh")
@@ -50,6 +50,10 @@ DIAG_QMP_TIMEOUT_S = 5.0
 # A/B studies of L1's settings (docs/lab.md): extra L1 kernel arguments, e.g. "tsc=reliable" or
 # "iobench.halt_poll_ns=0" (lab-init writes KVM's halt polling after loading kvm). Recorded in run.json.
 EXTRA_ARGS_ENV = "IOBENCH_LAB_L1_ARGS"
+# ... and another QEMU build for L1 only (e.g. Debian bookworm-backports' 10.0 unpacked into a folder):
+# its binary, and its data folder (-L: option ROMs of the same version). L2 keeps the system's QEMU.
+L1_QEMU_ENV = "IOBENCH_LAB_L1_QEMU"
+L1_QEMU_DATA_ENV = "IOBENCH_LAB_L1_QEMU_DATA"
 Log = Callable[[str], None]
 
 
@@ -68,9 +72,12 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
     )
     # -d cpu_reset,guest_errors: when L1 dies silently (a triple fault exits QEMU with status 0
     # under -no-reboot), its -D log says why.
+    data = os.environ.get(L1_QEMU_DATA_ENV)
     return VMConfig(name="iobench-lab", accel="tcg", image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
-                    memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS, extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors"),
-                    cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS, *l1_extra_args()))
+                    memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS,
+                    extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors", *(("-L", data) if data else ())),
+                    cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS, *l1_extra_args()),
+                    qemu=os.environ.get(L1_QEMU_ENV) or QEMU_BINARY)
 
 
 def l1_extra_args() -> tuple[str, ...]:
@@ -372,6 +379,7 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
                "the benchmark guest runs under L1's KVM; L1 sees the host root read-only over 9p",
         "l1": _parse_info(l1_line),
         "l1_kernel_args": [*L1_KERNEL_ARGS, *l1_extra_args()],
+        "l1_qemu": hostinfo.version_line([os.environ.get(L1_QEMU_ENV) or QEMU_BINARY, "--version"]),
         "l1_boot_s": round(l1_boot_s, 1),
         "wall_s": round(wall_s, 1),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,

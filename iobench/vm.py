@@ -66,6 +66,7 @@ class VMConfig:
     netns: str | None = None
     extra_args: tuple[str, ...] = ()
     cmdline_extra: tuple[str, ...] = ()
+    qemu: str = QEMU_BINARY  # another build only for the lab's L1 A/B studies (lab.L1_QEMU_ENV)
 
 
 def accel_args(accel: str) -> list[str]:
@@ -86,7 +87,7 @@ def kernel_cmdline(cfg: VMConfig) -> str:
 def build_argv(cfg: VMConfig, rundir: Path) -> list[str]:
     """The exact QEMU command line (saved in raw/ with the results)."""
     return [
-        QEMU_BINARY,
+        cfg.qemu,
         "-name", f"{cfg.name},debug-threads=on",
         *accel_args(cfg.accel),
         "-m", str(cfg.memory_mb), "-smp", str(cfg.vcpus),
@@ -155,8 +156,8 @@ class VM:
         Raises UserError when QEMU is not installed, VMLaunchFailure for anything
         the guest or QEMU did wrong (with logs attached).
         """
-        if shutil.which(QEMU_BINARY) is None:
-            raise UserError(f"{QEMU_BINARY} is not installed: apt-get install qemu-system-x86, "
+        if shutil.which(self.cfg.qemu) is None:
+            raise UserError(f"{self.cfg.qemu} is not installed: apt-get install qemu-system-x86, "
                             "or run the README's setup command.")
         self.argv = build_argv(self.cfg, self.rundir)
         qmp = QEMUMonitorProtocol(str(self.rundir / "qmp.sock"), server=True)
