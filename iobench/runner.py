@@ -162,7 +162,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
         "exit_reasons": ("on: kvm:kvm_exit by reason per vCPU thread (hist trigger)"
                          + (", handling time to the next kvm_entry (synthetic event)" if ctx.exitreasons.timed else
-                            "; handling time unavailable (no synthetic events)")
+                            f"; handling time unavailable: {ctx.exitreasons.time_na}")
                          if ctx.exitreasons else ctx.exitreasons_na),
     })
     if prior is not None:

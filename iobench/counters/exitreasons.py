@@ -148,9 +148,30 @@ class ExitReasons:
             self.names = reason_names((self.exit / "format").read_text())
             self._remove()  # left by a killed run: we hold the lock, so nobody uses them
             self.timed = self._define_synthetic()
+            self.time_na = "" if self.timed else "the kernel refused the synthetic event " + SYNTH
+            self._try_once()
         except BaseException:
             self.close()
             raise
+
+    def _try_once(self) -> None:
+        """Arm and clear every trigger once before the first window, so that a kernel that refuses
+        one says so here (counts without handling time, or no exit reasons at all), not mid-run."""
+        try:
+            (self.exit / "trigger").write_text(EXIT_TRIGGER + "\n")
+            (self.exit / "trigger").write_text(f"!{EXIT_TRIGGER}\n")
+        except OSError as exc:
+            raise ExitReasonsUnavailable(f"the kernel refused the hist trigger on kvm:kvm_exit ({exc.strerror}"
+                                         f"{_kernel_said(self.tracefs)})") from exc
+        if not self.timed:
+            return
+        try:
+            self.start()
+            self.stop()
+        except OSError as exc:
+            self.time_na = f"the kernel refused the handling-time triggers ({exc.strerror}{_kernel_said(self.tracefs)})"
+            self._remove()
+            self.timed = False
 
     def _define_synthetic(self) -> bool:
         """Whether the handling-time synthetic event could be made (older kernels: counts only)."""
@@ -211,6 +232,15 @@ class ExitReasons:
 class WindowCounts:
     exits: dict[tuple[int, ...], dict[str, int]]
     times: dict[tuple[int, ...], dict[str, int]]
+
+
+def _kernel_said(tracefs: Path) -> str:
+    """The last line of tracefs' error_log: why the kernel refused a trigger."""
+    try:
+        lines = [ln.strip() for ln in (tracefs / "error_log").read_text().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f"; kernel: {lines[-1]}" if lines else ""
 
 
 def _only(text: str, trigger: str) -> str:
