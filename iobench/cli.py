@@ -165,7 +165,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from iobench import report
+    from iobench import labwatch, report
     from iobench.runner import run
 
     scn = scenario_from_args(args)
@@ -177,9 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             _log(f"accelerator: lab ({lab_reason})")
             return cmd_lab_run(args, why=f"--accel auto: {lab_reason}")
     resume = Path(os.environ["IOBENCH_RESUME"]) if os.environ.get("IOBENCH_RESUME") else None  # set by the lab
-    with _progress_display() as (log, progress):
-        result = run(scn, args.out, log=log, progress=progress, resume=resume)
-    report.print_run(result.directory)
+    with labwatch.heartbeat():  # beats only inside the lab
+        with _progress_display() as (log, progress):
+            result = run(scn, args.out, log=log, progress=progress, resume=resume)
+        report.print_run(result.directory)
     print(f"results: {result.directory}")
     if (result.directory / "report.md").exists():
         print(f"report: {result.directory / 'report.md'}; figures: {result.directory / 'plots'}")

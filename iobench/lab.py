@@ -238,7 +238,7 @@ def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str
                 line = raw.decode(errors="replace").rstrip("\r")
                 seen += 1
                 watch.line(line)
-                if line.startswith("iobench: ") or line.startswith("IOBENCH-LAB-DONE"):
+                if line.startswith(("iobench: ", "IOBENCH-LAB-DONE")):
                     log("lab: " + line.removeprefix("iobench: "))
                 if line.startswith("IOBENCH-LAB-DONE"):
                     _wait_poweroff(l1)

@@ -13,6 +13,12 @@ The budgets include the inner run's own timeouts (the guest's boot timeout,
 iperf3's slack, one QMP timeout), so an inner failure that is handled inside
 (a guest that never boots, a QMP command that gets no answer) prints its line
 before the host's watchdog fires.
+
+A phase budget is an upper bound for the inner run's *work*; L1 itself going
+quiet is caught sooner: a thread of the inner run prints `IOBENCH-BEAT` every
+BEAT_S seconds whatever the run is waiting for, so once beats have been seen, a
+console silent for BEAT_GAP_S means L1 (its vCPUs, timers or console) has stopped,
+not that our code is slow.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 PHASE_MARKER = "IOBENCH-PHASE"
+BEAT_MARKER = "IOBENCH-BEAT"
+BEAT_S = 5.0
+BEAT_GAP_S = 30.0  # six beats missed: measured beats under load arrive within a second or two of their time
 MARGIN_S = 30.0  # on top of every budget: writing raw files, a VM's shutdown, 9p under emulation
 STARTUP_BUDGET_S = 300.0  # L1 ready -> the inner run's first phase (Python over 9p, image check, namespaces)
 QMP_SLACK_S = 30.0  # one QMP command that gets no answer (vm.QMP_TIMEOUT_S) before the inner run says so
@@ -45,6 +57,27 @@ def announce(what: str, budget_s: float) -> None:
         print(f"{PHASE_MARKER} {budget_s:.0f} {what}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def heartbeat(every_s: float = BEAT_S) -> Iterator[None]:
+    """Inside the lab: a daemon thread prints a beat every `every_s` while the block runs."""
+    if not in_lab():
+        yield
+        return
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            print(BEAT_MARKER, file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=beat, name="iobench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1.0)
+
+
 def traffic_budget(duration_s: float, omit_s: float) -> float:
     return duration_s + omit_s + IPERF3_SLACK_S + QMP_SLACK_S
 
@@ -58,10 +91,14 @@ class Watchdog:
     budget_s: float = STARTUP_BUDGET_S
     since: float = field(default_factory=time.monotonic)
     lockup: str | None = None
+    beat_gap_s: float = BEAT_GAP_S
+    last_beat: float | None = None  # when the last console line came, once the inner run beats
 
     def line(self, text: str, now: float | None = None) -> None:
         """Take one console line."""
         now = time.monotonic() if now is None else now
+        if text.startswith(BEAT_MARKER) or self.last_beat is not None:
+            self.last_beat = now  # any line proves L1 alive; beats make silence meaningful
         if text.startswith(PHASE_MARKER):
             budget, _, what = text.removeprefix(PHASE_MARKER).strip().partition(" ")
             try:
@@ -77,6 +114,9 @@ class Watchdog:
         now = time.monotonic() if now is None else now
         if self.lockup:
             return f"L1's kernel reports a stuck CPU or task during {self.phase}: {self.lockup}"
+        if self.last_beat is not None and now - self.last_beat > self.beat_gap_s:
+            return (f"L1's console silent for {now - self.last_beat:.0f} s (the inner run beats every {BEAT_S:.0f} s) "
+                    f"during {self.phase}")
         waited = now - self.since
         if waited > self.budget_s + self.margin_s:
             return (f"no progress from L1 for {waited:.0f} s during {self.phase} "

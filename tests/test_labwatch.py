@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +47,30 @@ def test_a_stuck_cpu_or_task_reported_by_l1_is_a_stall_at_once(line: str) -> Non
     w.line(line, now=1.0)
     why = w.stalled(now=1.0)
     assert why and "stuck CPU or task during vhost/r1: boot" in why and line.strip() in why
+
+
+def test_once_the_inner_run_beats_a_silent_console_is_a_stall_long_before_the_budget() -> None:
+    w = labwatch.Watchdog(margin_s=30, since=0.0)
+    w.line("IOBENCH-PHASE 66 vhost/r1: tcp-P1-ldefault rx traffic", now=0.0)
+    assert w.stalled(now=40.0) is None  # no beat seen yet (an older inner run): only the budget counts
+    w.line("IOBENCH-BEAT", now=40.0)
+    w.line("iobench: vhost/r1: something", now=50.0)  # any line after a beat proves L1 alive
+    assert w.stalled(now=50.0 + labwatch.BEAT_GAP_S - 1) is None
+    why = w.stalled(now=50.0 + labwatch.BEAT_GAP_S + 1)
+    assert why and why.startswith("L1's console silent for 31 s") and "vhost/r1: tcp-P1-ldefault rx traffic" in why
+
+
+def test_the_heartbeat_beats_only_inside_the_lab(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("IOBENCH_ENVIRONMENT", "lab")
+    with labwatch.heartbeat(every_s=0.05):
+        time.sleep(0.3)
+    beats = capsys.readouterr().err.splitlines()
+    assert beats and set(beats) == {"IOBENCH-BEAT"}
+    monkeypatch.delenv("IOBENCH_ENVIRONMENT")
+    with labwatch.heartbeat(every_s=0.05):
+        time.sleep(0.2)
+    assert capsys.readouterr().err == ""
 
 
 def test_startup_has_its_own_budget_before_the_first_phase() -> None:
