@@ -37,7 +37,10 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=int, help="seconds of measured traffic per cell, and of the idle window")
     p.add_argument("--omit", type=int, help="iperf3 warm-up seconds not counted in throughput")
     p.add_argument("--repeats", type=int, help="rounds; every backend runs once per round")
-    p.add_argument("--message-size", type=int, action="append", help="iperf3 -l in bytes (repeatable: a sweep)")
+    p.add_argument("--workload", choices=("stream", "rr"),
+                   help="stream: iperf3 bulk transfer; rr: sockperf ping-pong, one request in flight (latency, per transaction)")
+    p.add_argument("--message-size", type=int, action="append",
+                   help="iperf3 -l / sockperf -m in bytes (repeatable: a sweep)")
     p.add_argument("--streams", type=int, help="iperf3 -P parallel streams")
     p.add_argument("--protocol", choices=("tcp", "udp"), help="tcp, or udp at --udp-bitrate")
     p.add_argument("--udp-bitrate", help="iperf3 -b for udp, e.g. 500M")
@@ -156,7 +159,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         backends=tuple(args.backend) if args.backend else None, accel=args.accel, directions=directions,
         duration_s=args.duration, omit_s=args.omit, repeats=args.repeats,
         message_bytes=tuple(args.message_size) if args.message_size else None, streams=args.streams,
-        protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
+        kind=args.workload, protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,

@@ -42,9 +42,9 @@ class ImageSpec:
     init: str  # resource under iobench/data
 
 
-# The benchmark guest: iperf3 is the server; ethtool switches offloads off when a
-# scenario asks (offloads = false).
-GUEST = ImageSpec("guest", ("e1000", "virtio_net", "virtio_pci"), ("iperf3", "ethtool"), "guest-init.sh")
+# The benchmark guest: iperf3 is the stream server, sockperf the request/response server;
+# ethtool switches offloads off when a scenario asks (offloads = false).
+GUEST = ImageSpec("guest", ("e1000", "virtio_net", "virtio_pci"), ("iperf3", "ethtool", "sockperf"), "guest-init.sh")
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 

@@ -19,17 +19,19 @@ from typing import Any
 from iobench.backends import Backend
 from iobench.counters import kvm, proc, tcg
 from iobench.scenario import Workload
-from iobench.schema import KVM_KINDS, KVM_STATS, TRAP_KINDS, VM_CPU_KINDS, Row
+from iobench.schema import KVM_KINDS, KVM_STATS, LATENCY_POINTS, TRAP_KINDS, VM_CPU_KINDS, Row
 from iobench.traffic import TrafficResult
 from iobench.vm import VM
 
 # Tap counters are named from the host kernel: data going into the guest leaves
 # through the tap (tx), data from the guest arrives on it (rx).
-TAP_DATA_COUNTERS = {"rx": ("tx_bytes", "tx_packets"), "tx": ("rx_bytes", "rx_packets")}
+TAP_DATA_COUNTERS = {"rx": (("tx_bytes",), ("tx_packets",)), "tx": (("rx_bytes",), ("rx_packets",)),
+                     "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}  # rr: requests and responses
 # The idle window has no data direction: its bytes are the tap's both ways.
 TAP_BYTES_BOTH = ("tx_bytes", "rx_bytes")
 # The native peer's veth is the guest's stand-in: data for it arrives (rx).
-PEER_DATA_COUNTERS = {"rx": ("rx_bytes", "rx_packets"), "tx": ("tx_bytes", "tx_packets")}
+PEER_DATA_COUNTERS = {"rx": (("rx_bytes",), ("rx_packets",)), "tx": (("tx_bytes",), ("tx_packets",)),
+                      "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ def native_row(*, run_id: str, cell: CellId, before: Snapshot, after: Snapshot, 
 
 
 def _window(run_id: str, cell: CellId, accel: str, exit_source: str, before: Snapshot, after: Snapshot,
-            traffic: TrafficResult, data_keys: tuple[str, str]) -> dict[str, Any]:
+            traffic: TrafficResult, data_keys: tuple[tuple[str, ...], tuple[str, ...]]) -> dict[str, Any]:
     """The columns every row shares: the cell's identity, the window, iperf3's result and the
     data-direction link counters."""
     w = cell.workload
@@ -229,5 +231,7 @@ def _window(run_id: str, cell: CellId, accel: str, exit_source: str, before: Sna
             "duration_s": round(after.monotonic - before.monotonic, 3),
             "throughput_bps": traffic.bits_per_second, "iperf3_bytes": traffic.bytes_received,
             "retransmits": traffic.retransmits,
-            "bytes": after.link[bytes_key] - before.link[bytes_key],
-            "frames": after.link[frames_key] - before.link[frames_key]}
+            "bytes": sum(after.link[k] - before.link[k] for k in bytes_key),
+            "frames": sum(after.link[k] - before.link[k] for k in frames_key),
+            "transactions": traffic.transactions, "transactions_per_s": traffic.transactions_per_s,
+            **{f"latency_{p}_us": (traffic.latency_us or {}).get(p) for p in LATENCY_POINTS}}

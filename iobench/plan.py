@@ -41,14 +41,16 @@ def describe(scn: Scenario) -> str:
     plan = AddressPlan.for_run("<run-id>")
     lines = [f"scenario: {scn.source}", f"accel: {accel_name} ({why})"]
     lines += [f"{n}: unavailable: {r}" for n, r in unavailable.items()]
-    n_cells = scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions)
-    lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends x "
-                 f"{len(scn.workloads)} workloads x {len(scn.directions)} directions; "
+    n_cells = scn.repeats * len(chosen) * scn.cells_per_backend_round
+    per_round = (f"{len(scn.workloads)} request/response workloads" if scn.kind == "rr" else
+                 f"{len(scn.workloads)} workloads x {len(scn.directions)} directions")
+    lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends x {per_round}; "
                  f"each VM boot also has a {scn.duration_s} s idle window")
     for name in chosen:
         lines.append(f"\n[{name}]")
         if name == NATIVE:
-            lines.append("  server: iperf3 -s (in the peer namespace iobench-<run-id>-peer, over veth)")
+            lines.append(f"  server: {'sockperf server' if scn.kind == 'rr' else 'iperf3 -s'} "
+                         "(in the peer namespace iobench-<run-id>-peer, over veth)")
             server = "<peer address>"
         else:
             cfg = vm_config(scn, backends.BACKENDS[name], accel_name, image, "ibt<run-id>0",
@@ -56,7 +58,7 @@ def describe(scn: Scenario) -> str:
             lines.append("  qemu: " + shlex.join(build_argv(cfg, Path("<vm-runtime-dir>"))))
             server = "<guest address>"
         for w in scn.workloads:
-            for d in scn.directions:
+            for d in scn.cell_directions(w):
                 lines.append(f"  {w.label} {d}: " + shlex.join(client_argv(traffic_spec(server, d, scn, w))))
     lines.append(f"\nround order: {', '.join(chosen)} (repeated {scn.repeats} times)")
     return "\n".join(lines)

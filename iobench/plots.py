@@ -326,6 +326,57 @@ def timeline_figure(slices: Any, path: Path | None = None, repeat: int = 1) -> A
     return _save(fig, path)
 
 
+RR_FIGURES = ("latency-rr.png", "per-transaction-rr.png")
+LATENCY_LABELS = {"p50": "p50", "p90": "p90", "p99": "p99", "p999": "p99.9", "max": "max"}
+
+
+def latency_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None) -> Any:
+    """Request/response round-trip time: the percentile ladder per backend (median over repeats), one
+    panel per rr workload, log scale. Under TCG the times are emulator time, and the title says so."""
+    plt = _plt()
+    order = workloads(rows)
+    fig, axes = plt.subplots(1, len(order), figsize=(4.5 * len(order), 4.5), squeeze=False, sharey=True)
+    points = list(LATENCY_LABELS)
+    for ax, w in zip(axes[0], order, strict=True):
+        sub = [r for r in rows if r["workload"] == w]
+        for b in BACKEND_ORDER:
+            med = [_median(_values(sub, b, "rr", f"latency_{p}_us")) for p in points]
+            if all(m != m for m in med):
+                continue
+            ax.plot(range(len(points)), med, marker="o", color=BACKEND_COLOURS[b], label=b)
+        ax.set_xticks(range(len(points)), [LATENCY_LABELS[p] for p in points])
+        ax.set_yscale("log")
+        ax.set_title(w)
+        ax.set_xlabel("percentile of round trips")
+    axes[0][0].set_ylabel("round-trip time (µs)")
+    axes[0][0].legend(fontsize=8)
+    emulated = " (TCG: emulator time, not a KVM latency)" if exit_source == "tcg-traps" else ""
+    fig.suptitle(f"Request/response round-trip time, one transaction in flight{emulated}")
+    return _save(fig, path)
+
+
+def per_transaction_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None) -> Any:
+    """Exits, interrupt injections and host CPU per transaction, per backend and rr workload."""
+    plt = _plt()
+    order = workloads(rows)
+    metrics = (("exits_per_transaction", "trap equivalents" if exit_source == "tcg-traps" else "VM exits"),
+               ("irq_injections_per_transaction", "interrupts injected"),
+               ("cpu_us_per_transaction", "host CPU µs (QEMU + vhost)"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5), squeeze=False)
+    backends = [b for b in BACKEND_ORDER if b != "native" and any(r["backend"] == b for r in rows)]
+    width = 0.8 / max(1, len(backends))
+    for ax, (column, label) in zip(axes[0], metrics, strict=True):
+        for i, b in enumerate(backends):
+            vals = [_median(_values([r for r in rows if r["workload"] == w], b, "rr", column)) for w in order]
+            ax.bar([k + (i - (len(backends) - 1) / 2) * width for k in range(len(order))], vals, width,
+                   color=BACKEND_COLOURS[b], label=b)
+        ax.set_xticks(range(len(order)), order, fontsize=8)
+        ax.set_ylabel(f"{label} per transaction")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Per request/response transaction")
+    return _save(fig, path)
+
+
 def draw_all(directory: Path) -> list[Path]:
     """Draw every figure of a results directory into its plots/ folder; returns the paths.
 
@@ -340,8 +391,13 @@ def draw_all(directory: Path) -> list[Path]:
     if not [r for r in rows if r["backend"] != "native"]:
         return []
     exit_source = data.meta["accel"]["exit_source"]
-    order = workloads(rows)
     paths: list[Path] = []
+    rr = [r for r in rows if r["direction"] == "rr"]
+    if rr:
+        paths += [latency_figure(rr, exit_source, out / RR_FIGURES[0]), per_transaction_figure(rr, exit_source,
+                                                                                              out / RR_FIGURES[1])]
+    rows = [r for r in rows if r["direction"] != "rr"]
+    order = workloads(rows)
     for w in order:
         sub = [r for r in rows if r["workload"] == w]
         names = FIGURES if len(order) == 1 else tuple(n.replace(".png", f"-{w}.png") for n in FIGURES)

@@ -32,9 +32,32 @@ def _model(pair: tuple[Any, Any] | None) -> str:
     return f"{_num(syscall, '.0f')} ({_num(everything, '.0f')})"
 
 
+RR_HEADERS = ("backend", "workload", "transactions/s", "RTT p50 µs", "RTT p99 µs", "RTT p99.9 µs",
+              "exits/txn", "net exits/txn", "irq/txn", "cpu us/txn", "n")
+
+
+def rr_lines(summary: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Request/response cells (direction rr): medians over repeats of the per-transaction figures."""
+    stats: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for s in summary:
+        if s["direction"] == "rr":
+            stats.setdefault((s["backend"], s["workload"]), {})[s["metric"]] = s
+    out: list[tuple[str, ...]] = []
+    for (backend, workload), m in stats.items():
+        def med(metric: str, fmt: str, _m: dict[str, dict[str, Any]] = m) -> str:
+            return _num(_m[metric]["median"], fmt) if metric in _m else "-"
+        n = m.get("transactions_per_s", {}).get("n", 0)
+        out.append((backend, workload, med("transactions_per_s", ".0f"), med("latency_p50_us", ".1f"),
+                    med("latency_p99_us", ".1f"), med("latency_p999_us", ".1f"), med("exits_per_transaction", ".2f"),
+                    med("net_exits_per_transaction", ".2f"), med("irq_injections_per_transaction", ".2f"),
+                    med("cpu_us_per_transaction", ".1f"), str(n)))
+    return out
+
+
 def table_lines(summary: list[dict[str, Any]], rows: list[dict[str, Any]], cells: list[dict[str, Any]],
                 backends_meta: dict[str, dict[str, str]]) -> list[tuple[str, ...]]:
     stats: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    summary = [s for s in summary if s["direction"] != "rr"]
     for s in summary:
         stats.setdefault((s["backend"], s["direction"], s["workload"]), {})[s["metric"]] = s
     # QEMU's syscall bytes are measured against the syscall part of the copy model; the model of all
@@ -101,7 +124,16 @@ def print_run(directory: Path, console: Console | None = None) -> None:
         table.add_column(h, overflow="fold")
     for line in table_lines(summary, rows, meta.get("cells", []), meta.get("backends", {})):
         table.add_row(*line)
-    console.print(table)
+    if any(s["direction"] != "rr" for s in summary):
+        console.print(table)
+    if rr := rr_lines(summary):
+        emulated = " (TCG: emulator time)" if meta["accel"]["exit_source"] == "tcg-traps" else ""
+        rr_table = Table(title=f"request/response: sockperf ping-pong, one transaction in flight{emulated}")
+        for h in RR_HEADERS:
+            rr_table.add_column(h, overflow="fold")
+        for line in rr:
+            rr_table.add_row(*line)
+        console.print(rr_table)
     for name, info in meta.get("backends", {}).items():
         if info["status"].startswith("unavailable"):
             console.print(f"{name}: {info['status']}")
@@ -139,6 +171,13 @@ def markdown(directory: Path) -> str:
                f"(warm-up {scn.get('omit_s')} s); packets are MTU-sized (1514 B) equivalents")
     out += ["", "| " + " | ".join(h.replace("|", "/") for h in HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines]
+    if rr := rr_lines(summary):
+        emulated = " Under TCG the round-trip times are emulator time, not KVM latencies." \
+            if meta["accel"]["exit_source"] == "tcg-traps" else ""
+        out += ["", "## Request/response (sockperf ping-pong, one transaction in flight)", "",
+                f"Round-trip times from sockperf's own samples; exits, interrupts and CPU per transaction.{emulated}",
+                "", "| " + " | ".join(RR_HEADERS) + " |", "|" + "---|" * len(RR_HEADERS)]
+        out += ["| " + " | ".join(line) + " |" for line in rr]
     if meta.get("flagged"):
         out += ["", "Repeats that disagree (coefficient of variation above 10%):", ""]
         out += [f"- {f['backend']} {f['direction']} {f['workload']}: {f['metric']} CV {f['cv']:.0%} (n={f['n']})"

@@ -141,7 +141,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     host = hostinfo.describe()
     cpu_hz = hostinfo.cpu_hz(host)
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
-                   total=scn.repeats * len(chosen) * len(scn.workloads) * len(scn.directions), progress=progress,
+                   total=scn.repeats * len(chosen) * scn.cells_per_backend_round, progress=progress,
                    l1_attempt=int(os.environ["IOBENCH_L1_ATTEMPT"]) if os.environ.get("IOBENCH_L1_ATTEMPT") else None)
     if scn.copy_trace:
         try:
@@ -276,7 +276,7 @@ class _Context:
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
         done = self.state.done()
-        return [c for w in self.scn.workloads for d in self.scn.directions
+        return [c for w in self.scn.workloads for d in self.scn.cell_directions(w)
                 if (c := CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)).key not in done]
 
     @property
@@ -340,7 +340,7 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
 
 def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> traffic.TrafficSpec:
     return traffic.TrafficSpec(server, direction, scn.duration_s, scn.omit_s, w.protocol, w.streams,
-                               w.message_bytes, w.udp_bitrate)
+                               w.message_bytes, w.udp_bitrate, kind=w.kind)
 
 
 def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:
@@ -520,7 +520,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
             if fault:
                 fault.cancel()
         client_cpu = children_cpu_s() - cpu0
-        ctx.writer.write_raw(f"{cell.name}.iperf3.json", raw)
+        ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
         after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
     finally:
         if tracing and vm.alive():
@@ -535,7 +535,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
                                     set(client_pids))
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
     ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
-    result = traffic.parse(raw)
+    result = traffic.parse_output(raw, spec)
     traps = None
     if tracing:
         lines = _trace_lines(vm, before, after)
@@ -544,7 +544,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
     ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, attempt, cell.workload.label, cell.direction,
                              "traffic")
-    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][:1],
+    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][0],
                                       vm.trace_log if tracing else None))
     row = vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
@@ -567,16 +567,16 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
                           labwatch.traffic_budget(ctx.scn.duration_s, ctx.scn.omit_s))
         spec = traffic_spec(str(pair.plan.guest), cell.direction, ctx.scn, cell.workload)
         try:
-            with traffic.server(pair.peer_netns) as srv:
+            with traffic.server(pair.peer_netns, spec=spec) as srv:
                 before = snapshot(srv.pid, pair.peer_link_stats)
                 cpu0 = children_cpu_s()
                 raw = traffic.run(spec, topo.netns)
                 client_cpu = children_cpu_s() - cpu0
-                ctx.writer.write_raw(f"{cell.name}.iperf3.json", raw)
+                ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
                 after = snapshot(srv.pid, pair.peer_link_stats)
             ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
             ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
-            row = native_row(run_id=ctx.run_id, cell=cell, before=before, after=after, traffic=traffic.parse(raw),
+            row = native_row(run_id=ctx.run_id, cell=cell, before=before, after=after, traffic=traffic.parse_output(raw, spec),
                              client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz)
             ctx.ok(cell, row)
         except CellFailed as exc:

@@ -21,9 +21,10 @@ File layout (every key optional; defaults below):
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
     [workload]
+    kind = "stream"             # stream (iperf3 bulk transfer) or rr (sockperf ping-pong: one request in flight)
     protocol = "tcp"            # tcp or udp
     streams = 1                 # iperf3 -P
-    message_bytes = [0]         # iperf3 -l; 0 = iperf3's default; several values = a sweep
+    message_bytes = [0]         # iperf3 -l / sockperf -m; 0 = the tool's default; several values = a sweep
     udp_bitrate = "1G"          # iperf3 -b for udp
 
     [guest]
@@ -47,17 +48,26 @@ BACKEND_NAMES = ("e1000", "virtio", "vhost", "native")
 
 @dataclass(frozen=True)
 class Workload:
-    """What iperf3 does in one cell."""
+    """What the traffic tool does in one cell: iperf3 streams, or sockperf request/response."""
 
     protocol: str = "tcp"
     streams: int = 1
     message_bytes: int = 0
     udp_bitrate: str = "1G"
+    kind: str = "stream"
 
     @property
     def label(self) -> str:
         size = "default" if self.message_bytes == 0 else f"{self.message_bytes}B"
+        if self.kind == "rr":
+            return f"rr-{self.protocol}-l{size}"
         return f"{self.protocol}-P{self.streams}-l{size}"
+
+    @property
+    def directions(self) -> tuple[str, ...] | None:
+        """rr cells have one direction of their own ("rr": requests host->guest, responses back);
+        None: the scenario's directions."""
+        return ("rr",) if self.kind == "rr" else None
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Scenario:
     copy_trace: bool = False
     exit_reasons: bool = False
     timeline_interval_s: float = 1.0
+    kind: str = "stream"
     protocol: str = "tcp"
     streams: int = 1
     message_bytes: tuple[int, ...] = (0,)
@@ -86,7 +97,14 @@ class Scenario:
 
     @property
     def workloads(self) -> list[Workload]:
-        return [Workload(self.protocol, self.streams, m, self.udp_bitrate) for m in self.message_bytes]
+        return [Workload(self.protocol, self.streams, m, self.udp_bitrate, self.kind) for m in self.message_bytes]
+
+    def cell_directions(self, w: Workload) -> tuple[str, ...]:
+        return w.directions or self.directions
+
+    @property
+    def cells_per_backend_round(self) -> int:
+        return sum(len(self.cell_directions(w)) for w in self.workloads)
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """Apply CLI options (None = not given) and validate the result."""
@@ -113,11 +131,12 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
     },
     "workload": {
+        "kind": (str, lambda v: v in ("stream", "rr"), '"stream" (iperf3) or "rr" (sockperf request/response)'),
         "protocol": (str, lambda v: v in ("tcp", "udp"), '"tcp" or "udp"'),
         "streams": (int, lambda v: 1 <= v <= 128, "an integer from 1 to 128"),
         "message_bytes": (list, lambda v: v and all(isinstance(x, int) and not isinstance(x, bool)
-                                                    and (x == 0 or 64 <= x <= 1 << 20) for x in v),
-                          "a non-empty list of sizes in bytes, 64 to 1048576, or 0 for iperf3's default"),
+                                                    and (x == 0 or 14 <= x <= 1 << 20) for x in v),
+                          "a non-empty list of sizes in bytes, 14 to 1048576, or 0 for the tool's default"),
         "udp_bitrate": (str, lambda v: v[:-1].isdigit() and v[-1] in "0123456789KMG" or v.isdigit(),
                         'an iperf3 bitrate such as "500M" or "1G"'),
     },
@@ -174,6 +193,11 @@ def validate(s: Scenario, origin: str) -> None:
                 _check(section, f.name, list(value) if isinstance(value, tuple) else value, origin)
     if s.protocol == "udp" and s.message_bytes != (0,) and max(s.message_bytes) > 65507:
         raise UserError(f"{origin}: [workload] message_bytes above 65507 are impossible with UDP.")
+    if s.kind == "stream" and any(0 < m < 64 for m in s.message_bytes):
+        raise UserError(f"{origin}: [workload] message_bytes below 64 are not measured with kind = \"stream\" "
+                        "(iperf3 writes): use 64 or more, or kind = \"rr\" for small request/response messages.")
+    if s.kind == "rr" and s.streams != 1:
+        raise UserError(f"{origin}: [workload] streams must be 1 with kind = \"rr\": one transaction in flight.")
 
 
 def as_dict(s: Scenario) -> dict[str, Any]:

@@ -62,8 +62,17 @@ HIGHER_IS_BETTER = {
     "irq_injections_per_packet": False,
     "copies_per_packet_measured": False,
     "cpu_us_per_packet": False,
+    "transactions_per_s": True,
+    "latency_p50_us": False,
+    "latency_p99_us": False,
+    "exits_per_transaction": False,
+    "irq_injections_per_transaction": False,
+    "cpu_us_per_transaction": False,
 }
 EXIT_METRICS = ("exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet")
+# rr rows: the percentiles of the round-trip time the client reports (latency_<point>_us)
+LATENCY_POINTS = ("p50", "p90", "p99", "p999", "max")
+PER_TRANSACTION = ("exits", "irq_injections")
 
 MTU = 1500
 FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
@@ -132,6 +141,13 @@ class Row:
     kcopy_bytes_iperf3: int | None
     kcopy_bytes_other: int | None
     na_reason: str
+    transactions: int | None = None  # rr: request/response round trips the client completed in the window
+    transactions_per_s: float | None = None  # rr: the client's rate over its valid duration
+    latency_p50_us: float | None = None  # rr: round-trip time percentiles from the client's own samples
+    latency_p90_us: float | None = None
+    latency_p99_us: float | None = None
+    latency_p999_us: float | None = None
+    latency_max_us: float | None = None
     l1_attempt: int | None = None  # the lab: which boot of the first-level VM measured this row
     exit_reasons_total: int | None = None  # kvm:kvm_exit events of the VM's vCPU threads (counters.exitreasons)
 
@@ -180,6 +196,13 @@ def derive(row: Row) -> dict[str, Any]:
     out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
     out["est_cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
                               if path_cpu is not None and row.cpu_hz and row.bytes else None)
+    tx = row.transactions
+    out["exits_per_transaction"] = round(row.exits / tx, 4) if tx else None
+    out["net_exits_per_transaction"] = (round((row.exits - idle_rate * row.duration_s) / tx, 4)
+                                        if tx and idle_rate is not None else None)
+    out["irq_injections_per_transaction"] = (round(row.irq_injections / tx, 4)
+                                             if tx and row.irq_injections is not None else None)
+    out["cpu_us_per_transaction"] = round(path_cpu * 1e6 / tx, 3) if tx and path_cpu is not None else None
     out["exit_reasons_coverage"] = (round(row.exit_reasons_total / row.exits, 4)
                                     if row.exit_reasons_total is not None and row.exits else None)
     return out
@@ -190,7 +213,9 @@ DERIVED_COLUMNS = [
     "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
     "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
     "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
-    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte", "exit_reasons_coverage",
+    *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
+    "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
+    "exit_reasons_coverage",
 ]
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
 INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]

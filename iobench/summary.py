@@ -18,8 +18,12 @@ from iobench.schema import Row, derive
 
 HEADLINE = ("throughput_bps", "exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet",
             "copies_per_packet_measured", "cpu_us_per_packet")
-# Summarized too, never flagged: present only in --copy-trace runs.
-ALSO = ("kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost")
+# Request/response rows (workload kind rr): flagged like the headline, where present.
+RR_HEADLINE = ("transactions_per_s", "latency_p50_us", "latency_p99_us", "exits_per_transaction",
+               "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction")
+# Summarized too, never flagged: present only in --copy-trace and rr runs.
+ALSO = ("kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost", "latency_p90_us", "latency_p999_us",
+        "latency_max_us", "exit_reasons_coverage")
 CV_FLAG = 0.10
 
 
@@ -60,8 +64,8 @@ def summarize(rows: Sequence[Row]) -> list[Stat]:
         groups.setdefault((r["backend"], r["direction"], r["workload"]), []).append(r)
     out: list[Stat] = []
     for key, members in groups.items():
-        for metric in (*HEADLINE, *ALSO):
-            st = _stat(key, metric, [m[metric] for m in members], flag=metric in HEADLINE)
+        for metric in (*HEADLINE, *RR_HEADLINE, *ALSO):
+            st = _stat(key, metric, [m[metric] for m in members], flag=metric in (*HEADLINE, *RR_HEADLINE))
             if st:
                 out.append(st)
     native = {(k[1], k[2]): statistics.median(float(m["throughput_bps"]) for m in ms)

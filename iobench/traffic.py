@@ -1,14 +1,22 @@
-"""Traffic from the iperf3 program (-J), run in the run's namespace against the guest's server.
+"""Traffic from the iperf3 program (-J) and, for request/response, sockperf, run in the run's
+namespace against the guest's servers.
 
-Why the program and not a Python wrapper: iperf3's JSON is its stable interface,
-and the exact command line is saved with the results. A failed or empty result
-is an error with iperf3's own text, never a zero row.
+Why the programs and not Python wrappers: iperf3's JSON is its stable interface, sockperf's
+ping-pong summary (round trips completed, percentiles of the round-trip time from its own samples)
+is what the field reads, and the exact command line is saved with the results. A failed or empty
+result is an error with the tool's own text, never a zero row.
+
+Workloads: `stream` (iperf3, saturation: bulk transfer one way) and `rr` (sockperf ping-pong: one
+request in flight, each answered before the next is sent; per-transaction figures are properties
+of the device model and driver, not of the host's speed). sockperf's messages carry its 14-byte
+header: a message is never shorter.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,6 +30,14 @@ from iobench.errors import CellFailed
 from iobench.topology import enter_netns
 
 IPERF3_PORT = 5201  # where the guest's `iperf3 -s` listens
+SOCKPERF_PORT = 11111  # where the guest's `sockperf server` listens (TCP and UDP)
+SOCKPERF_MIN_MESSAGE = 14
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TOTAL = re.compile(r"\[Total Run\] RunTime=(?P<t>[\d.]+) sec;.*?SentMessages=(?P<sent>\d+); ReceivedMessages=(?P<recv>\d+)")
+_VALID = re.compile(r"\[Valid Duration\] RunTime=(?P<t>[\d.]+) sec; SentMessages=(?P<sent>\d+); "
+                    r"ReceivedMessages=(?P<recv>\d+)")
+_PERCENTILE = re.compile(r"---> percentile (?P<p>[\d.]+) =\s*(?P<v>[\d.]+)")
+_MAX = re.compile(r"---> <MAX> observation =\s*(?P<v>[\d.]+)")
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,16 @@ class TrafficSpec:
     message_bytes: int = 0  # 0: iperf3's default (128 KiB for TCP)
     udp_bitrate: str = "1G"
     port: int = IPERF3_PORT
+    kind: str = "stream"  # stream (iperf3) or rr (sockperf ping-pong)
+
+    @property
+    def tool(self) -> str:
+        return "sockperf" if self.kind == "rr" else "iperf3"
+
+    @property
+    def raw_name(self) -> str:
+        """The file name suffix of the client's raw output in raw/."""
+        return "sockperf.txt" if self.kind == "rr" else "iperf3.json"
 
 
 @dataclass(frozen=True)
@@ -46,9 +72,14 @@ class TrafficResult:
     bytes_sent: int
     retransmits: int | None
     raw: dict[str, Any]
+    transactions: int | None = None  # rr: round trips completed in the client's whole run
+    transactions_per_s: float | None = None  # rr: over sockperf's valid duration (its start and end trimmed)
+    latency_us: dict[str, float] | None = None  # rr: round-trip time percentiles (LATENCY_POINTS)
 
 
 def client_argv(spec: TrafficSpec) -> list[str]:
+    if spec.kind == "rr":
+        return rr_argv(spec)
     argv = ["iperf3", "-c", spec.server, "-J", "-t", str(spec.duration_s), "-O", str(spec.omit_s)]
     if spec.protocol == "udp":
         argv += ["-u", "-b", spec.udp_bitrate]
@@ -61,6 +92,43 @@ def client_argv(spec: TrafficSpec) -> list[str]:
     if spec.port != IPERF3_PORT:
         argv += ["-p", str(spec.port)]
     return argv
+
+
+def rr_argv(spec: TrafficSpec) -> list[str]:
+    """sockperf ping-pong: round-trip times (--full-rtt), no warm-up messages outside the count."""
+    argv = ["sockperf", "ping-pong", "-i", spec.server, "-p", str(SOCKPERF_PORT if spec.port == IPERF3_PORT else spec.port),
+            "-t", str(spec.duration_s), "--full-rtt", "--dontwarmup"]
+    if spec.protocol == "tcp":
+        argv.append("--tcp")
+    if spec.message_bytes:
+        argv += ["-m", str(spec.message_bytes)]
+    return argv
+
+
+def parse_rr(text: str, message_bytes: int) -> TrafficResult:
+    """Parse sockperf ping-pong's summary. Transactions are the round trips of the whole run (the
+    window the counters cover); the rate and percentiles are sockperf's, over its valid duration.
+    Raises CellFailed with sockperf's own text when it has no result."""
+    clean = _ANSI.sub("", text)
+    total, valid = _TOTAL.search(clean), _VALID.search(clean)
+    if not total or not valid or int(total["recv"]) == 0:
+        said = [ln for ln in clean.splitlines() if "ERROR" in ln or "error" in ln]
+        raise CellFailed("sockperf completed no round trip: " + (said[-1] if said else clean.strip()[-200:]))
+    size = max(message_bytes, SOCKPERF_MIN_MESSAGE)
+    points = {f"p{p.rstrip('0').rstrip('.').replace('.', '')}": float(v) for p, v in _PERCENTILE.findall(clean)}
+    latency = {"p50": points.get("p50"), "p90": points.get("p90"), "p99": points.get("p99"),
+               "p999": points.get("p999"), "max": float(m["v"]) if (m := _MAX.search(clean)) else None}
+    received, runtime = int(total["recv"]), float(total["t"])
+    return TrafficResult(
+        bits_per_second=2 * size * 8 * received / runtime,  # requests and responses, payload only
+        bytes_received=size * received, bytes_sent=size * int(total["sent"]), retransmits=None,
+        raw={"tool": "sockperf", "summary": clean}, transactions=received,
+        transactions_per_s=round(int(valid["recv"]) / float(valid["t"]), 1),
+        latency_us={k: v for k, v in latency.items() if v is not None})
+
+
+def parse_output(text: str, spec: TrafficSpec) -> TrafficResult:
+    return parse_rr(text, spec.message_bytes) if spec.kind == "rr" else parse(text)
 
 
 def parse(text: str) -> TrafficResult:
@@ -113,14 +181,14 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
             except subprocess.TimeoutExpired:
                 stop = watch() if watch else None
                 if stop is None and time.monotonic() > deadline:
-                    stop = f"iperf3 did not finish within {limit:.0f} s"
+                    stop = f"{spec.tool} did not finish within {limit:.0f} s"
     finally:
         if proc.poll() is None:  # overrun, peer gone, or interrupted: no iperf3 outlives the cell
             _kill_group(proc)
     if stop:
         raise CellFailed(stop)
     if not out.strip():
-        raise CellFailed(f"iperf3 exited with status {proc.returncode} and no JSON: {err.strip()[:200]}")
+        raise CellFailed(f"{spec.tool} exited with status {proc.returncode} and no output: {err.strip()[:200]}")
     return out
 
 
@@ -148,17 +216,32 @@ def listening(pid: int, port: int = IPERF3_PORT) -> bool:
     return False
 
 
+def bound_udp(pid: int, port: int) -> bool:
+    """Whether the namespace of `pid` has a UDP socket bound to `port`."""
+    suffix = f":{port:04X}"
+    try:
+        lines = Path(f"/proc/{pid}/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(len(f := ln.split()) > 1 and f[1].endswith(suffix) for ln in lines)
+
+
 @contextmanager
-def server(netns: str, timeout: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
-    """`iperf3 -s` inside `netns` (the native row's stand-in for the guest), stopped on exit."""
-    proc = subprocess.Popen(["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+def server(netns: str, timeout: float = 10.0, spec: TrafficSpec | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`iperf3 -s` (or, for an rr spec, `sockperf server`) inside `netns` (the native row's stand-in
+    for the guest), stopped on exit."""
+    rr = spec is not None and spec.kind == "rr"
+    argv = (["sockperf", "server", "-i", spec.server, "-p", str(SOCKPERF_PORT)] + (["--tcp"] if spec.protocol == "tcp"
+            else []) if rr and spec is not None else ["iperf3", "-s"])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=lambda: enter_netns(netns), start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
-        while not listening(proc.pid):
+        while not (bound_udp(proc.pid, SOCKPERF_PORT) if rr and spec is not None and spec.protocol == "udp"
+                   else listening(proc.pid, SOCKPERF_PORT if rr else IPERF3_PORT)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr and proc.poll() is not None else ""
-                raise CellFailed(f"iperf3 server did not start listening in {netns}: {err.strip()[:200]}")
+                raise CellFailed(f"{argv[0]} server did not start listening in {netns}: {err.strip()[:200]}")
             time.sleep(0.05)
         yield proc
     finally:

@@ -36,9 +36,13 @@ if [ "$(arg iobench.offloads)" = off ]; then
 fi
 # One long-lived server serves the cells one after another; restarted if it dies.
 ( while :; do iperf3 -s >/dev/null 2>>/tmp/iperf3.err; echo "IOBENCH-ERROR iperf3 server exited"; sleep 0.2; done ) &
-# READY only once the server listens on 5201 (0x1451, state 0A in /proc/net/tcp).
+# Request/response (rr workloads): sockperf servers on 11111, TCP and UDP, restarted if they die.
+( while :; do sockperf server -p 11111 --tcp >/dev/null 2>>/tmp/sockperf.err; echo "IOBENCH-ERROR sockperf tcp server exited"; sleep 0.2; done ) &
+( while :; do sockperf server -p 11111 >/dev/null 2>>/tmp/sockperf.err; echo "IOBENCH-ERROR sockperf udp server exited"; sleep 0.2; done ) &
+# READY only once iperf3 listens on 5201 (0x1451, state 0A in /proc/net/tcp) and sockperf on 11111 (0x2B67).
 i=0
-while ! grep -q ':1451 00000000:0000 0A' /proc/net/tcp && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+while ! { grep -q ':1451 00000000:0000 0A' /proc/net/tcp && grep -q ':2B67 00000000:0000 0A' /proc/net/tcp \
+          && grep -q ':2B67 ' /proc/net/udp; } && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 echo "IOBENCH-INFO kernel=$(uname -r) driver=$(basename "$(readlink /sys/class/net/eth0/device/driver)") addr=$ADDR"
 # What this boot chose that can set a mode for its whole life (a bimodal cell is explained from raw/):
 # the clocksource and whether the TSC was distrusted, the NIC's interrupt coalescing, and the
