@@ -158,8 +158,8 @@ class ExitReasons:
         """Arm and clear every trigger once before the first window, so that a kernel that refuses
         one says so here (counts without handling time, or no exit reasons at all), not mid-run."""
         try:
-            (self.exit / "trigger").write_text(EXIT_TRIGGER + "\n")
-            (self.exit / "trigger").write_text(f"!{EXIT_TRIGGER}\n")
+            _add(self.exit, EXIT_TRIGGER)
+            _add(self.exit, f"!{EXIT_TRIGGER}")
         except OSError as exc:
             raise ExitReasonsUnavailable(f"the kernel refused the hist trigger on kvm:kvm_exit ({exc.strerror}"
                                          f"{_kernel_said(self.tracefs)})") from exc
@@ -191,7 +191,7 @@ class ExitReasons:
 
     def start(self) -> None:
         for event, trigger in self._triggers():
-            (event / "trigger").write_text(trigger + "\n")
+            _add(event, trigger)
 
     def stop(self) -> tuple[WindowCounts, str]:
         """Read both histograms and remove the triggers (the counts restart with the next window).
@@ -199,19 +199,15 @@ class ExitReasons:
         exit_text = (self.exit / "hist").read_text()
         time_text = (self.synth / "hist").read_text() if self.timed else ""
         for event, trigger in reversed(self._triggers()):
-            (event / "trigger").write_text(f"!{trigger}\n")
+            _add(event, f"!{trigger}")
         counts = WindowCounts(parse_hist(_only(exit_text, EXIT_TRIGGER)), parse_hist(time_text))
         return counts, exit_text + ("\n# handling time\n" + time_text if time_text else "")
 
     def _remove(self) -> None:
-        for event, trigger in ((self.entry, ENTRY_TRIGGER), (self.exit, SAVE_TRIGGER), (self.exit, EXIT_TRIGGER)):
+        for event, trigger in ((self.entry, ENTRY_TRIGGER), (self.exit, SAVE_TRIGGER), (self.synth, TIME_TRIGGER),
+                               (self.exit, EXIT_TRIGGER)):
             try:
-                (event / "trigger").write_text(f"!{trigger}\n")
-            except OSError:
-                pass
-        if self.synth.is_dir():
-            try:
-                (self.synth / "trigger").write_text(f"!{TIME_TRIGGER}\n")
+                _add(event, f"!{trigger}")
             except OSError:
                 pass
         try:
@@ -232,6 +228,13 @@ class ExitReasons:
 class WindowCounts:
     exits: dict[tuple[int, ...], dict[str, int]]
     times: dict[tuple[int, ...], dict[str, int]]
+
+
+def _add(event: Path, trigger: str) -> None:
+    """Add (or, with "!", remove) one trigger of `event`. Opened for appending: opening a trigger file
+    with O_TRUNC, as write_text does, first removes *every* hist trigger of the event."""
+    with (event / "trigger").open("a") as f:
+        f.write(trigger + "\n")
 
 
 def _kernel_said(tracefs: Path) -> str:
