@@ -81,7 +81,7 @@ def test_a_format_2_directory_is_upgraded_on_read(tmp_path, data, capsys, monkey
     """A real lab run written by iobench's format 2 (before timeline.csv) is read as format 3."""
     import shutil
 
-    from iobench import plots, results, schema
+    from iobench import directories, plots, results, schema
 
     old = tmp_path / "old"
     shutil.copytree(data / "results-v2-lab", old)
@@ -93,7 +93,7 @@ def test_a_format_2_directory_is_upgraded_on_read(tmp_path, data, capsys, monkey
     assert main(["plot", str(old)]) == 0
     assert sorted(p.name for p in (old / "plots").iterdir()) == sorted(plots.FIGURES)
     monkeypatch.delenv("IOBENCH_RESULTS", raising=False)
-    assert results.pick(root=tmp_path) == [old]
+    assert directories.pick(root=tmp_path) == [old]
 
 
 def test_a_message_size_sweep_gets_figures_per_size_and_against_size(tmp_path, data) -> None:
