@@ -55,6 +55,9 @@ EXTRA_ARGS_ENV = "IOBENCH_LAB_L1_ARGS"
 # its binary, and its data folder (-L: option ROMs of the same version). L2 keeps the system's QEMU.
 L1_QEMU_ENV = "IOBENCH_LAB_L1_QEMU"
 L1_QEMU_DATA_ENV = "IOBENCH_LAB_L1_QEMU_DATA"
+# ... and single-threaded TCG for L1 (IOBENCH_LAB_L1_TCG=single): no two vCPUs of L1 run at once, so
+# no cross-modifying code between them (docs/lab.md), at the cost of one host core for L1.
+L1_TCG_ENV = "IOBENCH_LAB_L1_TCG"
 Log = Callable[[str], None]
 
 
@@ -74,7 +77,8 @@ def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
     # -d cpu_reset,guest_errors: when L1 dies silently (a triple fault exits QEMU with status 0
     # under -no-reboot), its -D log says why.
     data = os.environ.get(L1_QEMU_DATA_ENV)
-    return VMConfig(name="iobench-lab", accel="tcg", image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
+    accel = "tcg-single" if os.environ.get(L1_TCG_ENV) == "single" else "tcg"
+    return VMConfig(name="iobench-lab", accel=accel, image=image, nic_args=virtfs, guest_cidr="198.18.0.2/24",
                     memory_mb=L1_MEMORY_MB, vcpus=L1_VCPUS,
                     extra_args=("-cpu", L1_CPU, "-d", "cpu_reset,guest_errors", *(("-L", data) if data else ())),
                     cmdline_extra=(f"iobench.labdir={labdir}", *L1_KERNEL_ARGS, *l1_extra_args()),
@@ -383,6 +387,7 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         "l1": _parse_info(l1_line),
         "l1_kernel_args": [*L1_KERNEL_ARGS, *l1_extra_args()],
         "l1_qemu": hostinfo.version_line([os.environ.get(L1_QEMU_ENV) or QEMU_BINARY, "--version"]),
+        "l1_tcg": "single-threaded" if os.environ.get(L1_TCG_ENV) == "single" else "multi-threaded",
         "l1_boot_s": round(l1_boot_s, 1),
         "wall_s": round(wall_s, 1),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,

@@ -74,6 +74,8 @@ def accel_args(accel: str) -> list[str]:
         return ["-accel", "kvm", "-cpu", "host"]
     if accel == "tcg":
         return ["-accel", "tcg,thread=multi"]
+    if accel == "tcg-single":  # the lab's A/B of single-threaded TCG for L1
+        return ["-accel", "tcg,thread=single"]
     raise ValueError(f"unknown accel {accel!r}")
 
 
