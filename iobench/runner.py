@@ -395,7 +395,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
             try:
                 ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle, attempt))
             except CellFailed as exc:
-                if not vm.alive():
+                if not vm.alive() or isinstance(exc, traffic.GuestUnresponsive):  # dead or hung: boot again
                     log(f"{tag}: {cell.direction}: {str(exc).splitlines()[0]}")
                     return cells[i:], str(exc)
                 log(f"{tag}: {cell.direction} failed: {str(exc).splitlines()[0]}")

@@ -30,6 +30,14 @@ from iobench.errors import CellFailed
 from iobench.topology import enter_netns
 
 IPERF3_PORT = 5201  # where the guest's `iperf3 -s` listens
+# iperf3's words for a peer that stopped answering (the guest's network or the guest itself hung),
+# as opposed to a peer that answers "no" (connection refused: no server there).
+_UNREACHABLE = ("No route to host", "Connection timed out", "Host is unreachable")
+
+
+class GuestUnresponsive(CellFailed):
+    """The client overran its window or the guest stopped answering while its QEMU still runs: the
+    guest is hung, and its VM is booted again for the cells left (like a VM that died)."""
 SOCKPERF_PORT = 11111  # where the guest's `sockperf server` listens (TCP and UDP)
 SOCKPERF_MIN_MESSAGE = 14
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -138,7 +146,8 @@ def parse(text: str) -> TrafficResult:
     except json.JSONDecodeError as exc:
         raise CellFailed(f"iperf3 printed no JSON: {text.strip()[:200]!r}") from exc
     if data.get("error"):
-        raise CellFailed(f"iperf3: {data['error']}")
+        raise (GuestUnresponsive if any(w in data["error"] for w in _UNREACHABLE) else CellFailed)(
+            f"iperf3: {data['error']}")
     end = data.get("end", {})
     received = end.get("sum_received") or end.get("sum")
     sent = end.get("sum_sent") or end.get("sum")
@@ -172,6 +181,7 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
     limit = spec.duration_s + spec.omit_s + timeout_extra
     deadline = time.monotonic() + limit
     stop: str | None = None  # why iobench stopped the client itself
+    overran = False
     out = err = ""
     try:
         while stop is None:
@@ -182,11 +192,12 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
                 stop = watch() if watch else None
                 if stop is None and time.monotonic() > deadline:
                     stop = f"{spec.tool} did not finish within {limit:.0f} s"
+                    overran = True
     finally:
         if proc.poll() is None:  # overrun, peer gone, or interrupted: no iperf3 outlives the cell
             _kill_group(proc)
     if stop:
-        raise CellFailed(stop)
+        raise (GuestUnresponsive if overran else CellFailed)(stop)
     if not out.strip():
         raise CellFailed(f"{spec.tool} exited with status {proc.returncode} and no output: {err.strip()[:200]}")
     return out

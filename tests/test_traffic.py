@@ -38,3 +38,17 @@ def test_client_argv_uses_reverse_for_guest_to_host() -> None:
     spec = traffic.TrafficSpec("198.18.0.2", "tx", 5, 1)
     assert traffic.client_argv(spec) == ["iperf3", "-c", "198.18.0.2", "-J", "-t", "5", "-O", "1", "-R"]
     assert "-R" not in traffic.client_argv(traffic.TrafficSpec("198.18.0.2", "rx", 5, 1))
+
+
+def test_a_guest_that_stopped_answering_is_told_from_one_that_refuses() -> None:
+    """iperf3's own error texts: "No route to host" (ARP gets no answer: the guest's network is gone)
+    makes the VM suspect; "Connection refused" (something answered: no server) fails just the cell."""
+    from iobench.errors import CellFailed
+
+    hung = '{"error": "unable to connect to server: No route to host"}'
+    refused = '{"error": "unable to connect to server: Connection refused"}'
+    with pytest.raises(traffic.GuestUnresponsive):
+        traffic.parse(hung)
+    with pytest.raises(CellFailed) as info:
+        traffic.parse(refused)
+    assert not isinstance(info.value, traffic.GuestUnresponsive)
