@@ -44,8 +44,10 @@ L1_BOOT_TIMEOUT_S = 120.0
 # since the next boot resumes the run.
 L1_ATTEMPTS = 4
 # L1's kernel: warnings and the stuck CPU's backtrace reach the console (quiet would hide them); an NMI
-# from the host (the stall diagnosis) panics with every CPU's backtrace.
-L1_KERNEL_ARGS = ("loglevel=5", "unknown_nmi_panic", "sysctl.kernel.panic_all_cpu_backtrace=1")
+# from the host (the stall diagnosis) panics with every CPU's backtrace. tsc=reliable: TCG keeps L1's
+# TSCs in step (one host clock), but L1 distrusts them at boot and would run on the emulated HPET, whose
+# read path one measured stall spun in; with it L1 runs on the TSC (A/B in docs/lab.md).
+L1_KERNEL_ARGS = ("loglevel=5", "unknown_nmi_panic", "sysctl.kernel.panic_all_cpu_backtrace=1", "tsc=reliable")
 DIAG_QMP_TIMEOUT_S = 5.0
 NMI_WAIT_S = 6.0
 # A/B studies of L1's settings (docs/lab.md): extra L1 kernel arguments, e.g. "tsc=reliable" or
