@@ -136,6 +136,7 @@ def test_every_exit_is_named_and_the_reasons_add_up_to_kvms_count(lab_run) -> No
     _, (run_dir,), _, _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["exit_reasons"].startswith("on: kvm:kvm_exit by reason"), meta["exit_reasons"]
+    assert "handling time to the next kvm_entry" in meta["exit_reasons"], meta["exit_reasons"]
     rows = list(csv.DictReader((run_dir / "rows.csv").open()))
     for r in rows:
         assert 0.99 <= float(r["exit_reasons_coverage"]) <= 1.01, (r["backend"], r["direction"], r["exits"],
@@ -152,8 +153,9 @@ def test_every_exit_is_named_and_the_reasons_add_up_to_kvms_count(lab_run) -> No
         top = max(mine, key=lambda x: int(x["exits"]))
         if backend == "e1000":
             assert top["reason"] == "npf", mine
-        if meta["exit_reasons"].find("handling time to the next kvm_entry") >= 0:
-            assert sum(int(x["handling_ns"] or 0) for x in mine) > 0
+        # handling time: most exits' next entry is seen, and each took some time
+        handled = sum(int(x["handled"]) for x in mine)
+        assert 0.9 * total <= handled <= total and sum(int(x["handling_ns"]) for x in mine) > handled, (backend, mine)
     assert list((run_dir / "raw/e1000").glob("*.exitreasons.hist"))
 
 
@@ -215,7 +217,7 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
             proc.send_signal(signal.SIGINT)
             break
         assert time.monotonic() < deadline, "".join(lines)
-    rest, _ = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
     text = "".join(lines) + rest
     assert proc.returncode == 130, text
     (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]

@@ -24,6 +24,7 @@ One user per kernel at a time (the triggers are global): a run holds /run/iobenc
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class ExitReasons:
         self.exit = tracefs / "events" / "kvm" / "kvm_exit"
         self.entry = tracefs / "events" / "kvm" / "kvm_entry"
         self.synth = tracefs / "events" / "synthetic" / SYNTH
+        self.synth_error = "its directory did not appear"
         try:
             self.lock: int | None = stale.hold(LOCK)
         except BlockingIOError as exc:
@@ -148,7 +150,7 @@ class ExitReasons:
             self.names = reason_names((self.exit / "format").read_text())
             self._remove()  # left by a killed run: we hold the lock, so nobody uses them
             self.timed = self._define_synthetic()
-            self.time_na = "" if self.timed else "the kernel refused the synthetic event " + SYNTH
+            self.time_na = "" if self.timed else f"the kernel refused the synthetic event {SYNTH} ({self.synth_error})"
             self._try_once()
         except BaseException:
             self.close()
@@ -176,10 +178,10 @@ class ExitReasons:
     def _define_synthetic(self) -> bool:
         """Whether the handling-time synthetic event could be made (older kernels: counts only)."""
         try:
-            with (self.tracefs / "synthetic_events").open("a") as f:
-                f.write(SYNTH_DEF + "\n")
+            _append(self.tracefs / "synthetic_events", SYNTH_DEF)
             return self.synth.is_dir()
-        except OSError:
+        except OSError as exc:
+            self.synth_error = f"{exc.strerror}{_kernel_said(self.tracefs)}"
             return False
 
     def _triggers(self) -> list[tuple[Path, str]]:
@@ -211,8 +213,7 @@ class ExitReasons:
             except OSError:
                 pass
         try:
-            with (self.tracefs / "synthetic_events").open("a") as f:
-                f.write(f"!{SYNTH_DEF}\n")
+            _append(self.tracefs / "synthetic_events", f"!{SYNTH_DEF}")
         except OSError:
             pass
 
@@ -233,8 +234,17 @@ class WindowCounts:
 def _add(event: Path, trigger: str) -> None:
     """Add (or, with "!", remove) one trigger of `event`. Opened for appending: opening a trigger file
     with O_TRUNC, as write_text does, first removes *every* hist trigger of the event."""
-    with (event / "trigger").open("a") as f:
-        f.write(trigger + "\n")
+    _append(event / "trigger", trigger)
+
+
+def _append(path: Path, line: str) -> None:
+    """Write one command line to a tracefs file opened O_APPEND, without Python's "a" mode: that mode
+    seeks to the end on open, which synthetic_events refuses (EINVAL; measured in the lab's L1)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def _kernel_said(tracefs: Path) -> str:
