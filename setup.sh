@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # make and gcc build the copy-trace kernel module (--copy-trace; the lab test uses it).
-SYSTEM_PACKAGES=(qemu-system-x86 iperf3 busybox-static cpio python3 python3-venv python3-pip make gcc)
+# sockperf is the request/response client on the host (--workload rr; the guest gets its own copy).
+SYSTEM_PACKAGES=(qemu-system-x86 iperf3 sockperf busybox-static cpio python3 python3-venv python3-pip make gcc)
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

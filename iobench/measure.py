@@ -145,7 +145,7 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
     rchar = after.io["rchar"] - before.io["rchar"]
     wchar = after.io["wchar"] - before.io["wchar"]
     trace_bytes, trace_na = _trace_bytes(before, after, accel)
-    model = backend.copy_model[cell.direction]
+    model = backend.copy_model.get(cell.direction)  # none for rr: its bytes go both ways
     cpu = cpu_delta(before.threads, after.threads)
     vhost_na = ""
     if backend.vhost and not any(t.kind == "vhost" for t in after.threads):
@@ -162,8 +162,10 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, before: S
         idle_irq_injections=idle.irq_injections if idle else None,
         copy_process="qemu", rchar=rchar, wchar=wchar, trace_log_bytes=trace_bytes,
         syscall_copy_bytes=rchar + wchar - trace_bytes if trace_bytes is not None else None,
-        copies_per_packet_model=model.copies, syscall_copies_per_packet_model=model.syscall_copies,
-        copy_model_basis=f"model: {model.where}",
+        copies_per_packet_model=model.copies if model else None,
+        syscall_copies_per_packet_model=model.syscall_copies if model else None,
+        copy_model_basis=f"model: {model.where}" if model else
+        "model: per direction only; a request/response window carries both (see the rx and tx rows)",
         cpu_s_vcpu=cpu["vcpu"], cpu_s_main=cpu["main"], cpu_s_iothread=cpu["iothread"],
         cpu_s_other=cpu["other"], cpu_s_vhost=None if vhost_na else cpu["vhost"],
         cpu_s_iperf3_client=round(client_cpu_s, 3), cpu_s_iperf3_server=None, cpu_hz=cpu_hz,

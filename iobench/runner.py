@@ -96,7 +96,7 @@ def select_backends(requested: tuple[str, ...], accel_name: str) -> tuple[list[s
     return chosen, unavailable
 
 
-def preflight(accel_name: str = "auto") -> None:
+def preflight(accel_name: str = "auto", kind: str = "stream") -> None:
     """Checks that must pass before anything is created: every missing privilege in one sentence."""
     problems = []
     ok, why = topology.can_create_netns()
@@ -106,8 +106,11 @@ def preflight(accel_name: str = "auto") -> None:
         problems.append(f"--accel kvm is impossible: {kvm}")
     if problems:
         raise UserError("; ".join(problems) + ".")
-    for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("iperf3", "iperf3")):
-        if hostinfo.version_line([tool, "--version"]) is None:
+    tools = [("qemu-system-x86_64", "qemu-system-x86", "--version"), ("iperf3", "iperf3", "--version")]
+    if kind == "rr":
+        tools.append(("sockperf", "sockperf", "--version"))
+    for tool, pkg, flag in tools:
+        if hostinfo.version_line([tool, flag]) is None:
             raise UserError(f"{tool} is not installed: apt-get install {pkg} (or run the README's setup command).")
 
 
@@ -123,7 +126,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     cells without an outcome are run, in the same rounds.
     """
     labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
-    preflight(scn.accel)
+    preflight(scn.accel, scn.kind)
     image = guest.build(log=log)
     guest.verify(image)
     choice = accel.choose(scn.accel, image, log=log)
