@@ -58,7 +58,11 @@ GATED: dict[str, MetricRule] = {
 # Tolerance from noise, per cell and metric: this many times the cell's robust CV over the
 # baseline run's repeats, rounded up to a percent, within [TOL_MIN, TOL_MAX].
 NOISE_FACTOR = 3.0
-TOL_MIN, TOL_MAX = 0.05, 0.60
+# The floor of 10%: a baseline's repeats come from one run, and runs drift more than repeats do. Measured on
+# this machine kind (same code, two runs of scenarios/ci.toml three minutes apart): e1000 guest->host trap
+# equivalents per packet moved 4.6% (p = 0.03) and virtio host->guest interrupts per packet 3.4%, against
+# within-run robust CVs of 1.0% and 1.9% (tolerances of 5%): a 5% floor would fail a rerun of unchanged code.
+TOL_MIN, TOL_MAX = 0.10, 0.60
 
 Key = tuple[str, str, str, str]  # backend, direction, workload, metric
 
