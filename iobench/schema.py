@@ -69,10 +69,8 @@ HIGHER_IS_BETTER = {
     "irq_injections_per_transaction": False,
     "cpu_us_per_transaction": False,
 }
-EXIT_METRICS = ("exits_per_packet", "net_exits_per_packet", "irq_injections_per_packet")
 # rr rows: the percentiles of the round-trip time the client reports (latency_<point>_us)
 LATENCY_POINTS = ("p50", "p90", "p99", "p999", "max")
-PER_TRANSACTION = ("exits", "irq_injections")
 
 MTU = 1500
 FRAME_AT_MTU = MTU + 14  # Ethernet header; the unit of every "per packet" figure
