@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iobench import checkpoint, guest, hostinfo, labwatch, stale
+from iobench import checkpoint, faults, guest, hostinfo, labwatch, stale
 from iobench.check import Check
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
@@ -211,8 +211,7 @@ def _stall_fault() -> tuple[str, str, str] | None:
     """Test hook: IOBENCH_FAULT=stall-l1:<backend>:<direction> freezes L1's vCPUs (QMP stop) as that
     cell's round-1 traffic starts in the first L1, as in the stall where both of L1's vCPUs sleep.
     Returns how that phase's line starts and ends."""
-    for item in os.environ.get("IOBENCH_FAULT", "").split(","):
-        fault, _, where = item.partition(":")
+    for fault, where in faults.injected():
         if fault == "stall-l1" and where:
             backend, _, direction = where.partition(":")
             return f"{labwatch.PHASE_MARKER} ", f" {backend}/r1: ", f" {direction} traffic"

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iobench import debpkg, kmod, stale
+from iobench.counters import tracefs
 from iobench.errors import UserError
 
-TRACEFS = Path("/sys/kernel/tracing")
+TRACEFS = tracefs.ROOT
 MODULE = stale.COPYTRACE_MODULE
 SOURCE = Path(__file__).resolve().parent.parent / "data" / "copytrace"
 SOURCE_FILES = ("iobench_copies.c", "iobench_copies_trace.h", "Kbuild")
@@ -243,22 +244,25 @@ class CopyTrace:
             raise
 
     def start(self) -> None:
-        (self.event / "trigger").write_text(TRIGGER + "\n")
+        tracefs.add_trigger(self.event, TRIGGER)
         (self.event / "enable").write_text("1\n")
 
     def stop(self) -> tuple[CopyCounts, str]:
         """Disable, read and clear the histogram. Returns the counts and the raw hist text."""
         (self.event / "enable").write_text("0\n")
         text = (self.event / "hist").read_text()
-        (self.event / "trigger").write_text(f"!{TRIGGER}\n")
+        tracefs.add_trigger(self.event, f"!{TRIGGER}")
         return CopyCounts(parse_hist(text)), text
 
     def _clear(self) -> None:
-        for name, text in (("enable", "0\n"), ("trigger", f"!{TRIGGER}\n")):
-            try:
-                (self.event / name).write_text(text)
-            except OSError:
-                pass
+        try:
+            (self.event / "enable").write_text("0\n")
+        except OSError:
+            pass
+        try:
+            tracefs.add_trigger(self.event, f"!{TRIGGER}")
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Unload the module and drop the lock, leaving the kernel as it was."""
