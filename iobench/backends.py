@@ -1,6 +1,10 @@
 """NIC backends as data: QEMU arguments, requirements and copy model.
 
-Adding a backend (e1000e, vhost-user...) is adding a record to BACKENDS.
+Adding a backend (e1000e, vhost-user...) is adding a record to BACKENDS. A *variant* is a backend
+made from a built-in one in a scenario (`[backends.<name>]`): the same device and datapath with some
+of its knobs set — device properties (`packed`, `event_idx`, `mitigation`, `rx_queue_size`...) and tap
+netdev options (`poll-us`, `sndbuf`...). It is a record like the built-ins, its name is the backend
+everywhere (rows, summary, figures, compare, the gate), and its copy model is its base's.
 The copy model counts, per direction, how often each payload byte is copied on
 its way between the guest's buffer and the host's network stack, and how many
 of those copies cross the user/kernel boundary in QEMU (the part that QEMU's
@@ -11,7 +15,7 @@ host->guest, `tx` is guest->host.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class Backend:
     device: str
     vhost: bool
     copy_model: dict[str, CopyPath]
+    base: str = ""  # the built-in a variant was made from ("" for a built-in)
+    device_props: tuple[tuple[str, str], ...] = ()  # QEMU -device properties, in QEMU's syntax
+    netdev_props: tuple[tuple[str, str], ...] = ()  # -netdev tap options
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -77,14 +84,52 @@ VHOST = Backend(
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (E1000, VIRTIO, VHOST)}
 DIRECTIONS = ("rx", "tx")
+# What iobench itself sets on every NIC: a variant may not change these (the topology and the
+# datapath choice depend on them; vhost on/off is the base backend's choice).
+RESERVED_DEVICE_PROPS = frozenset({"netdev", "romfile", "id"})
+RESERVED_NETDEV_PROPS = frozenset({"id", "ifname", "script", "downscript", "vnet_hdr", "vhost", "fd", "fds",
+                                   "vhostfd", "vhostfds", "br", "helper"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A scenario's `[backends.<name>]`: a built-in backend with some knobs set."""
+
+    name: str
+    base: str
+    device: tuple[tuple[str, str], ...] = ()
+    netdev: tuple[tuple[str, str], ...] = ()
+
+
+def qemu_value(value: object) -> str:
+    """A TOML value in QEMU's option syntax (true -> on)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def make(variant: Variant) -> Backend:
+    """The backend record of a variant (its base's device, datapath and copy model)."""
+    base = BACKENDS[variant.base]
+    knobs = ", ".join(f"{k}={v}" for k, v in (*variant.device, *variant.netdev))
+    return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
+                   base=base.name, device_props=variant.device, netdev_props=variant.netdev)
+
+
+def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:
+    """Every backend a scenario can run: the built-ins, then its variants in the file's order."""
+    return {**BACKENDS, **{v.name: make(v) for v in variants}}
 
 
 def nic_args(backend: Backend, tap: str) -> tuple[str, ...]:
-    """QEMU -netdev/-device arguments: a vnet_hdr tap, no option ROM (direct kernel boot needs none)."""
+    """QEMU -netdev/-device arguments: a vnet_hdr tap, no option ROM (direct kernel boot needs none),
+    then a variant's own knobs."""
     netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on"
     if backend.device.startswith("virtio"):
         netdev += f",vhost={'on' if backend.vhost else 'off'}"
-    return ("-netdev", netdev, "-device", f"{backend.device},netdev=n0,romfile=")
+    netdev += "".join(f",{k}={v}" for k, v in backend.netdev_props)
+    device = f"{backend.device},netdev=n0,romfile=" + "".join(f",{k}={v}" for k, v in backend.device_props)
+    return ("-netdev", netdev, "-device", device)
 
 
 def unavailable_reason(backend: Backend, accel: str) -> str | None:

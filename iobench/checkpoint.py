@@ -35,6 +35,7 @@ class Progress:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     exit_reasons: list[dict[str, Any]] = field(default_factory=list)
+    exit_sites: list[dict[str, Any]] = field(default_factory=list)
 
     def done(self) -> set[tuple[str, str, int, str]]:
         """(backend, direction, repeat, workload) of every cell with an outcome (ok or failed)."""
@@ -45,7 +46,8 @@ def save(staging: Path, progress: Progress) -> None:
     path = staging / NAME
     tmp = staging / f".{NAME}.tmp"
     body = {"checkpoint_version": VERSION, "meta": progress.meta, "rows": progress.rows, "cells": progress.cells,
-            "attempts": progress.attempts, "timeline": progress.timeline, "exit_reasons": progress.exit_reasons}
+            "attempts": progress.attempts, "timeline": progress.timeline, "exit_reasons": progress.exit_reasons,
+            "exit_sites": progress.exit_sites}
     with tmp.open("w") as f:
         json.dump(body, f, default=str)
         f.flush()
@@ -62,7 +64,7 @@ def load(staging: Path) -> Progress | None:
     if body.get("checkpoint_version") != VERSION:
         raise ValueError(f"{staging / NAME}: checkpoint version {body.get('checkpoint_version')}, expected {VERSION}")
     return Progress(body["meta"], body["rows"], body["cells"], body["attempts"], body["timeline"],
-                    body.get("exit_reasons", []))
+                    body.get("exit_reasons", []), body.get("exit_sites", []))
 
 
 def find_staging(root: Path) -> Path | None:

@@ -19,8 +19,6 @@ from typing import Any
 from iobench import __version__
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 
-BACKEND_CHOICES = ("e1000", "virtio", "vhost", "native", "all")
-
 
 def _log(message: str) -> None:
     print(f"iobench: {message}", file=sys.stderr, flush=True)
@@ -29,7 +27,7 @@ def _log(message: str) -> None:
 def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `plan`; each overrides the scenario file's value."""
     p.add_argument("--scenario", type=Path, help="scenario TOML file (default: built-in defaults = scenarios/default.toml)")
-    p.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
+    p.add_argument("--backend", action="append",
                    help="backend to run (repeatable); all = every backend this host can run, plus native")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
                    help="kvm, tcg, lab (= iobench lab run), or auto: kvm only if a guest boots under it")
@@ -53,6 +51,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="count kernel copy routines per thread with kprobes (where the kernel allows it; the lab does)")
     p.add_argument("--exit-reasons", action=argparse.BooleanOptionalAction, default=None,
                    help="count KVM exits by reason with their handling time, where KVM's tracepoints are (default off)")
+    p.add_argument("--exit-reasons-alternate", action="store_const", const="alternate", dest="exit_reasons",
+                   help="count exits by reason in half the rounds (ABBA: 1, 4, 5, 8...): the others show what the tracing costs")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
 
 
@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="judge a run with failed cells or missing repeats on what it has (default: not comparable)")
     gate.add_argument("--summary", type=Path, help="also write the markdown summary here (always: <run>/gate.md, "
                                                    "and $GITHUB_STEP_SUMMARY when set)")
+
+    bk = sub.add_parser("backends", help="list the built-in backends and a scenario's variants with their QEMU arguments",
+                        description="Every backend a scenario can run: the built-ins and its [backends.<name>] "
+                                    "variants, each with its base, knobs and exact -netdev/-device arguments; the "
+                                    "variants are checked against this QEMU's own description first.")
+    bk.add_argument("--scenario", type=Path, help="scenario TOML file whose variants to list")
 
     clean = sub.add_parser("clean", help="remove what a killed iobench left behind (only abandoned iobench objects)",
                            description="Find iobench namespaces, QEMU runtime dirs (and their QEMU) and unpublished "
@@ -261,9 +267,10 @@ def _auto_wants_lab() -> str | None:
 def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run / --accel lab)") -> int:
     import json as _json
 
-    from iobench import lab, report
+    from iobench import lab, qemudesc, report
 
     scn = scenario_from_args(args)  # validated on the host, before L1 boots
+    qemudesc.check_variants(scn.variants, scn.source)  # L1 runs the same Debian QEMU; it checks again
     argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
     run_args = passthrough(argv[argv.index("run") + 1:])
     if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
@@ -279,10 +286,25 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
     return 0 if status == "ok" else 1
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    import shlex
+
+    from iobench import backends, qemudesc, scenario
+
+    scn = scenario.load(args.scenario) if args.scenario else scenario.Scenario()
+    qemudesc.check_variants(scn.variants, scn.source)
+    for b in backends.catalog(scn.variants).values():
+        print(f"{b.name}" + (f"  (variant of {b.base})" if b.base else "  (built-in)"))
+        print(f"  {b.summary}")
+        print("  qemu: " + shlex.join(backends.nic_args(b, "<tap>")))
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    from iobench import plan
+    from iobench import plan, qemudesc
 
     scn = scenario_from_args(args)
+    qemudesc.check_variants(scn.variants, scn.source)
     print(plan.describe(scn))
     return 0
 
@@ -383,6 +405,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.add_row(ln.backend, ln.direction, ln.workload, ln.metric, f"{ln.a:.4g}", f"{ln.b:.4g}",
                       "-" if ln.ratio is None else f"{ln.ratio:.3f}", ln.verdict)
     console.print(table)
+    detail = compare.exit_detail(args.a, args.b)
+    if detail:
+        table = Table(title="Exits by reason and where they land, per MTU-sized packet (traffic windows, all repeats)")
+        for h in ("backend", "dir", "reason / device register access", "A", "B"):
+            table.add_column(h)
+        for d in detail:
+            table.add_row(d.backend, d.direction, d.what, f"{d.a:.4f}", f"{d.b:.4f}")
+        console.print(table)
     return 0
 
 
@@ -519,7 +549,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
-    handlers = {"run": cmd_run, "plan": cmd_plan, "image": cmd_image, "doctor": cmd_doctor,
+    handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate}
     try:

@@ -87,3 +87,49 @@ def compare(dir_a: Path, dir_b: Path) -> tuple[list[Line], list[str], list[str]]
             verdict = "better" if (ratio > 1) == HIGHER_IS_BETTER[metric] else "worse"
         lines.append(Line(backend, direction, workload, metric, a, b, round(ratio, 4) if ratio else None, verdict))
     return lines, blocking, notes
+
+
+@dataclass(frozen=True)
+class DetailLine:
+    """Exits by reason, or guest accesses by device register, per MTU-sized packet in both runs."""
+
+    backend: str
+    direction: str
+    what: str  # "reason npf", "e1000 TDT write"
+    a: float
+    b: float
+
+
+def _per_packet(frame: Any, name: Any, count: str) -> dict[tuple[str, str], dict[str, float]]:
+    """Traffic windows of exit_reasons.csv / exit_sites.csv: per backend and direction, the count per
+    packet of each name, over every repeat."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    if frame is None or frame.empty:
+        return out
+    traffic = frame[frame["phase"] == "traffic"]
+    if "access" in traffic.columns:
+        traffic = traffic[traffic["access"] != "unsatisfied-read"]  # traced again as `read`: one access
+    for (backend, direction), cell in traffic.groupby(["backend", "direction"]):
+        packets = cell.drop_duplicates(["repeat", "attempt", "workload"])["packets"].astype(float).sum()
+        if not packets:
+            continue
+        sums: dict[str, float] = {}
+        for r in cell.to_dict("records"):
+            sums[name(r)] = sums.get(name(r), 0.0) + float(r[count])
+        out[(str(backend), str(direction))] = {k: v / packets for k, v in sums.items()}
+    return out
+
+
+def exit_detail(dir_a: Path, dir_b: Path, top: int = 6) -> list[DetailLine]:
+    """Where both runs counted exits by reason (--exit-reasons): the top reasons and device registers
+    per packet of each cell, A beside B — what changed in the exits, not only how many."""
+    a, b = results.load(dir_a), results.load(dir_b)
+    lines: list[DetailLine] = []
+    for frames, name, count in (((a.exit_reasons, b.exit_reasons), lambda r: f"reason {r['reason']}", "exits"),
+                                ((a.exit_sites, b.exit_sites),
+                                 lambda r: f"{r['device']} {r['register']} {r['access']}", "count")):
+        pa, pb = _per_packet(frames[0], name, count), _per_packet(frames[1], name, count)
+        for cell in [c for c in pa if c in pb]:
+            names = sorted(pa[cell].keys() | pb[cell].keys(), key=lambda n: -(pa[cell].get(n, 0) + pb[cell].get(n, 0)))
+            lines += [DetailLine(*cell, n, pa[cell].get(n, 0.0), pb[cell].get(n, 0.0)) for n in names[:top]]
+    return lines

@@ -32,7 +32,7 @@ def _planned_accel(scn: Scenario) -> tuple[str, str]:
 def describe(scn: Scenario) -> str:
     accel_name, why = _planned_accel(scn)
     try:
-        chosen, unavailable = select_backends(scn.backends, accel_name)
+        chosen, unavailable = select_backends(scn.backends, accel_name, scn.variants)
     except UserError as exc:
         raise UserError(f"the plan cannot run here: {exc}") from exc
     images = guest.cached_images()
@@ -53,7 +53,7 @@ def describe(scn: Scenario) -> str:
                          "(in the peer namespace iobench-<run-id>-peer, over veth)")
             server = "<peer address>"
         else:
-            cfg = vm_config(scn, backends.BACKENDS[name], accel_name, image, "ibt<run-id>0",
+            cfg = vm_config(scn, backends.catalog(scn.variants)[name], accel_name, image, "ibt<run-id>0",
                             f"{plan.guest}/{plan.prefixlen}", "iobench-<run-id>")
             lines.append("  qemu: " + shlex.join(build_argv(cfg, Path("<vm-runtime-dir>"))))
             server = "<guest address>"

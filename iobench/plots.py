@@ -8,7 +8,7 @@ medians over repeats; error bars span min to max.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,27 @@ from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS
 
 BACKEND_ORDER = ("e1000", "virtio", "vhost", "native")
 BACKEND_COLOURS = {"e1000": "#c0392b", "virtio": "#2980b9", "vhost": "#27ae60", "native": "#7f8c8d"}
+# A scenario's variants (backends.Variant) get a colour of their own, the same in every figure.
+VARIANT_COLOURS = ("#e67e22", "#8e44ad", "#16a085", "#d35400", "#2c3e50", "#f1c40f", "#e84393", "#6c5ce7",
+                   "#00b894", "#a0522d")
+
+
+def backend_order(names: Iterable[str]) -> list[str]:
+    """Backends present in figure order: each built-in followed by the variants named after it
+    ("virtio-packed" after virtio), then other variants, native last."""
+    present = set(names)
+    out: list[str] = []
+    for b in BACKEND_ORDER[:-1]:
+        out += [b] if b in present else []
+        out += sorted(n for n in present if n not in BACKEND_ORDER and n.startswith(f"{b}-"))
+    out += sorted(present - set(out) - {"native"})
+    return out + (["native"] if "native" in present else [])
+
+
+def colour(backend: str) -> str:
+    import zlib
+
+    return BACKEND_COLOURS.get(backend) or VARIANT_COLOURS[zlib.crc32(backend.encode()) % len(VARIANT_COLOURS)]
 # The KVM exit kinds stacked in the exits figure (the rest of `exits` is drawn as "other"); they do
 # not overlap one another, unlike insn_emulation or irq_injections.
 STACKED_KVM_KINDS = ("mmio_exits", "io_exits", "halt_exits", "irq_exits", "irq_window_exits")
@@ -41,7 +62,7 @@ def _plt() -> Any:
 def cells(rows: Sequence[dict[str, Any]], vm_only: bool = False) -> list[tuple[str, str]]:
     """(backend, direction) pairs present, in the fixed backend order."""
     present = {(r["backend"], r["direction"]) for r in rows}
-    return [(b, d) for b in BACKEND_ORDER for d in ("rx", "tx")
+    return [(b, d) for b in backend_order(r["backend"] for r in rows) for d in ("rx", "tx")
             if (b, d) in present and not (vm_only and b == "native")]
 
 
@@ -117,7 +138,7 @@ def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabe
             path: Path | None, legend: bool = True, rows: Sequence[dict[str, Any]] = ()) -> Any:
     ax.set_xticks(x, [_label(b, d) for b, d in pairs])
     for tick, (b, _) in zip(ax.get_xticklabels(), pairs, strict=True):
-        tick.set_color(BACKEND_COLOURS[b])
+        tick.set_color(colour(b))
     ax.set_ylabel(ylabel)
     ax.set_title(title + (f"\n{_workload_line(rows)}" if rows else ""))
     if legend:
@@ -183,7 +204,7 @@ def copies_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> A
     measured = [_median(_values(rows, b, d, "copies_per_packet_measured")) for b, d in pairs]
     model_sys = [_median(_values(rows, b, d, "syscall_copies_per_packet_model")) for b, d in pairs]
     model_all = [_median(_values(rows, b, d, "copies_per_packet_model")) for b, d in pairs]
-    colours = [BACKEND_COLOURS[b] for b, _ in pairs]
+    colours = [colour(b) for b, _ in pairs]
     ax.bar(at[0], measured, width, color=colours, label="measured: QEMU read/write syscall bytes")
     ax.errorbar(at[0], measured, yerr=_error(rows, pairs, "copies_per_packet_measured"),
                 fmt="none", ecolor="black", capsize=3)
@@ -203,12 +224,12 @@ def throughput_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) 
     fig, ax, pairs, x = _figure(rows)
     gbps = [_median(_values(rows, b, d, "throughput_bps")) / 1e9 for b, d in pairs]
     err = [[v / 1e9 for v in side] for side in _error(rows, pairs, "throughput_bps")]
-    ax.bar(x, gbps, color=[BACKEND_COLOURS[b] for b, _ in pairs], yerr=err, capsize=4)
+    ax.bar(x, gbps, color=[colour(b) for b, _ in pairs], yerr=err, capsize=4)
     _mark_gaps(ax, x, gbps)
     for direction, style in (("rx", "--"), ("tx", ":")):
         native = _values(rows, "native", direction, "throughput_bps")
         if native:
-            ax.axhline(_median(native) / 1e9, color=BACKEND_COLOURS["native"], linestyle=style,
+            ax.axhline(_median(native) / 1e9, color=colour("native"), linestyle=style,
                        label=f"native ceiling {'host→guest' if direction == 'rx' else 'guest→host'}: "
                              f"{_median(native) / 1e9:.1f} Gbit/s (no VM)")
     return _finish(fig, ax, pairs, x, "iperf3 goodput (Gbit/s)", "Throughput by backend, against the native ceiling", path,
@@ -247,6 +268,39 @@ SWEEP_METRICS = {  # column -> (axis label, scale)
     "cpu_us_per_packet": ("host CPU µs per MTU-sized packet (QEMU + vhost threads)", 1.0),
 }
 TIMELINE_FIGURE = "exits-timeline.png"
+REGISTERS_FIGURE = "{backend}-registers.png"
+
+
+def registers_figure(sites: Sequence[dict[str, Any]], backend: str, path: Path | None = None, top: int = 10) -> Any:
+    """One backend's guest accesses per MTU-sized packet by device register (exit_sites.csv), a bar per
+    direction: which registers the driver touches per packet, i.e. where the exits land."""
+    from iobench import exitsites
+
+    ranked = {d: found for (b, d), found in exitsites.top_per_packet(sites, top=50).items() if b == backend}
+    totals: dict[tuple[str, str, str], float] = {}
+    for found in ranked.values():
+        for s in found:
+            if s.kind != "userspace":
+                key = (s.device, s.register, s.access)
+                totals[key] = totals.get(key, 0.0) + s.per_packet
+    keys = sorted(totals, key=lambda k: -totals[k])[:top]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    directions = sorted(ranked)
+    height = 0.8 / max(len(directions), 1)
+    for i, d in enumerate(directions):
+        mine = {(s.device, s.register, s.access): s.per_packet for s in ranked[d]}
+        ax.barh([k + (i - (len(directions) - 1) / 2) * height for k in range(len(keys))],
+                [mine.get(key, 0.0) for key in keys], height, label={"rx": "rx host→guest", "tx": "tx guest→host"}.get(d, d))
+    ax.set_yticks(range(len(keys)), [f"{dev} {reg} ({acc})" for dev, reg, acc in keys], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("guest accesses per MTU-sized packet (each one a VM exit)")
+    ax.set_title(f"{backend}: where the exits land, by device register\n(kvm_mmio / kvm_pio / kvm_msr of the VM's vCPUs,"
+                 " traffic windows, all repeats)")
+    if directions:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def workloads(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -271,7 +325,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]], column: str, path: Path | None 
             med.append(m)
             lo.append(m - min(vals) * scale if vals else 0.0)
             hi.append(max(vals) * scale - m if vals else 0.0)
-        ax.errorbar(x, med, yerr=[lo, hi], color=BACKEND_COLOURS[b], linestyle="-" if d == "rx" else "--",
+        ax.errorbar(x, med, yerr=[lo, hi], color=colour(b), linestyle="-" if d == "rx" else "--",
                     marker="o" if d == "rx" else "s", capsize=3,
                     label=f"{b} {'host→guest' if d == 'rx' else 'guest→host'}")
     ax.set_xticks(x, [f"{sizes[w]} B" if sizes[w] else "iperf3 default" for w in order])
@@ -291,7 +345,7 @@ def timeline_figure(slices: Any, path: Path | None = None, repeat: int = 1) -> A
     fig, (ax_exits, ax_tput) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     data = slices[(slices["repeat"] == repeat) & (slices["attempt"] == 1)]
     boundaries: dict[float, str] = {}
-    for backend in [b for b in BACKEND_ORDER if b in set(data["backend"])]:
+    for backend in backend_order(data["backend"]):
         mine = data[data["backend"] == backend]
         t_offset, xs, exits_s, gbps = 0.0, [], [], []
         windows = mine[["phase", "workload", "direction"]].drop_duplicates().fillna("").values.tolist()
@@ -310,8 +364,8 @@ def timeline_figure(slices: Any, path: Path | None = None, repeat: int = 1) -> A
                 gbps.append(float(r["bytes"]) * 8 / float(r["interval_s"]) / 1e9 if phase == "traffic" else 0.0)
             if len(win):
                 t_offset += float(win["t_start_s"].iloc[-1]) + float(win["interval_s"].iloc[-1])
-        ax_exits.plot(xs, exits_s, marker=".", color=BACKEND_COLOURS[backend], label=backend)
-        ax_tput.plot(xs, gbps, marker=".", color=BACKEND_COLOURS[backend], label=backend)
+        ax_exits.plot(xs, exits_s, marker=".", color=colour(backend), label=backend)
+        ax_tput.plot(xs, gbps, marker=".", color=colour(backend), label=backend)
     for t, name in boundaries.items():
         for ax in (ax_exits, ax_tput):
             ax.axvline(t, color="#7f8c8d", linestyle=":", linewidth=0.8)
@@ -339,11 +393,11 @@ def latency_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path 
     points = list(LATENCY_LABELS)
     for ax, w in zip(axes[0], order, strict=True):
         sub = [r for r in rows if r["workload"] == w]
-        for b in BACKEND_ORDER:
+        for b in backend_order(r["backend"] for r in sub):
             med = [_median(_values(sub, b, "rr", f"latency_{p}_us")) for p in points]
             if all(m != m for m in med):
                 continue
-            ax.plot(range(len(points)), med, marker="o", color=BACKEND_COLOURS[b], label=b)
+            ax.plot(range(len(points)), med, marker="o", color=colour(b), label=b)
         ax.set_xticks(range(len(points)), [LATENCY_LABELS[p] for p in points])
         ax.set_yscale("log")
         ax.set_title(w)
@@ -363,13 +417,13 @@ def per_transaction_figure(rows: Sequence[dict[str, Any]], exit_source: str, pat
                ("irq_injections_per_transaction", "interrupts injected"),
                ("cpu_us_per_transaction", "host CPU µs (QEMU + vhost)"))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5), squeeze=False)
-    backends = [b for b in BACKEND_ORDER if b != "native" and any(r["backend"] == b for r in rows)]
+    backends = [b for b in backend_order(r["backend"] for r in rows) if b != "native"]
     width = 0.8 / max(1, len(backends))
     for ax, (column, label) in zip(axes[0], metrics, strict=True):
         for i, b in enumerate(backends):
             vals = [_median(_values([r for r in rows if r["workload"] == w], b, "rr", column)) for w in order]
             ax.bar([k + (i - (len(backends) - 1) / 2) * width for k in range(len(order))], vals, width,
-                   color=BACKEND_COLOURS[b], label=b)
+                   color=colour(b), label=b)
         ax.set_xticks(range(len(order)), order, fontsize=8)
         ax.set_ylabel(f"{label} per transaction")
     axes[0][0].legend(fontsize=8)
@@ -412,6 +466,11 @@ def draw_all(directory: Path) -> list[Path]:
             path = out / f"sweep-{column.replace('_', '-')}.png"
             sweep_figure(rows, column, path)
             paths.append(path)
+    sites = data.exit_sites.to_dict("records")
+    for backend in sorted({str(s["backend"]) for s in sites if s["phase"] == "traffic" and s["direction"] != "rr"}):
+        path = out / REGISTERS_FIGURE.format(backend=backend)
+        registers_figure([s for s in sites if s["direction"] != "rr"], backend, path)
+        paths.append(path)
     if not data.timeline.empty:
         timeline_figure(data.timeline, out / TIMELINE_FIGURE)
         paths.append(out / TIMELINE_FIGURE)

@@ -27,6 +27,11 @@ def _num(v: Any, fmt: str) -> str:
     return format(float(v), fmt)
 
 
+def _present(v: Any) -> bool:
+    """A value was read (rows.csv leaves a gap empty; pandas reads it as NaN)."""
+    return v is not None and v != "" and not (isinstance(v, float) and math.isnan(v))
+
+
 def _model(pair: tuple[Any, Any] | None) -> str:
     syscall, everything = pair or (None, None)
     return f"{_num(syscall, '.0f')} ({_num(everything, '.0f')})"
@@ -55,7 +60,7 @@ def rr_lines(summary: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def table_lines(summary: list[dict[str, Any]], rows: list[dict[str, Any]], cells: list[dict[str, Any]],
-                backends_meta: dict[str, dict[str, str]]) -> list[tuple[str, ...]]:
+                backends_meta: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     stats: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     summary = [s for s in summary if s["direction"] != "rr"]
     for s in summary:
@@ -77,6 +82,8 @@ def table_lines(summary: list[dict[str, Any]], rows: list[dict[str, Any]], cells
                      and c["workload"] == workload and c["status"] != "ok")
         if failed:
             flags.append(f"{failed} failed")
+        if backends_meta.get(backend, {}).get("knobs_not_applied"):
+            flags.append("knob not applied")
         lines.append((
             backend, direction, workload,
             (_num(tp["median"] / 1e6, ".0f") + spread) if tp else "-",
@@ -192,11 +199,23 @@ def markdown(directory: Path) -> str:
     for lost in meta.get("lab", {}).get("failed_l1_attempts", []):
         out.append(f"- lost L1 attempt {lost['attempt']} during {lost.get('phase') or '?'} (the run resumed in a new "
                    f"L1; {lost.get('cells_done', '?')} cells were done): {lost['reason']}")
+    out += knob_lines(meta)
     out += exit_reason_lines(directory)
+    out += exit_site_lines(directory)
+    out += perturbation_lines(directory)
     figures = sorted((directory / "plots").glob("*.png")) if (directory / "plots").exists() else []
     if figures:
         out += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in figures]
     return "\n".join(out) + "\n"
+
+
+def knob_lines(meta: dict[str, Any]) -> list[str]:
+    """Variants whose knobs the guest did not get: measured, but not what their name says."""
+    missed = {name: b["knobs_not_applied"] for name, b in meta.get("backends", {}).items() if b.get("knobs_not_applied")}
+    if not missed:
+        return []
+    out = ["", "## Knobs that did not take effect (flagged: these rows measure the base's behaviour)", ""]
+    return out + [f"- **{name}**: {'; '.join(why)}" for name, why in missed.items()]
 
 
 def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:
@@ -226,6 +245,64 @@ def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:
         for name, (exits, handled, ns) in sorted(reasons.items(), key=lambda kv: -kv[1][0])[:top]:
             out.append(f"| {key[0]} | {key[1]} | {name} | {exits / pkts:.4f} | {exits / total:.0%} | "
                        + (f"{ns / handled / 1000:.1f}" if handled else "-") + " |")
+    return out
+
+
+def exit_site_lines(directory: Path, top: int = 8) -> list[str]:
+    """report.md's section on where the exits land: per backend and direction, the registers, ports and
+    MSRs the vCPUs touched most per MTU-sized packet, and the exits to QEMU by reason."""
+    from iobench import exitsites
+
+    path = directory / "exit_sites.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        ranked = exitsites.top_per_packet(csv.DictReader(f), top)
+    if not ranked:
+        return []
+    out = ["", "## Where the exits land (kvm_mmio, kvm_pio, kvm_msr, kvm_userspace_exit; traffic windows)", "",
+           "| backend | dir | device | register | access | per pkt |", "|---|---|---|---|---|---|"]
+    for (backend, direction), found in ranked.items():
+        out += [f"| {backend} | {direction} | {s.device} | {s.register} | "
+                f"{s.access if s.kind != 'userspace' else 'exit to QEMU'} | "
+                + (f"{s.per_packet:.4f}" if s.per_packet >= 0.0001 else "<0.0001") + " |" for s in found]
+    return out
+
+
+PERTURBATION_METRICS = (("throughput_bps", "Mbit/s", 1e-6, ".0f"), ("exits_per_packet", "exits/pkt", 1.0, ".3f"),
+                        ("cpu_us_per_packet", "cpu µs/pkt", 1.0, ".2f"))
+
+
+def perturbation_lines(directory: Path) -> list[str]:
+    """With exit_reasons = "alternate": per backend and direction, the medians of the rounds counted by
+    reason (tracing on) beside those of the rounds without (off), and the change: what the tracing costs
+    the path it measures."""
+    import statistics
+
+    meta, rows, _ = load(directory)
+    if meta.get("scenario", {}).get("exit_reasons") != "alternate":
+        return []
+    groups: dict[tuple[str, str], dict[bool, list[dict[str, Any]]]] = {}
+    for r in rows:
+        if r["backend"] != "native" and r["direction"] != "rr":
+            groups.setdefault((r["backend"], r["direction"]), {}).setdefault(_present(r["exit_reasons_total"]), []).append(r)
+    out = ["", "## What counting exits by reason costs (exit_reasons = \"alternate\": "
+           "rounds 1, 4, 5, 8... on, 2, 3, 6, 7... off)", "",
+           "| backend | dir | rounds on/off | " + " | ".join(f"{label} on | off | change" for _, label, _, _ in
+                                                          PERTURBATION_METRICS) + " |",
+           "|---|---|---|" + "---|---|---|" * len(PERTURBATION_METRICS)]
+    for (backend, direction), sides in groups.items():
+        on, off = sides.get(True, []), sides.get(False, [])
+        cells = [f"{len(on)}/{len(off)}"]
+        for column, _, scale, fmt in PERTURBATION_METRICS:
+            a = [float(r[column]) for r in on if _present(r.get(column))]
+            b = [float(r[column]) for r in off if _present(r.get(column))]
+            if not a or not b:
+                cells += ["-", "-", "-"]
+                continue
+            ma, mb = statistics.median(a), statistics.median(b)
+            cells += [format(ma * scale, fmt), format(mb * scale, fmt), f"{(ma - mb) / mb:+.1%}" if mb else "-"]
+        out.append(f"| {backend} | {direction} | " + " | ".join(cells) + " |")
     return out
 
 

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from iobench.errors import UserError
-from iobench.schema import EXIT_REASON_COLUMNS, FORMAT_VERSION, READABLE_VERSIONS, SUMMARY_COLUMNS, TIMELINE_COLUMNS
+from iobench.schema import (
+    EXIT_REASON_COLUMNS,
+    EXIT_SITE_COLUMNS,
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    SUMMARY_COLUMNS,
+    TIMELINE_COLUMNS,
+)
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
@@ -42,6 +49,7 @@ class RunData:
     summary: Any  # pandas.DataFrame: summary.csv (median, min, max, CV per metric)
     timeline: Any  # pandas.DataFrame: timeline.csv (empty for a format-2 directory)
     exit_reasons: Any = None  # pandas.DataFrame: exit_reasons.csv (empty where none were counted)
+    exit_sites: Any = None  # pandas.DataFrame: exit_sites.csv (empty where none were counted)
 
     def records(self) -> list[dict[str, Any]]:
         """rows.csv as dicts (NaN where a column is empty)."""
@@ -63,4 +71,6 @@ def load(directory: Path | str) -> RunData:
     slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=TIMELINE_COLUMNS)
     reasons_path = directory / "exit_reasons.csv"
     reasons = pd.read_csv(reasons_path) if reasons_path.exists() else pd.DataFrame(columns=EXIT_REASON_COLUMNS)
-    return RunData(directory, meta, rows, summary, slices, reasons)
+    sites_path = directory / "exit_sites.csv"
+    sites = pd.read_csv(sites_path) if sites_path.exists() else pd.DataFrame(columns=EXIT_SITE_COLUMNS)
+    return RunData(directory, meta, rows, summary, slices, reasons, sites)

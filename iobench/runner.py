@@ -20,8 +20,25 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iobench import __version__, accel, backends, checkpoint, guest, hostinfo, labwatch, summary, timeline, topology, traffic
+from iobench import (
+    __version__,
+    accel,
+    backends,
+    checkpoint,
+    exitsites,
+    faults,
+    guest,
+    hostinfo,
+    labwatch,
+    negotiated,
+    qemudesc,
+    summary,
+    timeline,
+    topology,
+    traffic,
+)
 from iobench.counters import copytrace, exitreasons, tcg
+from iobench.counters.exitreasons import ExitReasons
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.measure import (
     TAP_BYTES_BOTH,
@@ -69,22 +86,24 @@ class RunReport:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def select_backends(requested: tuple[str, ...], accel_name: str) -> tuple[list[str], dict[str, str]]:
+def select_backends(requested: tuple[str, ...], accel_name: str,
+                    variants: tuple[backends.Variant, ...] = ()) -> tuple[list[str], dict[str, str]]:
     """Backend names to run (NIC backends, then `native`) and the unavailable ones with reasons.
 
     Raises UserError (exit 2) for an unknown name or an explicitly requested
     backend that cannot run here.
     """
-    everything = [*backends.BACKENDS, NATIVE]
+    known = backends.catalog(variants)
+    everything = [*known, NATIVE]
     names = everything if "all" in requested else list(dict.fromkeys(requested))
     chosen, unavailable = [], {}
     for name in names:
         if name == NATIVE:
             chosen.append(name)
             continue
-        if name not in backends.BACKENDS:
+        if name not in known:
             raise UserError(f"unknown backend {name!r}: choose from {', '.join(everything)} or all.")
-        reason = backends.unavailable_reason(backends.BACKENDS[name], accel_name)
+        reason = backends.unavailable_reason(known[name], accel_name)
         if reason is None:
             chosen.append(name)
         elif "all" in requested:
@@ -127,11 +146,12 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     """
     labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
     preflight(scn.accel, scn.kind)
+    qemudesc.check_variants(scn.variants, scn.source)
     image = guest.build(log=log)
     guest.verify(image)
     choice = accel.choose(scn.accel, image, log=log)
     log(f"accelerator: {choice.accel} ({choice.reason})")
-    chosen, unavailable = select_backends(scn.backends, choice.accel)
+    chosen, unavailable = select_backends(scn.backends, choice.accel, scn.variants)
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
     prior = checkpoint.load(resume) if resume is not None else None
@@ -158,15 +178,19 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         "iobench_version": __version__, "run_id": run_id, "started": time.time(),
         "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
         "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
-        "backends": {n: {"status": "available", "summary": _summary_of(n)} for n in chosen}
+        "backends": {n: {"status": "available", **_described(n, scn)} for n in chosen}
         | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
         "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
                        "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
-        "exit_reasons": ("on: kvm:kvm_exit by reason per vCPU thread (hist trigger)"
+        "exit_reasons": (("on in rounds 1, 4, 5, 8... only (exit_reasons = \"alternate\")" if scn.exit_reasons == "alternate"
+                          else "on") + ": kvm:kvm_exit by reason per vCPU thread (hist trigger)"
                          + (", handling time to the next kvm_entry (synthetic event)" if ctx.exitreasons.timed else
                             f"; handling time unavailable: {ctx.exitreasons.time_na}")
                          if ctx.exitreasons else ctx.exitreasons_na),
+        "exit_sites": ({kind: ("on: " + exitreasons.SITE_TRIGGERS[kind][0] + " per vCPU thread (hist trigger)")
+                        for kind in ctx.exitreasons.sites} | ctx.exitreasons.sites_na
+                       if ctx.exitreasons else ctx.exitreasons_na),
     })
     if prior is not None:
         log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done")
@@ -182,7 +206,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
                     if name == NATIVE:
                         _run_native(ctx, topo, repeat)
                     else:
-                        _run_vm(ctx, topo, backends.BACKENDS[name], repeat)
+                        _run_vm(ctx, topo, backends.catalog(scn.variants)[name], repeat)
         status = "ok" if all(c["status"] == "ok" for c in ctx.state.cells) else "partial"
     except KeyboardInterrupt:
         status, interrupted_by = "interrupted", "SIGINT"
@@ -216,7 +240,7 @@ def publish(writer: ResultsWriter, state: checkpoint.Progress, status: str, inte
             "finished": time.time(), "cells": state.cells, "failed_attempts": state.attempts,
             "flagged": summary.flagged(summ)}
     directory = writer.finish(meta, rows, summ, timeline=state.timeline, artifacts=artifacts if rows else None,
-                              exit_reasons=state.exit_reasons)
+                              exit_reasons=state.exit_reasons, exit_sites=state.exit_sites)
     return directory, meta
 
 
@@ -240,6 +264,10 @@ def _start_exit_reasons(ctx: _Context, scn: Scenario, accel_name: str) -> str:
     except exitreasons.ExitReasonsUnavailable as exc:
         ctx.log(f"exit reasons unavailable here: {exc}")
         return f"exit reasons unavailable here: {exc}"
+    for event, text in ctx.exitreasons.formats.items():
+        ctx.writer.write_raw(f"tracefs/{event}.format", text)
+    for kind, why in ctx.exitreasons.sites_na.items():
+        ctx.log(f"exit sites: {kind} not counted: {why}")
     return ""
 
 
@@ -252,10 +280,14 @@ def _artifacts(staging: Path) -> None:
     report.write_artifacts(staging)
 
 
-def _summary_of(name: str) -> str:
+def _described(name: str, scn: Scenario) -> dict[str, Any]:
+    """run.json's record of one backend: what it is, and for a variant its base and knobs."""
     if name == NATIVE:
-        return "no VM: iperf3 between two namespaces over veth, the ceiling of every backend"
-    return backends.BACKENDS[name].summary
+        return {"summary": "no VM: iperf3 between two namespaces over veth, the ceiling of every backend"}
+    b = backends.catalog(scn.variants)[name]
+    if not b.base:
+        return {"summary": b.summary}
+    return {"summary": b.summary, "base": b.base, "device": dict(b.device_props), "netdev": dict(b.netdev_props)}
 
 
 @dataclass
@@ -275,6 +307,16 @@ class _Context:
     copytrace_na: str = "copy trace off (--copy-trace)"
     exitreasons: exitreasons.ExitReasons | None = None
     exitreasons_na: str = ""
+    address_map: exitsites.AddressMap = field(default_factory=exitsites.AddressMap)  # of the VM being measured
+
+    def tracer(self, repeat: int) -> ExitReasons | None:
+        """The exit-reason counters for this round's windows: every round, or with exit_reasons =
+        "alternate" half of them in ABBA order — on in rounds 1, 4, 5, 8, 9..., off in 2, 3, 6, 7... —
+        so that the rounds without them measure the path in the same run, and a drift across the run
+        (the lab's rounds drift) falls on both halves alike instead of on whichever comes first."""
+        if self.scn.exit_reasons == "alternate" and repeat % 4 in (2, 3):
+            return None
+        return self.exitreasons
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
@@ -383,11 +425,15 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
+            got = _record_negotiated(ctx, backend, vm.ready_line, tag)
+            if (tracer := ctx.tracer(repeat)) and tracer.sites:
+                ctx.address_map = _address_map(ctx, vm, tag)
             labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
             idle = _idle_window(ctx, vm, topo, backend.name, repeat, attempt)
             ctx.writer.write_raw(f"{tag}/boot-and-idle.json", {
-                "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle)})
+                "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle),
+                "negotiated": got.as_dict() if got else None})
         except CellFailed as exc:
             log(f"{tag}: boot failed: {str(exc).splitlines()[0]}")
             return cells, f"boot: {exc}"
@@ -406,21 +452,9 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     return [], ""
 
 
-def faults(where: str) -> list[str]:
-    """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction>[,...] injects real faults into those
-    cells: `kill-qemu` SIGKILLs QEMU one second into its first attempt; `iperf3-port` points the
-    client at a port where the guest has no server; `stall-l1` (the lab's host acts on it)
-    freezes L1 as that cell's traffic starts."""
-    found = []
-    for item in filter(None, os.environ.get("IOBENCH_FAULT", "").split(",")):
-        fault, _, at = item.partition(":")
-        if at == where:
-            found.append(fault)
-    return found
-
 
 def _fault(cell: CellId) -> str | None:
-    here = [f for f in faults(f"{cell.backend}:{cell.direction}") if f in ("kill-qemu", "iperf3-port")]
+    here = [f for f in faults.at(f"{cell.backend}:{cell.direction}") if f in ("kill-qemu", "iperf3-port")]
     return here[0] if here else None
 
 
@@ -440,9 +474,10 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
         set_trace(vm, True)
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
     tag = f"{backend}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    tracer = ctx.tracer(repeat)
     try:
-        if ctx.exitreasons:
-            ctx.exitreasons.start()
+        if tracer:
+            tracer.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         sampler.first(before)
         sampler.sleep(seconds)
@@ -450,36 +485,66 @@ def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, r
     finally:
         if tracing and vm.alive():
             set_trace(vm, False)
-        reasons = _stop_exit_reasons(ctx, f"{tag}-idle.exitreasons.hist")
+        reasons = _stop_exit_reasons(ctx, tracer, f"{tag}-idle.exitreasons.hist")
     traps = tcg.parse(_trace_lines(vm, before, after)) if tracing else None
-    _record_exit_reasons(ctx, reasons, after, {"backend": backend, "direction": "", "repeat": repeat, "workload": "",
-                                               "phase": "idle", "attempt": attempt}, None)
+    _record_exit_reasons(ctx, tracer, reasons, after, {"backend": backend, "direction": "", "repeat": repeat,
+                                                       "workload": "", "phase": "idle", "attempt": attempt}, None)
     ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
     ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None))
     return idle_window(before, after, traps)
 
 
-def _stop_exit_reasons(ctx: _Context, raw_name: str) -> exitreasons.WindowCounts | None:
-    """Read and clear the window's exit-reason histograms (kept in raw/)."""
-    if not ctx.exitreasons:
+def _record_negotiated(ctx: _Context, backend: backends.Backend, ready_line: str,
+                       tag: str) -> negotiated.Negotiated | None:
+    """What the guest's driver got at this boot, into run.json's record of the backend; a variant
+    knob the guest did not get is said at once and listed (the report flags it)."""
+    got = negotiated.parse(ready_line)
+    if got is None:
         return None
-    counts, text = ctx.exitreasons.stop()
+    entry = ctx.state.meta["backends"].setdefault(backend.name, {})
+    entry["negotiated"] = got.as_dict()
+    missed = negotiated.knobs_not_applied(backend.device_props, got)
+    if missed:
+        entry["knobs_not_applied"] = sorted(set(entry.get("knobs_not_applied", [])) | set(missed))
+        ctx.log(f"{tag}: knob(s) of {backend.name} did not take effect: {'; '.join(missed)}")
+    return got
+
+
+def _address_map(ctx: _Context, vm: VM, tag: str) -> exitsites.AddressMap:
+    """QEMU's memory map of this VM (its BARs are placed by now: the guest is up), kept in raw/; it
+    names the device and register of every MMIO address and port the vCPUs touch."""
+    text = str(vm.command("human-monitor-command", **{"command-line": "info mtree -f"}))
+    ctx.writer.write_raw(f"{tag}/mtree.txt", text)
+    return exitsites.parse_mtree(text)
+
+
+def _stop_exit_reasons(ctx: _Context, tracer: exitreasons.ExitReasons | None,
+                       raw_name: str) -> exitreasons.WindowCounts | None:
+    """Read and clear the window's exit-reason histograms (kept in raw/)."""
+    if not tracer:
+        return None
+    counts, text = tracer.stop()
     ctx.writer.write_raw(raw_name, text)
     return counts
 
 
-def _record_exit_reasons(ctx: _Context, counts: exitreasons.WindowCounts | None, after: Snapshot,
+def _record_exit_reasons(ctx: _Context, tracer: exitreasons.ExitReasons | None,
+                         counts: exitreasons.WindowCounts | None, after: Snapshot,
                          ident: dict[str, Any], packets: float | None) -> int | None:
     """The window's exits by reason of this VM's vCPU threads into exit_reasons.csv; returns their sum."""
-    if counts is None or ctx.exitreasons is None:
+    if counts is None or tracer is None:
         return None
     vcpus = {t.tid for t in after.threads if t.kind == "vcpu"}
-    window = exitreasons.by_reason(counts.exits, counts.times, vcpus, ctx.exitreasons.names)
+    window = exitreasons.by_reason(counts.exits, counts.times, vcpus, tracer.names)
+    per = round(packets, 1) if packets is not None else None
     for r in window.reasons:
         ctx.state.exit_reasons.append({"run_id": ctx.run_id, **ident, "l1_attempt": ctx.l1_attempt,
                                        "reason": r.reason, "exits": r.exits, "handled": r.handled,
-                                       "handling_ns": r.handling_ns,
-                                       "packets": round(packets, 1) if packets is not None else None})
+                                       "handling_ns": r.handling_ns, "packets": per})
+    for s in exitsites.sites(counts.sites, vcpus, ctx.address_map, tracer.site_names):
+        ctx.state.exit_sites.append({"run_id": ctx.run_id, **ident, "l1_attempt": ctx.l1_attempt, "kind": s.kind,
+                                     "access": s.access, "address": f"{s.address:#x}", "device": s.device,
+                                     "register": s.register, "count": s.count, "packets": per})
     return window.total
 
 
@@ -499,13 +564,14 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     tracing = accel_name == "tcg"
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
     client_pids: list[int] = []
+    tracer = ctx.tracer(cell.repeat)
     if tracing:
         set_trace(vm, True)
     try:
         if ctx.copytrace:
             ctx.copytrace.start()
-        if ctx.exitreasons:
-            ctx.exitreasons.start()
+        if tracer:
+            tracer.start()
         before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
         sampler.first(before)
         cpu0 = children_cpu_s()
@@ -532,7 +598,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
         if ctx.copytrace:
             counts, hist = ctx.copytrace.stop()
             ctx.writer.write_raw(f"{cell.name}.copytrace.hist", hist)
-        reasons = _stop_exit_reasons(ctx, f"{cell.name}.exitreasons.hist")
+        reasons = _stop_exit_reasons(ctx, tracer, f"{cell.name}.exitreasons.hist")
     if ctx.copytrace:
         kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid,
                                     set(client_pids))
@@ -552,12 +618,13 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     row = vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
                  traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
                  kcopies=kcopies, kcopy_na=ctx.copytrace_na)
-    total = _record_exit_reasons(ctx, reasons, after, {"backend": cell.backend, "direction": cell.direction,
+    total = _record_exit_reasons(ctx, tracer, reasons, after, {"backend": cell.backend, "direction": cell.direction,
                                                        "repeat": cell.repeat, "workload": cell.workload.label,
                                                        "phase": "traffic", "attempt": attempt},
                                  row.bytes / FRAME_AT_MTU)
     if total is None:
-        return replace(row, na_reason=f"{row.na_reason}; exit_reasons_total: {ctx.exitreasons_na}")
+        why = ctx.exitreasons_na or "off in this round (exit_reasons = \"alternate\": rounds 1, 4, 5, 8... only)"
+        return replace(row, na_reason=f"{row.na_reason}; exit_reasons_total: {why}")
     return replace(row, exit_reasons_total=total)
 
 

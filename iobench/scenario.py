@@ -17,7 +17,7 @@ File layout (every key optional; defaults below):
     retries = 1                 # a VM that dies (or never boots) is booted again this many times
     copy_trace = false          # count kernel copy routines per thread (kprobes; where the kernel allows it)
     exit_reasons = false        # KVM exits by reason and handling time (tracefs; where KVM's tracepoints are);
-                                # off until its perturbation of the measured path is measured (docs/metrics.md)
+                                # "alternate": on in rounds 1, 4, 5, 8..., off in 2, 3, 6, 7... (its own cost, measured)
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
     [workload]
@@ -36,14 +36,18 @@ File layout (every key optional; defaults below):
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from iobench.backends import BACKENDS, RESERVED_DEVICE_PROPS, RESERVED_NETDEV_PROPS, Variant, qemu_value
 from iobench.errors import UserError
 
 BACKEND_NAMES = ("e1000", "virtio", "vhost", "native")
+_VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_VARIANT_KEYS = ("base", "device", "netdev")
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Scenario:
     boot_timeout_s: float = 90.0
     retries: int = 1
     copy_trace: bool = False
-    exit_reasons: bool = False
+    exit_reasons: bool | str = False  # or "alternate"
     timeline_interval_s: float = 1.0
     kind: str = "stream"
     protocol: str = "tcp"
@@ -93,6 +97,7 @@ class Scenario:
     memory_mb: int = 256
     offloads: bool = True
     qemu_args: tuple[str, ...] = field(default=())
+    variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
     source: str = "built-in defaults"
 
     @property
@@ -117,8 +122,8 @@ class Scenario:
 # section -> key -> (type, check, allowed-text)
 _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     "run": {
-        "backends": (list, lambda v: v and all(b in (*BACKEND_NAMES, "all") for b in v),
-                     f"a non-empty list of {', '.join(BACKEND_NAMES)} or all"),
+        "backends": (list, lambda v: v and all(isinstance(b, str) for b in v),
+                     f"a non-empty list of {', '.join(BACKEND_NAMES)}, the scenario's variants, or all"),
         "directions": (list, lambda v: v and all(d in ("rx", "tx") for d in v), 'a non-empty list of "rx", "tx"'),
         "accel": (str, lambda v: v in ("auto", "kvm", "tcg", "lab"), "auto, kvm, tcg or lab"),
         "duration_s": (int, lambda v: 1 <= v <= 3600, "an integer from 1 to 3600"),
@@ -127,7 +132,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "boot_timeout_s": (float, lambda v: 5 <= v <= 3600, "a number of seconds from 5 to 3600"),
         "retries": (int, lambda v: 0 <= v <= 5, "an integer from 0 to 5"),
         "copy_trace": (bool, lambda v: True, "true or false"),
-        "exit_reasons": (bool, lambda v: True, "true or false"),
+        "exit_reasons": (object, lambda v: isinstance(v, bool) or v == "alternate",
+                         'true, false or "alternate" (on in half the rounds, ABBA: the tracing\'s own cost)'),
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
     },
     "workload": {
@@ -170,6 +176,8 @@ def load(path: Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{origin}: not valid TOML ({exc}).") from exc
     values: dict[str, Any] = {"name": path.stem, "source": origin}
+    if "backends" in data:
+        values["variants"] = _variants(data.pop("backends"), origin)
     for section, table in data.items():
         if section not in _SCHEMA:
             raise UserError(f"{origin}: unknown section [{section}]: allowed are {', '.join(f'[{s}]' for s in _SCHEMA)}.")
@@ -184,6 +192,43 @@ def load(path: Path) -> Scenario:
     return scenario
 
 
+def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
+    """[backends.<name>] tables: base = "e1000"|"virtio"|"vhost", device = {...}, netdev = {...}."""
+    if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
+        raise UserError(f"{origin}: [backends] must hold one [backends.<name>] table per variant.")
+    out = []
+    for name, spec in table.items():
+        where = f"{origin}: [backends.{name}]"
+        if not _VARIANT_NAME.match(name) or name in (*BACKEND_NAMES, "all"):
+            raise UserError(f"{where}: a variant's name is 1-40 of a-z 0-9 _ . - and not a built-in name "
+                            f"({', '.join(BACKEND_NAMES)}, all).")
+        unknown = [k for k in spec if k not in _VARIANT_KEYS]
+        if unknown:
+            raise UserError(f"{where}: unknown key {unknown[0]!r}: allowed are {', '.join(_VARIANT_KEYS)}.")
+        if spec.get("base") not in BACKENDS:
+            raise UserError(f"{where}: base = {spec.get('base')!r}: expected one of {', '.join(BACKENDS)}.")
+        knobs = {}
+        for section, reserved in (("device", RESERVED_DEVICE_PROPS), ("netdev", RESERVED_NETDEV_PROPS)):
+            given = spec.get(section, {})
+            if not isinstance(given, dict):
+                raise UserError(f"{where}: {section} must be a table, e.g. {section} = {{ key = value }}.")
+            for key, value in given.items():
+                if key in reserved:
+                    raise UserError(f"{where}: {section}.{key} is set by iobench itself (the topology and the "
+                                    "datapath depend on it); choose the base backend instead.")
+                if not isinstance(value, bool | int | str) or isinstance(value, str) and re.search(r"[,=\s]", value):
+                    raise UserError(f"{where}: {section}.{key} = {value!r}: expected true/false, an integer or a "
+                                    "word without commas, '=' or spaces.")
+            knobs[section] = tuple((k, qemu_value(v)) for k, v in given.items())
+        out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"]))
+    return tuple(out)
+
+
+def backend_names(s: Scenario) -> tuple[str, ...]:
+    """The backends this scenario can name: the built-ins, its variants, native."""
+    return (*BACKENDS, *(v.name for v in s.variants), "native")
+
+
 def validate(s: Scenario, origin: str) -> None:
     """Cross-field checks and CLI values (the file's own types were checked on load)."""
     for f in fields(Scenario):
@@ -191,6 +236,10 @@ def validate(s: Scenario, origin: str) -> None:
             if f.name in keys:
                 value = getattr(s, f.name)
                 _check(section, f.name, list(value) if isinstance(value, tuple) else value, origin)
+    unknown = [b for b in s.backends if b not in (*backend_names(s), "all")]
+    if unknown:
+        raise UserError(f"{origin}: [run] backends: unknown backend {unknown[0]!r}: choose from "
+                        f"{', '.join(backend_names(s))} or all.")
     if s.protocol == "udp" and s.message_bytes != (0,) and max(s.message_bytes) > 65507:
         raise UserError(f"{origin}: [workload] message_bytes above 65507 are impossible with UDP.")
     if s.kind == "stream" and any(0 < m < 64 for m in s.message_bytes):
@@ -201,4 +250,7 @@ def validate(s: Scenario, origin: str) -> None:
 
 
 def as_dict(s: Scenario) -> dict[str, Any]:
-    return {f.name: getattr(s, f.name) for f in fields(Scenario)}
+    out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
+    out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev)}
+                       for v in s.variants]
+    return out

@@ -24,6 +24,8 @@ from typing import Any
 #       /proc/cpuinfo showed at the run's start, an estimate and not a cycle counter.
 #       exit_reasons.csv: KVM exits by reason with their handling time, per window (where KVM's
 #       tracepoints are usable); rows gain `exit_reasons_total` and `exit_reasons_coverage`.
+#       exit_sites.csv: the MMIO/PIO/MSR accesses and exits to userspace of the VM's vCPUs by
+#       device and register, per window (same condition).
 #       Formats 2 and 3 are read with an empty `l1_attempt` and the column renamed.
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -229,4 +231,10 @@ TIMELINE_INT_COLUMNS = ["repeat", "attempt", "slice", "bytes", "exits", *KVM_KIN
 EXIT_REASON_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
                        "reason", "exits", "handled", "handling_ns", "packets"]
 EXIT_REASON_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "exits", "handled", "handling_ns"]
+# exit_sites.csv: one line per window x place the VM's vCPUs touched (exitsites): kind mmio/pio/msr
+# (guest accesses; `address` the guest-physical address, port or MSR index in hex) or userspace (exits
+# to QEMU by KVM_EXIT_* reason, in `access`); `device` and `register` name the address.
+EXIT_SITE_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
+                     "kind", "access", "address", "device", "register", "count", "packets"]
+EXIT_SITE_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "count"]
 EXIT_REASON_MISMATCH = 0.01  # the reasons must sum to the stats' exits within 1% (exit_reasons_coverage)

@@ -22,6 +22,8 @@ from iobench.schema import (
     COLUMNS,
     EXIT_REASON_COLUMNS,
     EXIT_REASON_INT_COLUMNS,
+    EXIT_SITE_COLUMNS,
+    EXIT_SITE_INT_COLUMNS,
     FORMAT_VERSION,
     INT_COLUMNS,
     SUMMARY_COLUMNS,
@@ -100,14 +102,14 @@ class ResultsWriter:
 
     def finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any] = (),
                timeline: Sequence[dict[str, Any]] = (), artifacts: Callable[[Path], None] | None = None,
-               exit_reasons: Sequence[dict[str, Any]] = ()) -> Path:
+               exit_reasons: Sequence[dict[str, Any]] = (), exit_sites: Sequence[dict[str, Any]] = ()) -> Path:
         """Write rows.csv, summary.csv, timeline.csv and run.json, derive `artifacts` (plots,
         report) from them in the staging dir, then rename into place. When the disk refused
         any write of this run (now or before), the staging dir is removed instead: no
         results dir with holes."""
         if self.lost is None:
             try:
-                return self._finish(meta, rows, stats, timeline, artifacts, exit_reasons)
+                return self._finish(meta, rows, stats, timeline, artifacts, exit_reasons, exit_sites)
             except OSError as exc:
                 if not disk_refused(exc):
                     raise
@@ -126,7 +128,7 @@ class ResultsWriter:
 
     def _finish(self, meta: dict[str, Any], rows: list[Row], stats: Sequence[Any],
                 timeline: Sequence[dict[str, Any]], artifacts: Callable[[Path], None] | None,
-                exit_reasons: Sequence[dict[str, Any]] = ()) -> Path:
+                exit_reasons: Sequence[dict[str, Any]] = (), exit_sites: Sequence[dict[str, Any]] = ()) -> Path:
         import pandas as pd
 
         frame = pd.DataFrame([derive(r) for r in rows], columns=COLUMNS)
@@ -139,6 +141,8 @@ class ResultsWriter:
         slices.to_csv(self.tmp / "timeline.csv", index=False)
         reasons = pd.DataFrame(list(exit_reasons), columns=EXIT_REASON_COLUMNS)
         reasons.astype({c: "Int64" for c in EXIT_REASON_INT_COLUMNS}).to_csv(self.tmp / "exit_reasons.csv", index=False)
+        sites = pd.DataFrame(list(exit_sites), columns=EXIT_SITE_COLUMNS)
+        sites.astype({c: "Int64" for c in EXIT_SITE_INT_COLUMNS}).to_csv(self.tmp / "exit_sites.csv", index=False)
         self._write_meta(meta)
         if artifacts is not None:
             artifacts(self.tmp)

@@ -27,6 +27,12 @@ def test_msgsize_is_a_sweep() -> None:
     assert [w.message_bytes for w in s.workloads] == [256, 1448, 16384, 131072]
 
 
+def test_exit_reasons_can_alternate_between_rounds(tmp_path: Path) -> None:
+    path = tmp_path / "ab.toml"
+    path.write_text('[run]\nexit_reasons = "alternate"\nrepeats = 10\n')
+    assert scenario.load(path).exit_reasons == "alternate"
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("[run]\nduration_s = 0\n", "[run] duration_s = 0 is not allowed"),
     ("[run]\nrepeats = -1\n", "[run] repeats = -1 is not allowed"),
@@ -35,6 +41,9 @@ def test_msgsize_is_a_sweep() -> None:
     ("[runn]\nduration_s = 5\n", "unknown section [runn]"),
     ("[run]\nduration_s = \"5\"\n", "wrong type"),
     ("[guest]\noffloads = 1\n", "wrong type"),
+    ("[run]\nexit_reasons = \"sometimes\"\n",
+     '[run] exit_reasons = \'sometimes\' is not allowed: expected true, false or "alternate"'),
+    ("[run]\nexit_reasons = 1\n", "[run] exit_reasons = 1 is not allowed"),
     ("[run\nduration_s = 5\n", "not valid TOML"),
 ])
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

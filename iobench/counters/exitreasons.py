@@ -14,6 +14,11 @@ the hardware's exit reason. Two tracefs hist triggers do the counting in the ker
   (reason, ns from exit to entry) is generated (`onmatch`), whose own hist trigger sums the handling
   time and counts per thread and reason.
 
+Where the exits land (exitsites names them): hist triggers on `kvm:kvm_mmio` (by access type and
+guest-physical address), `kvm:kvm_pio` (by direction and port), `kvm:kvm_msr` (by direction and MSR)
+and `kvm:kvm_userspace_exit` (by KVM_EXIT_* reason), each per thread. A kernel without one of these
+events, or refusing its trigger, loses only that table (`sites_na` says why).
+
 The VM's vCPU threads are picked out afterwards by thread id (the host's other VMs are left out).
 Reason names come from the tracepoint's own print format (`__print_symbolic` tables for VMX and SVM in
 `events/kvm/kvm_exit/format`), never from a table of ours. Hist triggers soft-enable their event:
@@ -24,15 +29,15 @@ One user per kernel at a time (the triggers are global): a run holds /run/iobenc
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from iobench import stale
+from iobench.counters import tracefs
 
-TRACEFS = Path("/sys/kernel/tracing")
+TRACEFS = tracefs.ROOT
 LOCK = stale.LOCK_DIR / "exitreasons.lock"
 SYNTH = "iobench_exit_time"
 SYNTH_DEF = f"{SYNTH} u32 reason; u32 isa; u64 ns"
@@ -42,27 +47,55 @@ ENTRY_TRIGGER = (f"hist:keys=common_pid:ns=common_timestamp-$ts0:"
                  f"onmatch(kvm.kvm_exit).trace({SYNTH},$reason,$isa0,$ns)")
 TIME_TRIGGER = "hist:keys=common_pid,isa,reason:vals=hitcount,ns:size=8192"
 ISA_NAMES = {1: "vmx", 2: "svm"}
+# Where the exits land: kind -> (event under events/kvm, its trigger). Every key starts with the thread.
+SITE_TRIGGERS = {
+    "mmio": ("kvm_mmio", "hist:keys=common_pid,type,gpa:vals=hitcount:size=8192"),
+    "pio": ("kvm_pio", "hist:keys=common_pid,rw,port:vals=hitcount:size=4096"),
+    "msr": ("kvm_msr", "hist:keys=common_pid,write,ecx:vals=hitcount:size=4096"),
+    "userspace": ("kvm_userspace_exit", "hist:keys=common_pid,reason,errno:vals=hitcount:size=1024"),
+}
+# The fields whose names the tracepoints print from a symbol table (exitsites.sites' access_names).
+SITE_SYMBOLS = {"mmio": "type", "userspace": "reason"}
 _ENTRY = re.compile(r"\{(?P<keys>[^}]*)\}\s*(?P<vals>(?:\w+:\s*\d+\s*)+)")
 _PAIR = re.compile(r"(\w+):\s*(-?\d+)")
 # A table entry's value may be an expression: SVM's exceptions are printed as { 0x040 + 14, "PF excp" }.
-_SYMBOLIC = re.compile(r"__print_symbolic\(REC->exit_reason[^,]*,(?P<table>(?:\s*\{[^{}\"]+,\s*\"[^\"]*\"\s*\},?)+)\)")
-_SYMBOL = re.compile(r"\{(?P<value>[^{}\"]+),\s*\"(?P<name>[^\"]*)\"\s*\}")
+# A name may be C literals the preprocessor left side by side: { 6, "KVM_EXIT_" "MMIO" }.
+_SYMBOLIC = re.compile(r"__print_symbolic\(REC->\w+[^,]*,(?P<table>(?:\s*\{[^{}\"]+,\s*(?:\"[^\"]*\"\s*)+\},?)+)\)")
+_SYMBOL = re.compile(r"\{(?P<value>[^{}\"]+),\s*(?P<name>(?:\"[^\"]*\"\s*)+)\}")
 
 
 class ExitReasonsUnavailable(Exception):
     """This kernel cannot count exits by reason here (the message says why)."""
 
 
+def _table(text: str) -> dict[int, str]:
+    """A __print_symbolic table's entries: value (an expression such as 0x040 + 14, as the u32 field
+    holds it) -> name (its C literals joined)."""
+    return {sum(int(term, 0) for term in m["value"].split("+")) & 0xFFFFFFFF: "".join(re.findall(r'"([^"]*)"', m["name"]))
+            for m in _SYMBOL.finditer(text)}
+
+
+def print_symbols(format_text: str, field_name: str) -> dict[int, str]:
+    """The first `__print_symbolic(REC-><field_name>, {value, "name"}...)` table of a tracepoint's print
+    format (empty when it has none)."""
+    start = format_text.find(f"__print_symbolic(REC->{field_name},")
+    if start < 0:
+        return {}
+    m = _SYMBOLIC.match(format_text, start)
+    if m is None:
+        return {}
+    return _table(m["table"])
+
+
 def reason_names(format_text: str) -> dict[int, dict[int, str]]:
     """isa (1 VMX, 2 SVM) -> exit reason -> the name the kernel prints, from kvm_exit's format file.
     The print format holds the VMX table first (`REC->isa == 1 ? ... : ...`), then SVM's."""
-    tables = [m["table"] for m in _SYMBOLIC.finditer(format_text)]
+    tables = [m["table"] for m in _SYMBOLIC.finditer(format_text) if m[0].startswith("__print_symbolic(REC->exit_reason")]
     if len(tables) != 2:
         raise ExitReasonsUnavailable(f"kvm_exit's print format has {len(tables)} reason tables, expected VMX and SVM")
     out: dict[int, dict[int, str]] = {}
     for isa, table in zip((1, 2), tables, strict=True):
-        out[isa] = {sum(int(term, 0) for term in m["value"].split("+")) & 0xFFFFFFFF: m["name"]
-                    for m in _SYMBOL.finditer(table)}
+        out[isa] = _table(table)
     return out
 
 
@@ -142,16 +175,22 @@ class ExitReasons:
         self.entry = tracefs / "events" / "kvm" / "kvm_entry"
         self.synth = tracefs / "events" / "synthetic" / SYNTH
         self.synth_error = "its directory did not appear"
+        self.sites: dict[str, tuple[Path, str]] = {}
+        self.sites_na: dict[str, str] = {}
+        self.site_names: dict[str, dict[int, str]] = {}
+        self.formats: dict[str, str] = {}  # event -> its format file: where every name came from (kept in raw/)
         try:
             self.lock: int | None = stale.hold(LOCK)
         except BlockingIOError as exc:
             raise ExitReasonsUnavailable("another iobench run is counting exit reasons on this kernel") from exc
         try:
-            self.names = reason_names((self.exit / "format").read_text())
+            self.formats["kvm_exit"] = (self.exit / "format").read_text()
+            self.names = reason_names(self.formats["kvm_exit"])
             self._remove()  # left by a killed run: we hold the lock, so nobody uses them
             self.timed = self._define_synthetic()
             self.time_na = "" if self.timed else f"the kernel refused the synthetic event {SYNTH} ({self.synth_error})"
             self._try_once()
+            self.sites, self.sites_na, self.site_names = self._try_sites()
         except BaseException:
             self.close()
             raise
@@ -160,60 +199,88 @@ class ExitReasons:
         """Arm and clear every trigger once before the first window, so that a kernel that refuses
         one says so here (counts without handling time, or no exit reasons at all), not mid-run."""
         try:
-            _add(self.exit, EXIT_TRIGGER)
-            _add(self.exit, f"!{EXIT_TRIGGER}")
+            tracefs.add_trigger(self.exit, EXIT_TRIGGER)
+            tracefs.add_trigger(self.exit, f"!{EXIT_TRIGGER}")
         except OSError as exc:
             raise ExitReasonsUnavailable(f"the kernel refused the hist trigger on kvm:kvm_exit ({exc.strerror}"
-                                         f"{_kernel_said(self.tracefs)})") from exc
+                                         f"{tracefs.kernel_said(self.tracefs)})") from exc
         if not self.timed:
             return
         try:
             self.start()
             self.stop()
         except OSError as exc:
-            self.time_na = f"the kernel refused the handling-time triggers ({exc.strerror}{_kernel_said(self.tracefs)})"
+            self.time_na = f"the kernel refused the handling-time triggers ({exc.strerror}{tracefs.kernel_said(self.tracefs)})"
             self._remove()
             self.timed = False
+
+    def _try_sites(self) -> tuple[dict[str, tuple[Path, str]], dict[str, str], dict[str, dict[int, str]]]:
+        """The site triggers this kernel takes (kind -> (event dir, trigger)), why the others are not
+        counted, and the access names from the events' formats."""
+        usable: dict[str, tuple[Path, str]] = {}
+        na: dict[str, str] = {}
+        names: dict[str, dict[int, str]] = {}
+        for kind, (event_name, trigger) in SITE_TRIGGERS.items():
+            event = self.tracefs / "events" / "kvm" / event_name
+            if not event.is_dir():
+                na[kind] = f"the kernel has no kvm:{event_name} tracepoint"
+                continue
+            try:
+                tracefs.add_trigger(event, trigger)
+                tracefs.add_trigger(event, f"!{trigger}")
+            except OSError as exc:
+                said = tracefs.kernel_said(self.tracefs)
+                na[kind] = f"the kernel refused the hist trigger on kvm:{event_name} ({exc.strerror}{said})"
+                continue
+            usable[kind] = (event, trigger)
+            self.formats[event_name] = (event / "format").read_text()
+            if kind in SITE_SYMBOLS:
+                names[kind] = print_symbols(self.formats[event_name], SITE_SYMBOLS[kind])
+        return usable, na, names
 
     def _define_synthetic(self) -> bool:
         """Whether the handling-time synthetic event could be made (older kernels: counts only)."""
         try:
-            _append(self.tracefs / "synthetic_events", SYNTH_DEF)
+            tracefs.append(self.tracefs / "synthetic_events", SYNTH_DEF)
             return self.synth.is_dir()
         except OSError as exc:
-            self.synth_error = f"{exc.strerror}{_kernel_said(self.tracefs)}"
+            self.synth_error = f"{exc.strerror}{tracefs.kernel_said(self.tracefs)}"
             return False
 
     def _triggers(self) -> list[tuple[Path, str]]:
         """(event dir, trigger) in the order they must be added (removed in reverse)."""
-        out = [(self.exit, EXIT_TRIGGER)]
+        out = [(self.exit, EXIT_TRIGGER), *self.sites.values()]
         if self.timed:
             out += [(self.synth, TIME_TRIGGER), (self.exit, SAVE_TRIGGER), (self.entry, ENTRY_TRIGGER)]
         return out
 
     def start(self) -> None:
         for event, trigger in self._triggers():
-            _add(event, trigger)
+            tracefs.add_trigger(event, trigger)
 
     def stop(self) -> tuple[WindowCounts, str]:
         """Read both histograms and remove the triggers (the counts restart with the next window).
         Returns the counts and the raw hist texts (kept in raw/)."""
         exit_text = (self.exit / "hist").read_text()
         time_text = (self.synth / "hist").read_text() if self.timed else ""
+        site_texts = {kind: (event / "hist").read_text() for kind, (event, _) in self.sites.items()}
         for event, trigger in reversed(self._triggers()):
-            _add(event, f"!{trigger}")
-        counts = WindowCounts(parse_hist(_only(exit_text, EXIT_TRIGGER)), parse_hist(time_text))
-        return counts, exit_text + ("\n# handling time\n" + time_text if time_text else "")
+            tracefs.add_trigger(event, f"!{trigger}")
+        counts = WindowCounts(parse_hist(_only(exit_text, EXIT_TRIGGER)), parse_hist(time_text),
+                              {kind: parse_hist(text) for kind, text in site_texts.items()})
+        raw = exit_text + ("\n# handling time\n" + time_text if time_text else "")
+        return counts, raw + "".join(f"\n# sites: {kind}\n{text}" for kind, text in site_texts.items())
 
     def _remove(self) -> None:
+        sites = [(self.tracefs / "events" / "kvm" / e, t) for e, t in SITE_TRIGGERS.values()]
         for event, trigger in ((self.entry, ENTRY_TRIGGER), (self.exit, SAVE_TRIGGER), (self.synth, TIME_TRIGGER),
-                               (self.exit, EXIT_TRIGGER)):
+                               (self.exit, EXIT_TRIGGER), *sites):
             try:
-                _add(event, f"!{trigger}")
+                tracefs.add_trigger(event, f"!{trigger}")
             except OSError:
                 pass
         try:
-            _append(self.tracefs / "synthetic_events", f"!{SYNTH_DEF}")
+            tracefs.append(self.tracefs / "synthetic_events", f"!{SYNTH_DEF}")
         except OSError:
             pass
 
@@ -229,31 +296,9 @@ class ExitReasons:
 class WindowCounts:
     exits: dict[tuple[int, ...], dict[str, int]]
     times: dict[tuple[int, ...], dict[str, int]]
+    sites: dict[str, dict[tuple[int, ...], dict[str, int]]] = field(default_factory=dict)  # kind -> histogram
 
 
-def _add(event: Path, trigger: str) -> None:
-    """Add (or, with "!", remove) one trigger of `event`. Opened for appending: opening a trigger file
-    with O_TRUNC, as write_text does, first removes *every* hist trigger of the event."""
-    _append(event / "trigger", trigger)
-
-
-def _append(path: Path, line: str) -> None:
-    """Write one command line to a tracefs file opened O_APPEND, without Python's "a" mode: that mode
-    seeks to the end on open, which synthetic_events refuses (EINVAL; measured in the lab's L1)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
-def _kernel_said(tracefs: Path) -> str:
-    """The last line of tracefs' error_log: why the kernel refused a trigger."""
-    try:
-        lines = [ln.strip() for ln in (tracefs / "error_log").read_text().splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return f"; kernel: {lines[-1]}" if lines else ""
 
 
 def _only(text: str, trigger: str) -> str:

@@ -54,5 +54,12 @@ CO=$(ethtool -c eth0 2>&1 | grep -E '^(Adaptive RX|rx-usecs|rx-frames|tx-usecs|t
 [ -n "$CO" ] || CO="unreadable: $(ethtool -c eth0 2>&1 | head -n 1)"
 echo "IOBENCH-INFO coalesce $CO"
 dmesg | grep -i -E 'tsc|clocksource|clock:|apic|e1000|virtio|kvm' | head -n 40 | sed 's/^/IOBENCH-BOOTLOG /'
+# What the NIC negotiated, so that a backend variant whose knob did not take effect is flagged, not
+# measured as if it had: virtio's feature bits as the driver accepted them (one 0/1 per bit), the
+# queues in use, the rings' current sizes and the offloads that are on.
+FEAT=$(cat /sys/class/net/eth0/device/features 2>/dev/null)
+RINGS=$(ethtool -g eth0 2>/dev/null | sed -n '/^Current/,$p' | grep -E '^(RX|TX):' | tr -d ' \t' | tr '\n' ',')
+OFFL=$(ethtool -k eth0 2>/dev/null | grep -E ': on' | grep -v fixed | cut -d: -f1 | tr '\n' ',')
+echo "IOBENCH-INFO nic features=${FEAT:-none} rxqueues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l) txqueues=$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) rings=${RINGS:-unreadable} offloads=${OFFL:-none}"
 echo "IOBENCH-READY"
 while :; do sleep 3600; done

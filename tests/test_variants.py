@@ -1,0 +1,178 @@
+"""Backend variants: a scenario's [backends.<name>] tables become backends of their own, checked against
+this QEMU's own description (the real qemu-system-x86_64: `-device <model>,help` and the QMP schema)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iobench import backends, plots, qemudesc, scenario
+from iobench.errors import UserError
+from iobench.runner import select_backends
+
+KNOBS = """
+[run]
+backends = ["virtio", "virtio-packed", "e1000-nomit", "vhost-poll50", "native"]
+
+[backends.virtio-packed]
+base = "virtio"
+device = { packed = true, rx_queue_size = 1024 }
+
+[backends.e1000-nomit]
+base = "e1000"
+device = { mitigation = false }
+
+[backends.vhost-poll50]
+base = "vhost"
+netdev = { poll-us = 50 }
+"""
+
+
+def _load(tmp_path: Path, text: str) -> scenario.Scenario:
+    path = tmp_path / "knobs.toml"
+    path.write_text(text)
+    return scenario.load(path)
+
+
+def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp_path: Path) -> None:
+    scn = _load(tmp_path, KNOBS)
+    assert [v.name for v in scn.variants] == ["virtio-packed", "e1000-nomit", "vhost-poll50"]
+    known = backends.catalog(scn.variants)
+    packed, poll = known["virtio-packed"], known["vhost-poll50"]
+    assert (packed.base, packed.device, packed.vhost, packed.copy_model) == ("virtio", "virtio-net-pci", False,
+                                                                              backends.VIRTIO.copy_model)
+    assert backends.nic_args(packed, "tap0") == (
+        "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no,vnet_hdr=on,vhost=off",
+        "-device", "virtio-net-pci,netdev=n0,romfile=,packed=on,rx_queue_size=1024")
+    assert backends.nic_args(poll, "tap0")[1].endswith(",vhost=on,poll-us=50")
+    assert backends.nic_args(known["e1000-nomit"], "t")[3] == "e1000,netdev=n0,romfile=,mitigation=off"
+    # run.json records every variant's base and knobs
+    assert scenario.as_dict(scn)["variants"][0] == {"name": "virtio-packed", "base": "virtio",
+                                                   "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {}}
+    # "all" runs the variants too; a vhost variant needs what vhost needs (TCG has no vhost-net)
+    chosen, unavailable = select_backends(("all",), "tcg", scn.variants)
+    assert chosen == ["e1000", "virtio", "virtio-packed", "e1000-nomit", "native"]
+    assert set(unavailable) == {"vhost", "vhost-poll50"} and unavailable["vhost-poll50"] == unavailable["vhost"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[backends.virtio]\nbase = "virtio"\n', "not a built-in name"),
+    ('[backends.x]\nbase = "rtl8139"\n', "base = 'rtl8139': expected one of e1000, virtio, vhost"),
+    ('[backends.x]\nbase = "virtio"\nguest = { busy_poll = 50 }\n', "unknown key 'guest': allowed are base, device, netdev"),
+    ('[backends.x]\nbase = "virtio"\nnetdev = { vhost = true }\n', "netdev.vhost is set by iobench itself"),
+    ('[backends.x]\nbase = "virtio"\ndevice = { netdev = "n1" }\n', "device.netdev is set by iobench itself"),
+    ('[backends.x]\nbase = "virtio"\ndevice = { tx = "timer,x=1" }\n', "without commas"),
+    ('[run]\nbackends = ["virtio-packd"]\n[backends.virtio-packed]\nbase = "virtio"\n',
+     "unknown backend 'virtio-packd': choose from e1000, virtio, vhost, virtio-packed, native or all"),
+])
+def test_a_bad_variant_is_one_error_naming_file_variant_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value) and str(tmp_path / "knobs.toml") in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_knobs_are_checked_against_this_qemus_own_description(tmp_path: Path) -> None:
+    """A typo in a device property, a value of the wrong type and an unknown netdev option are caught
+    from QEMU's help and QMP schema, each naming its variant and key; known knobs pass."""
+    scn = _load(tmp_path, KNOBS)
+    qemudesc.check_variants(scn.variants, scn.source)  # packed, rx_queue_size, mitigation, poll-us: all known
+    bad = _load(tmp_path, KNOBS.replace("packed = true", "packd = true").replace("mitigation = false", 'mitigation = "sometimes"')
+                .replace("poll-us = 50", "poll-ms = 50"))
+    with pytest.raises(UserError) as info:
+        qemudesc.check_variants(bad.variants, bad.source)
+    text = str(info.value)
+    assert "[backends.virtio-packed] device.packd: virtio-net-pci has no such property in QEMU emulator version" in text
+    assert "[backends.e1000-nomit] device.mitigation = 'sometimes': expected true or false (bool)" in text
+    assert "[backends.vhost-poll50] netdev.poll-ms: a tap netdev has no such property" in text
+    assert info.value.exit_code == 2
+
+
+def test_qemus_help_and_schema_are_parsed() -> None:
+    props = qemudesc.parse_device_help("virtio-net-pci options:\n  packed=<bool>          - on/off (default: false)\n"
+                                       "  rx_queue_size=<uint16> -  (default: 256)\n  bootindex=<int32>\n")
+    assert props == {"packed": "bool", "rx_queue_size": "uint16", "bootindex": "int32"}
+    desc = qemudesc.describe(("virtio-net-pci",))
+    assert desc.tap_options["poll-us"] == "int" and desc.tap_options["queues"] == "int"
+    assert desc.devices["virtio-net-pci"]["packed"] == "bool"
+
+
+def test_figures_keep_each_variant_beside_its_base_in_a_colour_of_its_own() -> None:
+    names = ["native", "vhost-poll50", "virtio", "e1000", "virtio-packed", "vhost", "custom"]
+    assert plots.backend_order(names) == ["e1000", "virtio", "virtio-packed", "vhost", "vhost-poll50", "custom",
+                                          "native"]
+    assert plots.colour("virtio") == plots.BACKEND_COLOURS["virtio"]
+    assert plots.colour("virtio-packed") in plots.VARIANT_COLOURS
+    assert plots.colour("virtio-packed") == plots.colour("virtio-packed")
+
+
+def test_backends_lists_built_ins_and_variants_with_their_qemu_arguments(tmp_path: Path, capsys) -> None:
+    from iobench.cli import main
+
+    path = tmp_path / "knobs.toml"
+    path.write_text(KNOBS)
+    assert main(["backends", "--scenario", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "virtio-packed  (variant of virtio)" in out and "-device virtio-net-pci,netdev=n0,romfile=,packed=on" in out
+    assert "e1000  (built-in)" in out
+
+
+def test_what_the_guest_negotiated_is_decoded_and_checked_against_the_knobs() -> None:
+    from iobench import negotiated
+
+    # As guest-init.sh prints it for virtio-net-pci,packed=on under QEMU 7.2 (bits 0.. of `features`)
+    bits = ["0"] * 64
+    for b in (0, 1, 5, 15, 16, 17, 28, 29, 32, 34):
+        bits[b] = "1"
+    line = (f"IOBENCH-INFO kernel=6.1.0 driver=virtio_net; IOBENCH-INFO nic features={''.join(bits)} rxqueues=1 "
+            "txqueues=1 rings=RX:256,TX:256, offloads=rx-checksumming,tx-checksumming,")
+    got = negotiated.parse(line)
+    assert got is not None and got.rings == {"RX": 256, "TX": 256} and (got.rx_queues, got.tx_queues) == (1, 1)
+    assert got.features is not None and {"RING_PACKED", "RING_EVENT_IDX", "MRG_RXBUF", "VERSION_1"} <= set(got.features)
+    assert "rx-checksumming" in got.offloads
+    assert negotiated.knobs_not_applied((("packed", "on"), ("rx_queue_size", "256")), got) == []
+    assert negotiated.knobs_not_applied((("event_idx", "off"), ("tx_queue_size", "1024"), ("mq", "on")), got) == [
+        "event_idx=off: the guest still negotiated VIRTIO_F_RING_EVENT_IDX",
+        "tx_queue_size=1024: the guest's TX ring has 256 entries (ethtool -g)",
+        "mq=on: the guest did not negotiate VIRTIO_NET_F_MQ"]
+    e1000 = negotiated.parse("IOBENCH-INFO nic features=none rxqueues=1 txqueues=1 rings=RX:256,TX:256, offloads=none")
+    assert e1000 is not None and e1000.features is None and e1000.offloads == ()
+    assert negotiated.parse("IOBENCH-INFO kernel=6.1.0 driver=e1000") is None  # an older guest image
+
+
+@pytest.mark.slow
+def test_variants_run_as_backends_of_their_own_and_an_ignored_knob_is_flagged(guest_image, tmp_path: Path) -> None:
+    """Under TCG: virtio, a packed-ring variant and a variant asking for a 1024-entry tx ring, which
+    QEMU keeps at 256 for a tap backend: each is a row of its own, the packed variant's guest
+    negotiated VIRTIO_F_RING_PACKED (and plain virtio's did not), and the ignored knob is flagged in
+    run.json, on the console and in the report."""
+    import csv
+    import json
+
+    from iobench.cli import main
+
+    path = tmp_path / "knobs.toml"
+    path.write_text('[run]\nbackends = ["virtio", "virtio-packed", "virtio-tx1024"]\ndirections = ["tx"]\n'
+                    'duration_s = 2\nomit_s = 0\nrepeats = 1\naccel = "tcg"\n'
+                    '[backends.virtio-packed]\nbase = "virtio"\ndevice = { packed = true }\n'
+                    '[backends.virtio-tx1024]\nbase = "virtio"\ndevice = { tx_queue_size = 1024 }\n')
+    out = tmp_path / "results"
+    assert main(["run", "--scenario", str(path), "--out", str(out)]) == 0
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    rows = {r["backend"]: r for r in csv.DictReader((run_dir / "rows.csv").open())}
+    assert set(rows) == {"virtio", "virtio-packed", "virtio-tx1024"}
+    assert all(float(r["throughput_bps"]) > 0 and float(r["exits_per_packet"]) > 0 for r in rows.values())
+    meta = json.loads((run_dir / "run.json").read_text())
+    b = meta["backends"]
+    assert b["virtio-packed"]["base"] == "virtio" and b["virtio-packed"]["device"] == {"packed": "on"}
+    assert "RING_PACKED" in b["virtio-packed"]["negotiated"]["features"]
+    assert "RING_PACKED" not in b["virtio"]["negotiated"]["features"]
+    assert "knobs_not_applied" not in b["virtio-packed"]
+    assert b["virtio-tx1024"]["knobs_not_applied"] == [
+        "tx_queue_size=1024: the guest's TX ring has 256 entries (ethtool -g)"]
+    report = (run_dir / "report.md").read_text()
+    assert "## Knobs that did not take effect" in report and "knob not applied" in report
+    cmdline = json.loads((run_dir / "raw/virtio-packed/r1/qemu-cmdline.json").read_text())
+    assert "virtio-net-pci,netdev=n0,romfile=,packed=on" in cmdline
+    assert (run_dir / "plots/throughput.png").exists()
