@@ -37,6 +37,9 @@ class Backend:
     base: str = ""  # the built-in a variant was made from ("" for a built-in)
     device_props: tuple[tuple[str, str], ...] = ()  # QEMU -device properties, in QEMU's syntax
     netdev_props: tuple[tuple[str, str], ...] = ()  # -netdev tap options
+    queues: int = 1  # virtio queue pairs: every layer set at once (nic_args, guest_cmdline)
+    guest: tuple[tuple[str, str, str], ...] = ()  # (tool, key, value): ("sysctl", "net.core.busy_poll", "50"),
+    #                                                ("ethtool -C", "rx-usecs", "0")...
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -82,7 +85,36 @@ VHOST = Backend(
     },
 )
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (E1000, VIRTIO, VHOST)}
+E1000E = Backend(
+    name="e1000e",
+    summary="emulated Intel 82574L (PCIe): register traps like e1000, with MSI-X and interrupt throttling",
+    device="e1000e",
+    vhost=False,
+    copy_model={
+        "tx": CopyPath(1, 1, "QEMU hw/net/e1000e_core.c e1000e_process_tx_desc: net_tx_pkt_add_raw_fragment() "
+                             "maps the guest's buffers (pci_dma_map, QEMU 7.2), net_tx_pkt_send -> tap writev()"),
+        "rx": CopyPath(2, 1, "QEMU net/tap.c tap_send: read() into QEMU's buffer, then hw/net/e1000e_core.c "
+                             "e1000e_write_packet_to_guest: pci_dma_write() into guest memory"),
+    },
+)
+
+RTL8139 = Backend(
+    name="rtl8139",
+    summary="emulated Realtek RTL8139C+: a 1990s NIC model, one register write per transmitted frame",
+    device="rtl8139",
+    vhost=False,
+    copy_model={
+        "tx": CopyPath(2, 1, "QEMU hw/net/rtl8139.c rtl8139_cplus_transmit_one: pci_dma_read() of each buffer "
+                             "into s->cplus_txbuffer, then rtl8139_transfer_frame -> tap write()"),
+        "rx": CopyPath(2, 1, "QEMU net/tap.c tap_send: read() into QEMU's buffer, then hw/net/rtl8139.c "
+                             "rtl8139_do_receive: pci_dma_write() into the guest's rx buffer"),
+    },
+)
+
+# `all` runs the three paths the product compares (and a scenario's variants); e1000e and rtl8139,
+# the other emulated NICs the guest kernel drives, run when named.
+BACKENDS: dict[str, Backend] = {b.name: b for b in (E1000, VIRTIO, VHOST, E1000E, RTL8139)}
+IN_ALL = ("e1000", "virtio", "vhost")
 DIRECTIONS = ("rx", "tx")
 # What iobench itself sets on every NIC: a variant may not change these (the topology and the
 # datapath choice depend on them; vhost on/off is the base backend's choice).
@@ -99,6 +131,8 @@ class Variant:
     base: str
     device: tuple[tuple[str, str], ...] = ()
     netdev: tuple[tuple[str, str], ...] = ()
+    queues: int = 1
+    guest: tuple[tuple[str, str, str], ...] = ()
 
 
 def qemu_value(value: object) -> str:
@@ -111,9 +145,12 @@ def qemu_value(value: object) -> str:
 def make(variant: Variant) -> Backend:
     """The backend record of a variant (its base's device, datapath and copy model)."""
     base = BACKENDS[variant.base]
-    knobs = ", ".join(f"{k}={v}" for k, v in (*variant.device, *variant.netdev))
+    knobs = ", ".join([*(f"{k}={v}" for k, v in (*variant.device, *variant.netdev)),
+                       *([f"{variant.queues} queue pairs"] if variant.queues > 1 else []),
+                       *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest)])
     return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
-                   base=base.name, device_props=variant.device, netdev_props=variant.netdev)
+                   base=base.name, device_props=variant.device, netdev_props=variant.netdev, queues=variant.queues,
+                   guest=variant.guest)
 
 
 def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:
@@ -129,7 +166,31 @@ def nic_args(backend: Backend, tap: str) -> tuple[str, ...]:
         netdev += f",vhost={'on' if backend.vhost else 'off'}"
     netdev += "".join(f",{k}={v}" for k, v in backend.netdev_props)
     device = f"{backend.device},netdev=n0,romfile=" + "".join(f",{k}={v}" for k, v in backend.device_props)
+    if backend.queues > 1:  # N tap queues, the device's mq, and MSI-X vectors: one per queue, config, control
+        netdev += f",queues={backend.queues}"
+        device += f",mq=on,vectors={2 * backend.queues + 2}"
     return ("-netdev", netdev, "-device", device)
+
+
+# Guest-side knobs: the tools guest-init.sh applies, and the ethtool option of each.
+GUEST_TOOLS = {"sysctl": "", "coalesce": "C", "features": "K", "rings": "G", "channels": "L"}
+
+
+def guest_cmdline(backend: Backend) -> tuple[str, ...]:
+    """Kernel command-line words that make guest-init.sh set the variant's guest side: sysctls, ethtool
+    settings, `ethtool -L combined N` for its queues, and per-queue counters printed once a second."""
+    sysctl = [f"{k}:{v}" for tool, k, v in backend.guest if tool == "sysctl"]
+    ethtool = [f"{GUEST_TOOLS[tool]}:{k}:{v}" for tool, k, v in backend.guest if tool != "sysctl"]
+    if backend.queues > 1:
+        ethtool.append(f"L:combined:{backend.queues}")
+    out = []
+    if sysctl:
+        out.append("iobench.sysctl=" + ",".join(sysctl))
+    if ethtool:
+        out.append("iobench.ethtool=" + ",".join(ethtool))
+    if backend.queues > 1:
+        out.append("iobench.qstats=1")
+    return tuple(out)
 
 
 def unavailable_reason(backend: Backend, accel: str) -> str | None:

@@ -28,7 +28,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `plan`; each overrides the scenario file's value."""
     p.add_argument("--scenario", type=Path, help="scenario TOML file (default: built-in defaults = scenarios/default.toml)")
     p.add_argument("--backend", action="append",
-                   help="backend to run (repeatable); all = every backend this host can run, plus native")
+                   help="backend to run (repeatable): e1000, virtio, vhost, e1000e, rtl8139, native, a scenario's "
+                        "variant, or all (e1000, virtio, vhost and the variants this host can run, plus native)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
                    help="kvm, tcg, lab (= iobench lab run), or auto: kvm only if a guest boots under it")
     p.add_argument("--direction", choices=("rx", "tx", "both"), help="rx = host->guest, tx = guest->host")
@@ -50,7 +51,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-trace", action="store_true", default=None,
                    help="count kernel copy routines per thread with kprobes (where the kernel allows it; the lab does)")
     p.add_argument("--exit-reasons", action=argparse.BooleanOptionalAction, default=None,
-                   help="count KVM exits by reason with their handling time, where KVM's tracepoints are (default off)")
+                   help="count KVM exits by reason with their handling time and where they land, where KVM's "
+                        "tracepoints are (default on; elsewhere the run says why)")
     p.add_argument("--exit-reasons-alternate", action="store_const", const="alternate", dest="exit_reasons",
                    help="count exits by reason in half the rounds (ABBA: 1, 4, 5, 8...): the others show what the tracing costs")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
@@ -297,6 +299,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
         print(f"{b.name}" + (f"  (variant of {b.base})" if b.base else "  (built-in)"))
         print(f"  {b.summary}")
         print("  qemu: " + shlex.join(backends.nic_args(b, "<tap>")))
+        if words := backends.guest_cmdline(b):
+            print("  guest kernel command line: " + " ".join(words))
     return 0
 
 

@@ -60,6 +60,15 @@ E1000_REGISTERS = {
 }
 E1000_ARRAYS = ((0x4000, 0x4100, "statistics"), (0x5200, 0x5400, "MTA"), (0x5400, 0x5480, "RA"),
                 (0x5600, 0x5800, "VFTA"))
+# The RTL8139C+'s registers by offset in its I/O or MMIO BAR (Realtek's datasheet; QEMU's hw/net/rtl8139.c
+# and Linux's 8139cp.c use the same names): in C+ mode a transmit is one TxPoll write.
+RTL8139_REGISTERS = {
+    0x00: "MAC0", 0x08: "MAR0", 0x10: "TxStatus0", 0x20: "TxAddr0", 0x30: "RxBuf", 0x37: "ChipCmd",
+    0x38: "RxBufPtr", 0x3A: "RxBufAddr", 0x3C: "IntrMask", 0x3E: "IntrStatus", 0x40: "TxConfig", 0x44: "RxConfig",
+    0x48: "Timer", 0x4C: "RxMissed", 0x50: "Cfg9346", 0x52: "Config1", 0x58: "MediaStatus", 0x5C: "MultiIntr",
+    0x60: "TxSummary", 0x62: "BasicModeCtrl", 0x64: "BasicModeStatus", 0xD9: "TxPoll", 0xDA: "RxMaxSize",
+    0xE0: "CpCmd", 0xE2: "IntrMitigate", 0xE4: "RxRingAddrLO", 0xE8: "RxRingAddrHI",
+}
 # virtio-pci's notify region holds one doorbell per virtqueue, `multiplier` bytes apart; QEMU sizes
 # the region multiplier x VIRTIO_QUEUE_MAX (1024), so the multiplier is read off the region's size.
 VIRTIO_QUEUE_MAX = 1024
@@ -137,8 +146,10 @@ def name_mmio(amap: AddressMap, gpa: int) -> tuple[str, str]:
     if region is None:
         return "unmapped", f"{gpa:#x}"
     offset = gpa - region.start + region.offset
-    if region.name == "e1000-mmio":
-        return "e1000", e1000_register(offset)
+    if region.name in ("e1000-mmio", "e1000e-mmio"):  # the 82574L keeps the 8254x's offsets for these
+        return region.name.removesuffix("-mmio"), e1000_register(offset)
+    if region.name.startswith("rtl8139"):
+        return "rtl8139", RTL8139_REGISTERS.get(offset, f"{offset:#04x}")
     if region.name.startswith("virtio-pci-"):  # virtio-pci-<area>-<device>, e.g. virtio-pci-notify-virtio-net
         area, _, device = region.name.removeprefix("virtio-pci-").partition("-")
         if area == "notify":
@@ -153,7 +164,10 @@ def name_pio(amap: AddressMap, port: int) -> tuple[str, str]:
     region = amap.find("pio", port)
     if region is None:
         return "unmapped", f"{port:#x}"
-    return region.name, f"+{port - region.start + region.offset:#x}"
+    offset = port - region.start + region.offset
+    if region.name == "rtl8139":  # 8139too drives it through the I/O BAR
+        return "rtl8139", RTL8139_REGISTERS.get(offset, f"{offset:#04x}")
+    return region.name, f"+{offset:#x}"
 
 
 def name_msr(index: int) -> tuple[str, str]:

@@ -44,7 +44,10 @@ class ImageSpec:
 
 # The benchmark guest: iperf3 is the stream server, sockperf the request/response server;
 # ethtool switches offloads off when a scenario asks (offloads = false).
-GUEST = ImageSpec("guest", ("e1000", "virtio_net", "virtio_pci"), ("iperf3", "ethtool", "sockperf"), "guest-init.sh")
+# The NIC drivers: e1000, virtio-net, and e1000e and 8139cp for the other emulated NICs (QEMU's rtl8139
+# reports a C+ revision, which 8139cp drives).
+GUEST = ImageSpec("guest", ("e1000", "virtio_net", "virtio_pci", "e1000e", "8139cp"), ("iperf3", "ethtool", "sockperf"),
+                  "guest-init.sh")
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 

@@ -36,6 +36,7 @@ PROPERTY_FEATURES = {
 # Properties that set a ring size the guest reads back with `ethtool -g` (RX/TX current).
 PROPERTY_RINGS = {"rx_queue_size": "RX", "tx_queue_size": "TX"}
 _INFO = re.compile(r"IOBENCH-INFO nic (?P<body>[^;]*)")
+_KNOB = re.compile(r"IOBENCH-INFO knob (?P<what>.+?): (?P<result>ok|failed:[^;]*)")
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,12 @@ class Negotiated:
     tx_queues: int | None = None
     rings: dict[str, int] = field(default_factory=dict)  # "RX"/"TX" -> current ring size (ethtool -g)
     offloads: tuple[str, ...] = ()
+    knobs: tuple[tuple[str, str], ...] = ()  # guest-side settings: ("ethtool -C rx-usecs 0", "ok" / "failed: ...")
 
     def as_dict(self) -> dict[str, object]:
         return {"features": list(self.features) if self.features is not None else None, "rx_queues": self.rx_queues,
-                "tx_queues": self.tx_queues, "rings": self.rings, "offloads": list(self.offloads)}
+                "tx_queues": self.tx_queues, "rings": self.rings, "offloads": list(self.offloads),
+                "guest_knobs": dict(self.knobs)}
 
 
 def spec_name(feature: str) -> str:
@@ -76,12 +79,17 @@ def parse(ready_line: str) -> Negotiated | None:
         features=None if features == "none" else decode_features(features),
         rx_queues=int(kv["rxqueues"]) if kv.get("rxqueues", "").isdigit() else None,
         tx_queues=int(kv["txqueues"]) if kv.get("txqueues", "").isdigit() else None,
-        rings=rings, offloads=tuple(o for o in kv.get("offloads", "").split(",") if o and o != "none"))
+        rings=rings, offloads=tuple(o for o in kv.get("offloads", "").split(",") if o and o != "none"),
+        knobs=tuple((k["what"], k["result"].strip()) for k in _KNOB.finditer(ready_line)))
 
 
-def knobs_not_applied(device_props: tuple[tuple[str, str], ...], got: Negotiated) -> list[str]:
-    """The variant's device knobs with a guest-visible effect that the guest did not get, each with why."""
-    out = []
+def knobs_not_applied(device_props: tuple[tuple[str, str], ...], got: Negotiated, queues: int = 1) -> list[str]:
+    """The variant's knobs with a guest-visible effect that the guest did not get, each with why: device
+    properties (feature bits, ring sizes), the queue pairs in use, and every guest-side setting the
+    guest's tools refused."""
+    out = [f"guest {what}: {result}" for what, result in got.knobs if result != "ok"]
+    if queues > 1 and (got.rx_queues, got.tx_queues) != (queues, queues):
+        out.append(f"queues={queues}: the guest uses {got.rx_queues} rx and {got.tx_queues} tx queues")
     for key, value in device_props:
         if key in PROPERTY_FEATURES and got.features is not None:
             want = value in ("on", "true", "yes")
@@ -94,3 +102,17 @@ def knobs_not_applied(device_props: tuple[tuple[str, str], ...], got: Negotiated
             if ring in got.rings and got.rings[ring] != int(value):
                 out.append(f"{key}={value}: the guest's {ring} ring has {got.rings[ring]} entries (ethtool -g)")
     return out
+
+
+_QSTATS = re.compile(r"^IOBENCH-QSTATS (?P<body>.*)$", re.M)
+
+
+def queue_deltas(console: str) -> dict[str, int]:
+    """Per-queue packets over a stretch of the guest's console (multiqueue variants print the driver's
+    `ethtool -S` queue counters once a second): last line minus first, per counter."""
+    lines = [dict((k, int(v)) for k, _, v in (item.partition(":") for item in m["body"].split(",")) if v.isdigit())
+             for m in _QSTATS.finditer(console)]
+    lines = [ln for ln in lines if ln]
+    if len(lines) < 2:
+        return {}
+    return {k.removesuffix("_packets"): lines[-1][k] - lines[0].get(k, 0) for k in lines[-1]}

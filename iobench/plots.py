@@ -14,8 +14,9 @@ from typing import Any
 
 from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS
 
-BACKEND_ORDER = ("e1000", "virtio", "vhost", "native")
-BACKEND_COLOURS = {"e1000": "#c0392b", "virtio": "#2980b9", "vhost": "#27ae60", "native": "#7f8c8d"}
+BACKEND_ORDER = ("e1000", "e1000e", "rtl8139", "virtio", "vhost", "native")
+BACKEND_COLOURS = {"e1000": "#c0392b", "e1000e": "#e74c3c", "rtl8139": "#7b241c", "virtio": "#2980b9",
+                   "vhost": "#27ae60", "native": "#7f8c8d"}
 # A scenario's variants (backends.Variant) get a colour of their own, the same in every figure.
 VARIANT_COLOURS = ("#e67e22", "#8e44ad", "#16a085", "#d35400", "#2c3e50", "#f1c40f", "#e84393", "#6c5ce7",
                    "#00b894", "#a0522d")

@@ -210,12 +210,27 @@ def markdown(directory: Path) -> str:
 
 
 def knob_lines(meta: dict[str, Any]) -> list[str]:
-    """Variants whose knobs the guest did not get: measured, but not what their name says."""
-    missed = {name: b["knobs_not_applied"] for name, b in meta.get("backends", {}).items() if b.get("knobs_not_applied")}
-    if not missed:
-        return []
-    out = ["", "## Knobs that did not take effect (flagged: these rows measure the base's behaviour)", ""]
-    return out + [f"- **{name}**: {'; '.join(why)}" for name, why in missed.items()]
+    """Variants whose knobs the guest did not get (measured, but not what their name says), and how
+    multiqueue variants spread their packets over the queues."""
+    backends = meta.get("backends", {})
+    out: list[str] = []
+    missed = {name: b["knobs_not_applied"] for name, b in backends.items() if b.get("knobs_not_applied")}
+    if missed:
+        out += ["", "## Knobs that did not take effect (flagged: these rows measure the base's behaviour)", ""]
+        out += [f"- **{name}**: {'; '.join(why)}" for name, why in missed.items()]
+    spread = {name: b["queue_packets"] for name, b in backends.items() if b.get("queue_packets")}
+    if spread:
+        out += ["", "## Packets per queue (multiqueue variants; the guest driver's own counters)", ""]
+        for name, cells in spread.items():
+            for cell, counts in cells.items():
+                parts = []
+                for side in ("rx", "tx"):
+                    mine = {k: v for k, v in counts.items() if k.startswith(side)}
+                    total = sum(mine.values())
+                    if total:
+                        parts.append(", ".join(f"{k} {v / total:.0%}" for k, v in sorted(mine.items())))
+                out.append(f"- **{name}** {cell}: " + ("; ".join(parts) or "no counters read"))
+    return out
 
 
 def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:

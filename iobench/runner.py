@@ -95,7 +95,11 @@ def select_backends(requested: tuple[str, ...], accel_name: str,
     """
     known = backends.catalog(variants)
     everything = [*known, NATIVE]
-    names = everything if "all" in requested else list(dict.fromkeys(requested))
+    in_all = [n for n in known if n in backends.IN_ALL or known[n].base]
+    if "all" in requested:  # all, plus whatever else is named beside it (e1000e, rtl8139), native last
+        names = list(dict.fromkeys([*in_all, *(n for n in requested if n not in ("all", NATIVE)), NATIVE]))
+    else:
+        names = list(dict.fromkeys(requested))
     chosen, unavailable = [], {}
     for name in names:
         if name == NATIVE:
@@ -256,7 +260,7 @@ def publish_checkpoint(staging: Path, status: str, interrupted_by: str | None, e
 def _start_exit_reasons(ctx: _Context, scn: Scenario, accel_name: str) -> str:
     """Arm the exit-reason counters where KVM's tracepoints are usable; else say why not."""
     if not scn.exit_reasons:
-        return "exit reasons off (--exit-reasons)"
+        return "exit reasons off (--no-exit-reasons / exit_reasons = false)"
     if accel_name != "kvm":
         return f"exit reasons: no KVM exits under {accel_name}"
     try:
@@ -287,7 +291,8 @@ def _described(name: str, scn: Scenario) -> dict[str, Any]:
     b = backends.catalog(scn.variants)[name]
     if not b.base:
         return {"summary": b.summary}
-    return {"summary": b.summary, "base": b.base, "device": dict(b.device_props), "netdev": dict(b.netdev_props)}
+    return {"summary": b.summary, "base": b.base, "device": dict(b.device_props), "netdev": dict(b.netdev_props),
+            "queues": b.queues, "guest": [list(g) for g in b.guest]}
 
 
 @dataclass
@@ -379,7 +384,7 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
     return VMConfig(
         name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap),
         guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns, extra_args=scn.qemu_args,
-        cmdline_extra=() if scn.offloads else ("iobench.offloads=off",),
+        cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
     )
 
 
@@ -414,6 +419,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     scn, log = ctx.scn, ctx.log
     cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
                     topo.netns)
+    topo.tap_for(backend.queues)
     tag = (f"{backend.name}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
            + (f"-l1attempt{ctx.l1_attempt}" if ctx.l1_attempt and ctx.l1_attempt > 1 else ""))
     with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
@@ -503,11 +509,22 @@ def _record_negotiated(ctx: _Context, backend: backends.Backend, ready_line: str
         return None
     entry = ctx.state.meta["backends"].setdefault(backend.name, {})
     entry["negotiated"] = got.as_dict()
-    missed = negotiated.knobs_not_applied(backend.device_props, got)
+    missed = negotiated.knobs_not_applied(backend.device_props, got, backend.queues)
     if missed:
         entry["knobs_not_applied"] = sorted(set(entry.get("knobs_not_applied", [])) | set(missed))
         ctx.log(f"{tag}: knob(s) of {backend.name} did not take effect: {'; '.join(missed)}")
     return got
+
+
+def _record_queues(ctx: _Context, vm: VM, backend: backends.Backend, cell: CellId, console_from: int) -> None:
+    """A multiqueue variant's packets per queue in this window, from the guest driver's own counters
+    (printed on its console once a second): raw/<cell>.queues.json and run.json."""
+    with vm.serial_log.open("rb") as f:
+        f.seek(console_from)
+        deltas = negotiated.queue_deltas(f.read().decode(errors="replace"))
+    ctx.writer.write_raw(f"{cell.name}.queues.json", deltas)
+    entry = ctx.state.meta["backends"].setdefault(backend.name, {})
+    entry.setdefault("queue_packets", {})[cell.name] = deltas
 
 
 def _address_map(ctx: _Context, vm: VM, tag: str) -> exitsites.AddressMap:
@@ -565,6 +582,7 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
     sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
     client_pids: list[int] = []
     tracer = ctx.tracer(cell.repeat)
+    console_from = vm.serial_log.stat().st_size if backend.queues > 1 else 0
     if tracing:
         set_trace(vm, True)
     try:
@@ -604,6 +622,8 @@ def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: ba
                                     set(client_pids))
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
     ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
+    if backend.queues > 1:
+        _record_queues(ctx, vm, backend, cell, console_from)
     result = traffic.parse_output(raw, spec)
     traps = None
     if tracing:

@@ -7,7 +7,7 @@ file, the key and what is allowed, and exits with code 2.
 File layout (every key optional; defaults below):
 
     [run]
-    backends = ["all"]          # e1000, virtio, vhost, native, or all
+    backends = ["all"]          # e1000, virtio, vhost, native (= all), e1000e, rtl8139, a variant
     directions = ["rx", "tx"]   # rx = host->guest, tx = guest->host
     accel = "auto"              # auto, kvm, tcg
     duration_s = 5              # measured traffic per cell (also the idle window)
@@ -16,7 +16,8 @@ File layout (every key optional; defaults below):
     boot_timeout_s = 90
     retries = 1                 # a VM that dies (or never boots) is booted again this many times
     copy_trace = false          # count kernel copy routines per thread (kprobes; where the kernel allows it)
-    exit_reasons = false        # KVM exits by reason and handling time (tracefs; where KVM's tracepoints are);
+    exit_reasons = true         # KVM exits by reason, handling time and where they land (tracefs hist triggers,
+                                # where KVM's tracepoints are: the lab, real KVM hosts; elsewhere the run says why);
                                 # "alternate": on in rounds 1, 4, 5, 8..., off in 2, 3, 6, 7... (its own cost, measured)
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
@@ -42,12 +43,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from iobench.backends import BACKENDS, RESERVED_DEVICE_PROPS, RESERVED_NETDEV_PROPS, Variant, qemu_value
+from iobench.backends import BACKENDS, GUEST_TOOLS, RESERVED_DEVICE_PROPS, RESERVED_NETDEV_PROPS, Variant, qemu_value
 from iobench.errors import UserError
 
-BACKEND_NAMES = ("e1000", "virtio", "vhost", "native")
+BACKEND_NAMES = ("e1000", "virtio", "vhost", "e1000e", "rtl8139", "native")
 _VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-_VARIANT_KEYS = ("base", "device", "netdev")
+_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest")
+_GUEST_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Scenario:
     boot_timeout_s: float = 90.0
     retries: int = 1
     copy_trace: bool = False
-    exit_reasons: bool | str = False  # or "alternate"
+    exit_reasons: bool | str = True  # or "alternate"; on by default: its cost is below the lab's noise (docs/metrics.md)
     timeline_interval_s: float = 1.0
     kind: str = "stream"
     protocol: str = "tcp"
@@ -220,7 +222,36 @@ def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
                     raise UserError(f"{where}: {section}.{key} = {value!r}: expected true/false, an integer or a "
                                     "word without commas, '=' or spaces.")
             knobs[section] = tuple((k, qemu_value(v)) for k, v in given.items())
-        out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"]))
+        queues = spec.get("queues", 1)
+        if isinstance(queues, bool) or not isinstance(queues, int) or not 1 <= queues <= 8:
+            raise UserError(f"{where}: queues = {queues!r}: expected an integer from 1 to 8.")
+        if queues > 1 and not BACKENDS[spec["base"]].device.startswith("virtio"):
+            raise UserError(f"{where}: queues = {queues}: multiqueue is a virtio-net feature; base must be virtio or vhost.")
+        if queues > 1 and {"mq", "vectors"} & {k for k, _ in knobs["device"]} | {"queues"} & {k for k, _ in knobs["netdev"]}:
+            raise UserError(f"{where}: queues = {queues} sets the device's mq and vectors and the tap's queues "
+                            "itself; leave those out.")
+        out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"], queues,
+                           _guest_knobs(spec.get("guest", {}), where)))
+    return tuple(out)
+
+
+def _guest_knobs(table: Any, where: str) -> tuple[tuple[str, str, str], ...]:
+    """guest = { sysctl = {"net.core.busy_poll" = 50}, coalesce = {rx-usecs = 0}, features = {gro = false},
+    rings = {rx = 1024}, channels = {combined = 2} }: what guest-init.sh sets with sysctl and ethtool."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: guest must be a table, e.g. guest = {{ sysctl = {{ \"net.core.busy_poll\" = 50 }} }}.")
+    out = []
+    for tool, knobs in table.items():
+        if tool not in GUEST_TOOLS:
+            raise UserError(f"{where}: guest.{tool}: allowed are {', '.join(GUEST_TOOLS)}.")
+        if not isinstance(knobs, dict):
+            raise UserError(f"{where}: guest.{tool} must be a table of settings.")
+        for key, value in knobs.items():
+            text = qemu_value(value) if isinstance(value, bool | int) else value
+            if not _GUEST_KEY.match(key) or not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", text):
+                raise UserError(f"{where}: guest.{tool}.{key} = {value!r}: expected a setting name and a number, "
+                                "true/false or a word.")
+            out.append((tool, key, text))
     return tuple(out)
 
 
@@ -236,6 +267,13 @@ def validate(s: Scenario, origin: str) -> None:
             if f.name in keys:
                 value = getattr(s, f.name)
                 _check(section, f.name, list(value) if isinstance(value, tuple) else value, origin)
+    for v in s.variants:
+        if v.queues > s.vcpus:
+            raise UserError(f"{origin}: [backends.{v.name}] queues = {v.queues} needs as many vCPUs (one queue pair "
+                            f"per vCPU): set [guest] vcpus = {v.queues}.")
+        if v.queues > max(w.streams for w in s.workloads) and s.kind == "stream":
+            raise UserError(f"{origin}: [backends.{v.name}] queues = {v.queues} spreads the workload's streams over "
+                            f"the queues: set [workload] streams to at least {v.queues}.")
     unknown = [b for b in s.backends if b not in (*backend_names(s), "all")]
     if unknown:
         raise UserError(f"{origin}: [run] backends: unknown backend {unknown[0]!r}: choose from "
@@ -251,6 +289,6 @@ def validate(s: Scenario, origin: str) -> None:
 
 def as_dict(s: Scenario) -> dict[str, Any]:
     out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
-    out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev)}
-                       for v in s.variants]
+    out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev),
+                        "queues": v.queues, "guest": [list(g) for g in v.guest]} for v in s.variants]
     return out

@@ -49,7 +49,7 @@ class AddressPlan:
             raise ValueError(f"{self.subnet} is outside {BENCH_RANGE}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Topology:
     """What exists while the run holds it: the namespace, the tap inside it, and
     one netlink socket opened in that namespace.
@@ -64,6 +64,18 @@ class Topology:
     plan: AddressPlan
     ipr: IPRoute
     native: NativePair | None = None
+    multi_queue: bool = False  # how the tap was created (QEMU must open it the same way)
+
+    def tap_for(self, queues: int) -> None:
+        """Make the tap match the next VM's queues: the kernel lets QEMU attach to a persistent tap only
+        with the same IFF_MULTI_QUEUE flag it was created with, and QEMU asks for it only when
+        queues > 1. The tap is made again (same name, address and state) when the mode changes."""
+        multi = queues > 1
+        if multi == self.multi_queue:
+            return
+        self.ipr.link("del", index=self.ipr.link_lookup(ifname=self.tap)[0])
+        _add_tap(self.ipr, self.tap, self.plan, multi)
+        self.multi_queue = multi
 
     def link_stats(self, ifname: str | None = None) -> dict[str, int]:
         """The kernel's 64-bit counters of one interface (the tap by default)."""
@@ -142,13 +154,9 @@ def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
         # IPv6 off keeps router solicitations and DAD out of the idle windows.
         _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
         with IPRoute(netns=name) as ipr:
-            ipr.link("add", ifname=tap, kind="tuntap", mode="tap",
-                     ifr={"vnet_hdr": True, "no_pi": True, "one_queue": False, "multi_queue": False})
+            _add_tap(ipr, tap, plan, multi_queue=False)
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.link("set", index=lo, state="up")
-            idx = ipr.link_lookup(ifname=tap)[0]
-            ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
-            ipr.link("set", index=idx, state="up")
             pair = None
             if native:
                 netns.create(peer)
@@ -163,6 +171,15 @@ def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
         remove_netns(peer)
         remove_netns(name)
         release(lock, netns_lock(name))
+
+
+def _add_tap(ipr: IPRoute, tap: str, plan: AddressPlan, multi_queue: bool) -> None:
+    """The run's vnet_hdr tap with the host-side address, up."""
+    ipr.link("add", ifname=tap, kind="tuntap", mode="tap",
+             ifr={"vnet_hdr": True, "no_pi": True, "one_queue": False, "multi_queue": multi_queue})
+    idx = ipr.link_lookup(ifname=tap)[0]
+    ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
+    ipr.link("set", index=idx, state="up")
 
 
 def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_plan: AddressPlan) -> NativePair:

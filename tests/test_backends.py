@@ -39,4 +39,4 @@ def test_explicit_unavailable_backend_is_an_error_with_exit_code_2() -> None:
 
 def test_unknown_backend_is_an_error() -> None:
     with pytest.raises(UserError, match="unknown backend"):
-        select_backends(("rtl8139",), "tcg")
+        select_backends(("ne2k_pci",), "tcg")

@@ -20,8 +20,9 @@ def test_bad_option_values_exit_2(capsys) -> None:
         build_parser().parse_args(["run", "--accel", "xen"])
     assert info.value.code == 2
     # backend names include a scenario's variants, so they are checked against the scenario
-    assert main(["run", "--backend", "rtl8139"]) == 2
-    assert "unknown backend 'rtl8139': choose from e1000, virtio, vhost, native or all" in capsys.readouterr().err
+    assert main(["run", "--backend", "rtl8193"]) == 2
+    assert ("unknown backend 'rtl8193': choose from e1000, virtio, vhost, e1000e, rtl8139, native or all"
+            in capsys.readouterr().err)
     assert main(["run", "--duration", "0"]) == 2
     assert "duration_s = 0 is not allowed" in capsys.readouterr().err
 

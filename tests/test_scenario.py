@@ -36,7 +36,7 @@ def test_exit_reasons_can_alternate_between_rounds(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("[run]\nduration_s = 0\n", "[run] duration_s = 0 is not allowed"),
     ("[run]\nrepeats = -1\n", "[run] repeats = -1 is not allowed"),
-    ("[run]\nbackends = [\"rtl8139\"]\n", "[run] backends"),
+    ("[run]\nbackends = [\"ne2k_pci\"]\n", "[run] backends"),
     ("[run]\ndurration_s = 5\n", "unknown key 'durration_s' in [run]"),
     ("[runn]\nduration_s = 5\n", "unknown section [runn]"),
     ("[run]\nduration_s = \"5\"\n", "wrong type"),
@@ -57,7 +57,7 @@ def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str
 
 def test_bad_scenario_on_the_cli_is_exit_2_and_creates_nothing(tmp_path: Path, capsys) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text("[run]\nbackends = [\"e1000\", \"rtl8139\"]\n")
+    path.write_text("[run]\nbackends = [\"e1000\", \"ne2k_pci\"]\n")
     out = tmp_path / "results"
     assert main(["run", "--scenario", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

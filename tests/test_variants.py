@@ -49,7 +49,8 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     assert backends.nic_args(known["e1000-nomit"], "t")[3] == "e1000,netdev=n0,romfile=,mitigation=off"
     # run.json records every variant's base and knobs
     assert scenario.as_dict(scn)["variants"][0] == {"name": "virtio-packed", "base": "virtio",
-                                                   "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {}}
+                                                   "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {},
+                                                   "queues": 1, "guest": []}
     # "all" runs the variants too; a vhost variant needs what vhost needs (TCG has no vhost-net)
     chosen, unavailable = select_backends(("all",), "tcg", scn.variants)
     assert chosen == ["e1000", "virtio", "virtio-packed", "e1000-nomit", "native"]
@@ -58,13 +59,14 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[backends.virtio]\nbase = "virtio"\n', "not a built-in name"),
-    ('[backends.x]\nbase = "rtl8139"\n', "base = 'rtl8139': expected one of e1000, virtio, vhost"),
-    ('[backends.x]\nbase = "virtio"\nguest = { busy_poll = 50 }\n', "unknown key 'guest': allowed are base, device, netdev"),
+    ('[backends.x]\nbase = "ne2k_pci"\n',
+     "base = 'ne2k_pci': expected one of e1000, virtio, vhost, e1000e, rtl8139"),
+    ('[backends.x]\nbase = "virtio"\nmtu = 9000\n', "unknown key 'mtu': allowed are base, device, netdev, queues, guest"),
     ('[backends.x]\nbase = "virtio"\nnetdev = { vhost = true }\n', "netdev.vhost is set by iobench itself"),
     ('[backends.x]\nbase = "virtio"\ndevice = { netdev = "n1" }\n', "device.netdev is set by iobench itself"),
     ('[backends.x]\nbase = "virtio"\ndevice = { tx = "timer,x=1" }\n', "without commas"),
     ('[run]\nbackends = ["virtio-packd"]\n[backends.virtio-packed]\nbase = "virtio"\n',
-     "unknown backend 'virtio-packd': choose from e1000, virtio, vhost, virtio-packed, native or all"),
+     "unknown backend 'virtio-packd': choose from e1000, virtio, vhost, e1000e, rtl8139, virtio-packed, native or all"),
 ])
 def test_a_bad_variant_is_one_error_naming_file_variant_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(UserError) as info:
@@ -176,3 +178,118 @@ def test_variants_run_as_backends_of_their_own_and_an_ignored_knob_is_flagged(gu
     cmdline = json.loads((run_dir / "raw/virtio-packed/r1/qemu-cmdline.json").read_text())
     assert "virtio-net-pci,netdev=n0,romfile=,packed=on" in cmdline
     assert (run_dir / "plots/throughput.png").exists()
+
+
+def test_all_means_the_three_paths_and_the_variants_and_more_can_be_named_beside_it() -> None:
+    chosen, _ = select_backends(("all", "e1000e", "rtl8139"), "tcg")
+    assert chosen == ["e1000", "virtio", "e1000e", "rtl8139", "native"]
+    assert select_backends(("all",), "tcg")[0] == ["e1000", "virtio", "native"]
+
+
+@pytest.mark.slow
+def test_the_other_emulated_nics_run_and_their_registers_are_named(guest_image, tmp_path: Path) -> None:
+    """e1000e (82574L) and rtl8139 (RTL8139C+) under TCG: the guest binds e1000e and 8139cp, traffic
+    flows, and their register accesses count as NIC traps (QEMU regions e1000e-mmio, rtl8139)."""
+    import csv
+    import json
+
+    from iobench.cli import main
+
+    out = tmp_path / "results"
+    assert main(["run", "--accel", "tcg", "--backend", "e1000e", "--backend", "rtl8139", "--direction", "tx",
+                 "--duration", "2", "--omit", "0", "--repeats", "1", "--out", str(out)]) == 0
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    rows = {r["backend"]: r for r in csv.DictReader((run_dir / "rows.csv").open())}
+    assert set(rows) == {"e1000e", "rtl8139"}
+    for backend, driver in (("e1000e", "e1000e"), ("rtl8139", "8139cp")):
+        r = rows[backend]
+        assert float(r["throughput_bps"]) > 0 and float(r["traps_nic_per_packet"]) > 0, r
+        boot = json.loads((run_dir / f"raw/{backend}/r1/boot-and-idle.json").read_text())
+        assert f"driver={driver}" in boot["ready_line"], boot["ready_line"]
+
+
+def test_multiqueue_and_guest_knobs_set_every_layer(tmp_path: Path) -> None:
+    scn = _load(tmp_path, '[guest]\nvcpus = 2\n[workload]\nstreams = 2\n'
+                          '[backends.vhost-mq2]\nbase = "vhost"\nqueues = 2\n'
+                          '[backends.virtio-bp]\nbase = "virtio"\n'
+                          'guest = { sysctl = { "net.core.busy_poll" = 50 }, coalesce = { rx-usecs = 0 } }\n')
+    known = backends.catalog(scn.variants)
+    mq, bp = known["vhost-mq2"], known["virtio-bp"]
+    netdev, device = backends.nic_args(mq, "t")[1], backends.nic_args(mq, "t")[3]
+    assert netdev.endswith(",vhost=on,queues=2") and device.endswith(",mq=on,vectors=6")
+    assert backends.guest_cmdline(mq) == ("iobench.ethtool=L:combined:2", "iobench.qstats=1")
+    assert backends.guest_cmdline(bp) == ("iobench.sysctl=net.core.busy_poll:50", "iobench.ethtool=C:rx-usecs:0")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[backends.x]\nbase = "vhost"\nqueues = 2\n', "queues = 2 needs as many vCPUs"),
+    ('[guest]\nvcpus = 2\n[backends.x]\nbase = "vhost"\nqueues = 2\n', "set [workload] streams to at least 2"),
+    ('[backends.x]\nbase = "e1000"\nqueues = 2\n', "multiqueue is a virtio-net feature"),
+    ('[backends.x]\nbase = "virtio"\nqueues = 9\n', "queues = 9: expected an integer from 1 to 8"),
+    ('[guest]\nvcpus = 2\n[workload]\nstreams = 2\n[backends.x]\nbase = "virtio"\nqueues = 2\ndevice = { mq = true }\n',
+     "sets the device's mq and vectors and the tap's queues itself"),
+    ('[backends.x]\nbase = "virtio"\nguest = { ethtool = { rx = 1 } }\n',
+     "guest.ethtool: allowed are sysctl, coalesce, features, rings, channels"),
+    ('[backends.x]\nbase = "virtio"\nguest = { sysctl = { "net.core.busy_poll" = "50 ; reboot" } }\n',
+     "guest.sysctl.net.core.busy_poll"),
+])
+def test_bad_multiqueue_or_guest_knobs_are_errors_before_anything_runs(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value), str(info.value)
+
+
+def test_guest_knob_outcomes_and_queue_counters_are_read_from_the_console() -> None:
+    from iobench import negotiated
+
+    line = ("IOBENCH-INFO knob sysctl net.core.busy_poll=50: ok; IOBENCH-INFO knob ethtool -C rx-usecs 0: failed: "
+            "Cannot set device coalesce parameters: Operation not supported ; IOBENCH-INFO nic features=none "
+            "rxqueues=1 txqueues=1 rings=RX:256,TX:256, offloads=none")
+    got = negotiated.parse(line)
+    assert got is not None and got.knobs == (("sysctl net.core.busy_poll=50", "ok"), (
+        "ethtool -C rx-usecs 0", "failed: Cannot set device coalesce parameters: Operation not supported"))
+    assert negotiated.knobs_not_applied((), got, queues=2) == [
+        "guest ethtool -C rx-usecs 0: failed: Cannot set device coalesce parameters: Operation not supported",
+        "queues=2: the guest uses 1 rx and 1 tx queues"]
+    console = ("IOBENCH-QSTATS rx_queue_0_packets:100,rx_queue_1_packets:50,tx_queue_0_packets:10,tx_queue_1_packets:0,\n"
+               "noise\nIOBENCH-QSTATS rx_queue_0_packets:900,rx_queue_1_packets:1250,tx_queue_0_packets:410,"
+               "tx_queue_1_packets:0,\n")
+    assert negotiated.queue_deltas(console) == {"rx_queue_0": 800, "rx_queue_1": 1200, "tx_queue_0": 400,
+                                                "tx_queue_1": 0}
+    assert negotiated.queue_deltas("IOBENCH-QSTATS rx_queue_0_packets:1,\n") == {}
+
+
+@pytest.mark.slow
+def test_two_queue_pairs_both_carry_traffic_and_a_refused_guest_knob_is_flagged(guest_image, tmp_path: Path) -> None:
+    """Under TCG with 2 vCPUs: virtio with queues = 2 negotiates MQ, the guest uses 2 queue pairs, and
+    host->guest traffic of 16 streams (the tap spreads flows over its queues by hash) arrives on both rx
+    queues by the guest driver's own counters; e1000 asked for rx-usecs 0 is flagged: its driver refuses
+    `ethtool -C`."""
+    import csv
+    import json
+
+    from iobench.cli import main
+
+    path = tmp_path / "mq.toml"
+    path.write_text('[run]\nbackends = ["virtio-mq2", "e1000-coalesce0"]\ndirections = ["rx"]\nduration_s = 3\n'
+                    'omit_s = 0\nrepeats = 1\naccel = "tcg"\n[workload]\nstreams = 16\n[guest]\nvcpus = 2\n'
+                    '[backends.virtio-mq2]\nbase = "virtio"\nqueues = 2\n'
+                    '[backends.e1000-coalesce0]\nbase = "e1000"\nguest = { coalesce = { rx-usecs = 0 } }\n')
+    out = tmp_path / "results"
+    assert main(["run", "--scenario", str(path), "--out", str(out)]) == 0
+    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    meta = json.loads((run_dir / "run.json").read_text())
+    mq = meta["backends"]["virtio-mq2"]
+    assert "MQ" in mq["negotiated"]["features"] and mq["negotiated"]["rx_queues"] == 2, mq["negotiated"]
+    assert mq["negotiated"]["guest_knobs"] == {"ethtool -L combined 2": "ok"}
+    assert "knobs_not_applied" not in mq, mq
+    (counts,) = mq["queue_packets"].values()
+    assert counts["rx_queue_0"] > 0 and counts["rx_queue_1"] > 0, counts
+    cmdline = json.loads((run_dir / "raw/virtio-mq2/r1/qemu-cmdline.json").read_text())
+    assert any(a.endswith(",queues=2") for a in cmdline) and any(a.endswith(",mq=on,vectors=6") for a in cmdline)
+    (why,) = meta["backends"]["e1000-coalesce0"]["knobs_not_applied"]
+    assert why.startswith("guest ethtool -C rx-usecs 0: failed:"), why
+    rows = {r["backend"] for r in csv.DictReader((run_dir / "rows.csv").open())}
+    assert rows == {"virtio-mq2", "e1000-coalesce0"}
+    report = (run_dir / "report.md").read_text()
+    assert "## Packets per queue" in report and "rx_queue_1" in report

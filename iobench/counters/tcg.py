@@ -22,7 +22,7 @@ EVENTS = ("memory_region_ops_read", "memory_region_ops_write", "virtio_queue_not
           "virtio_notify", "apic_deliver_irq")
 _LINE = re.compile(r"^(?:\d+@[\d.]+:)?(?P<event>[a-z0-9_]+) (?P<args>.*)$")
 _MR = re.compile(r"cpu (?P<cpu>-?\d+) .* name '(?P<name>[^']*)'")
-NIC_REGION_PREFIXES = ("e1000", "virtio-pci", "msix-")
+NIC_REGION_PREFIXES = ("e1000", "virtio-pci", "msix-", "rtl8139")  # e1000 covers e1000e-mmio
 
 
 @dataclass

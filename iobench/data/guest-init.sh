@@ -34,6 +34,23 @@ if [ "$(arg iobench.offloads)" = off ]; then
   ethtool -K eth0 tso off gso off gro off tx off rx off sg off 2>/dev/null
   echo "IOBENCH-INFO offloads off: $(ethtool -k eth0 | grep -E '^(tcp-segmentation-offload|generic-receive-offload|tx-checksumming):' | tr '\n' ' ')"
 fi
+# A backend variant's guest side (iobench.sysctl=key:value,... iobench.ethtool=option:key:value,...):
+# each setting is applied and its outcome printed, so that one the driver refuses is flagged, not
+# silently measured as if it had been taken.
+for kv in $(arg iobench.sysctl | tr ',' ' '); do
+  k=${kv%%:*}; v=${kv#*:}
+  if echo "$v" 2>/tmp/knob.err >"/proc/sys/$(echo "$k" | tr . /)"; then r=ok; else r="failed: $(head -c 160 /tmp/knob.err | tr '\n;' '  ')"; fi
+  echo "IOBENCH-INFO knob sysctl $k=$v: $r"
+done
+for item in $(arg iobench.ethtool | tr ',' ' '); do
+  opt=${item%%:*}; rest=${item#*:}; k=${rest%%:*}; v=${rest#*:}
+  if ethtool -"$opt" eth0 "$k" "$v" >/tmp/knob.err 2>&1; then r=ok; else r="failed: $(head -c 160 /tmp/knob.err | tr '\n;' '  ')"; fi
+  echo "IOBENCH-INFO knob ethtool -$opt $k $v: $r"
+done
+if [ "$(arg iobench.qstats)" = 1 ]; then
+  # Multiqueue: the driver's per-queue packet counters once a second, to show which queues carry traffic.
+  ( while :; do echo "IOBENCH-QSTATS $(ethtool -S eth0 | grep -E '^ +[rt]x_queue_[0-9]+_packets:' | tr -d ' ' | tr '\n' ',')"; sleep 1; done ) &
+fi
 # One long-lived server serves the cells one after another; restarted if it dies.
 ( while :; do iperf3 -s >/dev/null 2>>/tmp/iperf3.err; echo "IOBENCH-ERROR iperf3 server exited"; sleep 0.2; done ) &
 # Request/response (rr workloads): sockperf servers on 11111, TCP and UDP, restarted if they die.
