@@ -63,7 +63,9 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert "EPYC" in meta["lab"]["l1"]["cpu"]
     assert (run_dir / "raw/lab/l1-serial.log").exists()
     drawn = {p.name for p in (run_dir / "plots").glob("*.png")}  # drawn by the host
-    assert drawn == {*plots.FIGURES, plots.TIMELINE_FIGURE}
+    # exit reasons are on by default in the lab: a registers figure per backend as well
+    assert drawn == {*plots.FIGURES, plots.TIMELINE_FIGURE,
+                     *(plots.REGISTERS_FIGURE.format(backend=b) for b in ("e1000", "virtio", "vhost"))}
     assert "environment: **lab**" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".lab-*"))  # the lab directory is gone
     # the inner run's progress reaches the host as whole lines (no progress-bar redraws on L1's console)
@@ -193,7 +195,7 @@ def test_exits_land_on_named_device_registers(lab_run) -> None:
         msr_sites = sum(int(s["count"]) for s in sites if s["backend"] == backend and s["kind"] == "msr")
         assert abs(msr_sites - msr_exits) <= 0.02 * max(msr_exits, 50), (backend, msr_sites, msr_exits)
     report = (run_dir / "report.md").read_text()
-    assert "## Where the exits land" in report and "| e1000 | tx | e1000 | TDT | write |" in report
+    assert "## Where the exits land" in report and "| e1000 | tx | e1000 | ICR | read |" in report
     assert (run_dir / "plots/e1000-registers.png").exists()
 
 

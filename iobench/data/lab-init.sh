@@ -13,6 +13,17 @@ fail() { echo "IOBENCH-ERROR lab: $*"; poweroff -f; }
 LABDIR=$(arg iobench.labdir)
 [ -n "$LABDIR" ] || fail "no iobench.labdir on the kernel command line"
 
+# KVM takes the TSC rate the kernel has when KVM loads as the machine's. Under TCG the early
+# calibration against the PIT can fail when the host is busy and land off (measured: "Unable to
+# calibrate against PIT", 2594.4 MHz where the refinement a second later found 2596.1). The refinement
+# corrects the kernel's rate but not KVM's: every nested guest then asks for a TSC rate "below
+# hardware speed" and its timer never fires (soft lockups, never READY). So KVM loads only after the
+# refinement (or after 10 s, said on the console).
+i=0
+while ! dmesg | grep -q -E 'Refined TSC clocksource calibration|Marking TSC unstable' && [ $i -lt 100 ]; do
+  sleep 0.1; i=$((i+1))
+done
+[ $i -lt 100 ] || echo "IOBENCH-INFO lab: no TSC refinement after 10 s; loading KVM anyway"
 for m in $(cat /etc/iobench/modules.order); do
   insmod "/lib/modules/$m.ko" || echo "IOBENCH-INFO lab: insmod $m failed"
 done
@@ -37,7 +48,9 @@ VHOST=no; [ -c /dev/vhost-net ] && VHOST=yes
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 CS=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)
 POLL=$(cat /sys/module/kvm/parameters/halt_poll_ns 2>/dev/null)
-echo "IOBENCH-INFO lab kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) kvm=$KVM vhost_net=$VHOST clocksource=$CS halt_poll_ns=$POLL cpu=$CPU"
+TSC0=$(dmesg | sed -n 's/.*tsc: Detected \([0-9.]*\) MHz.*/\1/p' | head -n 1)
+TSC1=$(dmesg | sed -n 's/.*Refined TSC clocksource calibration: \([0-9.]*\) MHz.*/\1/p' | head -n 1)
+echo "IOBENCH-INFO lab kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) kvm=$KVM vhost_net=$VHOST clocksource=$CS halt_poll_ns=$POLL tsc_mhz=${TSC0:-?}/${TSC1:-?} cpu=$CPU"
 # L1's own choices, for a stall to be explained from raw/lab: its clock and KVM's parameters.
 dmesg | grep -i -E 'tsc|clocksource|kvm|svm' | head -n 30 | sed 's/^/IOBENCH-BOOTLOG lab /'
 for f in /sys/module/kvm/parameters/* /sys/module/kvm_amd/parameters/*; do
