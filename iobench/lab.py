@@ -198,7 +198,8 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
         log(f"lab: L1 ready in {l1.boot_seconds:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
         watch = labwatch.Watchdog()
         try:
-            _follow(l1, watch, log, stall_at=_stall_fault() if attempt == 1 else None)
+            fired = labdir / FAULT_FIRED
+            _follow(l1, watch, log, stall_at=None if fired.exists() else _stall_fault(), on_fault=fired.touch)
         except L1Lost as exc:
             if l1.alive():
                 log(f"lab: {exc}; diagnosing L1 before stopping it")
@@ -207,9 +208,14 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
         return l1.ready_line, l1.boot_seconds
 
 
+# Marks, in the lab directory, that the injected stall has fired: it fires once per job, in whichever L1
+# reaches its cell first (a real stall may take the first L1 before it gets there).
+FAULT_FIRED = ".stall-fault-fired"
+
+
 def _stall_fault() -> tuple[str, str, str] | None:
     """Test hook: IOBENCH_FAULT=stall-l1:<backend>:<direction> freezes L1's vCPUs (QMP stop) as that
-    cell's round-1 traffic starts in the first L1, as in the stall where both of L1's vCPUs sleep.
+    cell's round-1 traffic starts, once per job, as in the stall where both of L1's vCPUs sleep.
     Returns how that phase's line starts and ends."""
     for fault, where in faults.injected():
         if fault == "stall-l1" and where:
@@ -229,7 +235,8 @@ def _copy_trace_env(release: str, log: Log) -> dict[str, str]:
         return {copytrace.NA_ENV: str(exc)}
 
 
-def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str, str] | None = None) -> None:
+def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str, str] | None = None,
+            on_fault: Callable[[], None] = lambda: None) -> None:
     """Relay the inner run's progress lines until L1 powers off; raise L1Lost when L1 dies or
     stalls (no progress within the phase's budget, or its kernel reports a stuck CPU)."""
     seen = 0
@@ -252,6 +259,7 @@ def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str
                 if stall_at and line.startswith(stall_at[0]) and stall_at[1] in line and line.endswith(stall_at[2]):
                     log("lab: test hook: freezing L1 (QMP stop)")
                     l1.command("stop")
+                    on_fault()
                     stall_at = None
             if not l1.alive():
                 shutdown = [e.get("data", {}) for e in events + _events(l1) if e.get("event") == "SHUTDOWN"]

@@ -211,36 +211,46 @@ def test_nothing_of_the_lab_is_left_on_the_host(lab_run) -> None:
 
 
 def test_a_stalled_l1_is_caught_within_its_phase_budget_diagnosed_and_resumed(lab_run) -> None:
+    """The injected freeze (vhost host->guest traffic) is caught at the heartbeat's silence, diagnosed,
+    and a new L1 resumes the run. The hook fires once per job, in whichever L1 reaches that cell: a
+    real stall that takes an earlier L1 first (it happens: docs/lab.md) is one more lost attempt,
+    diagnosed and resumed the same way, and does not stop the injected one from being tested."""
     _, (run_dir,), _, relayed, timed = lab_run
     meta = json.loads((run_dir / "run.json").read_text())
-    (lost,) = meta["lab"]["failed_l1_attempts"]
-    assert lost["attempt"] == 1 and lost["phase"] == "vhost/r1: tcp-P1-ldefault rx traffic", lost
+    lost_all = meta["lab"]["failed_l1_attempts"]
+    (lost,) = [x for x in lost_all if x["phase"] == "vhost/r1: tcp-P1-ldefault rx traffic"]
     assert lost["reason"].startswith("L1 stalled: L1's console silent for"), lost
+    assert all(x["reason"].startswith(("L1 stalled", "lab VM (L1) stopped")) for x in lost_all), lost_all
+    n = lost["attempt"]
     # caught when the inner run's heartbeat stopped, well within the phase's budget (2 s window,
     # 1 s omit, iperf3's and QMP's slack, the margin)
-    frozen = next(float(t.split()[0]) for t in timed if "test hook: freezing L1" in t)
-    caught = next(float(t.split()[0]) for t in timed if "L1 stalled" in t and "diagnosing" in t)
+    frozen_at = next(i for i, t in enumerate(timed) if "test hook: freezing L1" in t)
+    frozen = float(timed[frozen_at].split()[0])
+    caught = next(float(t.split()[0]) for t in timed[frozen_at:] if "L1 stalled" in t and "diagnosing" in t)
     budget = labwatch.traffic_budget(2, 1) + labwatch.MARGIN_S
     assert labwatch.BEAT_GAP_S - 6 < caught - frozen < labwatch.BEAT_GAP_S + 6 < budget, (caught - frozen, budget)
     # the diagnosis: L1's threads, its run state and every vCPU's registers, kept with the results
-    diag = json.loads((run_dir / "raw/lab/diag-attempt1/diagnosis.json").read_text())
+    diag_dir = run_dir / f"raw/lab/diag-attempt{n}"
+    diag = json.loads((diag_dir / "diagnosis.json").read_text())
     assert diag["status"]["status"] == "paused" and len(diag["cpus"]) == 2
     assert {t["comm"] for t in diag["threads"]} >= {"CPU 0/TCG", "CPU 1/TCG"}
     assert "not sent" in diag["nmi"]
-    hmp = (run_dir / "raw/lab/diag-attempt1/hmp.txt").read_text()
+    hmp = (diag_dir / "hmp.txt").read_text()
     assert len(re.findall(r"RIP=[0-9a-f]{16}", hmp)) == 2, hmp[:2000]
-    assert (run_dir / "raw/lab/diag-attempt1/serial-tail.log").read_text().strip()
-    assert (run_dir / "raw/lab/l1-attempt2-serial.log").exists()
-    # resumed, not restarted: e1000 and virtio were measured once, in the first L1; vhost in the second
+    assert (diag_dir / "serial-tail.log").read_text().strip()
+    assert (run_dir / f"raw/lab/l1-attempt{n + 1}-serial.log").exists()
+    for x in lost_all:  # every lost L1 that was alive was diagnosed
+        if x["reason"].startswith("L1 stalled"):
+            assert (run_dir / f"raw/lab/diag-attempt{x['attempt']}/diagnosis.json").exists(), x
+    # resumed, not restarted: every cell measured once; vhost host->guest in a later L1 than the freeze
     assert any(line.startswith("lab: resuming run") for line in relayed), relayed
     rows = list(csv.DictReader((run_dir / "rows.csv").open()))
     assert sorted((r["backend"], r["direction"]) for r in rows) == sorted(
         (b, d) for b in ("e1000", "virtio", "vhost") for d in ("rx", "tx"))
-    for r in rows:
-        assert r["l1_attempt"] == ("2" if r["backend"] == "vhost" else "1"), r
     cells = {(c["backend"], c["direction"]): c for c in meta["cells"]}
-    assert cells[("vhost", "rx")]["l1_attempt"] == 2 and cells[("e1000", "tx")]["l1_attempt"] == 1
-    assert (run_dir / "raw/vhost/r1-l1attempt2/serial.log").exists()
+    assert cells[("vhost", "rx")]["l1_attempt"] > n >= cells[("e1000", "tx")]["l1_attempt"], cells
+    measured_in = cells[("vhost", "rx")]["l1_attempt"]
+    assert (run_dir / f"raw/vhost/r1-l1attempt{measured_in}/serial.log").exists()
 
 
 def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path) -> None:
