@@ -52,7 +52,7 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="count kernel copy routines per thread with kprobes (where the kernel allows it; the lab does)")
     p.add_argument("--exit-reasons", action=argparse.BooleanOptionalAction, default=None,
                    help="count KVM exits by reason with their handling time and where they land, where KVM's "
-                        "tracepoints are (default on; elsewhere the run says why)")
+                        "tracepoints are (default off: docs/metrics.md says why)")
     p.add_argument("--exit-reasons-alternate", action="store_const", const="alternate", dest="exit_reasons",
                    help="count exits by reason in half the rounds (ABBA: 1, 4, 5, 8...): the others show what the tracing costs")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")

@@ -16,8 +16,9 @@ File layout (every key optional; defaults below):
     boot_timeout_s = 90
     retries = 1                 # a VM that dies (or never boots) is booted again this many times
     copy_trace = false          # count kernel copy routines per thread (kprobes; where the kernel allows it)
-    exit_reasons = true         # KVM exits by reason, handling time and where they land (tracefs hist triggers,
+    exit_reasons = false        # KVM exits by reason, handling time and where they land (tracefs hist triggers,
                                 # where KVM's tracepoints are: the lab, real KVM hosts; elsewhere the run says why);
+                                # off by default: suspected of raising the lab's L1 stall rate (docs/metrics.md);
                                 # "alternate": on in rounds 1, 4, 5, 8..., off in 2, 3, 6, 7... (its own cost, measured)
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
@@ -88,7 +89,7 @@ class Scenario:
     boot_timeout_s: float = 90.0
     retries: int = 1
     copy_trace: bool = False
-    exit_reasons: bool | str = True  # or "alternate"; on by default: its cost is below the lab's noise (docs/metrics.md)
+    exit_reasons: bool | str = False  # or "alternate"; off by default until its effect on the lab's stalls is measured
     timeline_interval_s: float = 1.0
     kind: str = "stream"
     protocol: str = "tcp"
