@@ -220,7 +220,8 @@ def _stall_fault() -> tuple[str, str, str] | None:
     for fault, where in faults.injected():
         if fault == "stall-l1" and where:
             backend, _, direction = where.partition(":")
-            return f"{labwatch.PHASE_MARKER} ", f" {backend}/r1: ", f" {direction} traffic"
+            # " vhost/r1" also matches the same cell measured in a later L1 ("vhost/r1-l1attempt2: ...")
+            return f"{labwatch.PHASE_MARKER} ", f" {backend}/r1", f" {direction} traffic"
     return None
 
 
