@@ -19,7 +19,7 @@ from typing import Any
 from iobench.backends import Backend
 from iobench.counters import kvm, proc, tcg
 from iobench.scenario import Workload
-from iobench.schema import KVM_KINDS, KVM_STATS, LATENCY_POINTS, TRAP_KINDS, VM_CPU_KINDS, Row
+from iobench.schema import KVM_KINDS, KVM_STATS, LATENCY_POINTS, PACED_COLUMNS, TRAP_KINDS, VM_CPU_KINDS, Row
 from iobench.traffic import TrafficResult
 from iobench.vm import VM
 
@@ -236,4 +236,5 @@ def _window(run_id: str, cell: CellId, accel: str, exit_source: str, before: Sna
             "bytes": sum(after.link[k] - before.link[k] for k in bytes_key),
             "frames": sum(after.link[k] - before.link[k] for k in frames_key),
             "transactions": traffic.transactions, "transactions_per_s": traffic.transactions_per_s,
-            **{f"latency_{p}_us": (traffic.latency_us or {}).get(p) for p in LATENCY_POINTS}}
+            **{f"latency_{p}_us": (traffic.latency_us or {}).get(p) for p in LATENCY_POINTS},
+            **{k: (traffic.paced or {}).get(k) for k in PACED_COLUMNS}}

@@ -42,14 +42,17 @@ def describe(scn: Scenario) -> str:
     lines = [f"scenario: {scn.source}", f"accel: {accel_name} ({why})"]
     lines += [f"{n}: unavailable: {r}" for n, r in unavailable.items()]
     n_cells = scn.repeats * len(chosen) * scn.cells_per_backend_round
-    per_round = (f"{len(scn.workloads)} request/response workloads" if scn.kind == "rr" else
-                 f"{len(scn.workloads)} workloads x {len(scn.directions)} directions")
+    rr = sum(1 for w in scn.workloads if w.kind == "rr")
+    one_way = len(scn.workloads) - rr
+    per_round = " + ".join(([f"{one_way} workloads x {len(scn.directions)} directions"] if one_way else [])
+                           + ([f"{rr} request/response workloads"] if rr else []))
     lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends x {per_round}; "
                  f"each VM boot also has a {scn.duration_s} s idle window")
     for name in chosen:
         lines.append(f"\n[{name}]")
         if name == NATIVE:
-            lines.append(f"  server: {'sockperf server' if scn.kind == 'rr' else 'iperf3 -s'} "
+            servers = " and ".join(sorted({"sockperf server" if w.kind == "rr" else "iperf3 -s" for w in scn.workloads}))
+            lines.append(f"  server: {servers} "
                          "(in the peer namespace iobench-<run-id>-peer, over veth)")
             server = "<peer address>"
         else:

@@ -8,6 +8,7 @@ medians over repeats; error bars span min to max.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -432,6 +433,56 @@ def per_transaction_figure(rows: Sequence[dict[str, Any]], exit_source: str, pat
     return _save(fig, path)
 
 
+PACED_FIGURE = "paced.png"
+
+
+def paced_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of paced workloads (label paced-...), drawn by paced_figure."""
+    return [r for r in rows if str(r["workload"]).startswith("paced-")]
+
+
+def stream_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the per-workload bar figures and the sweep draw: neither request/response nor paced."""
+    return [r for r in rows if r["direction"] != "rr" and not str(r["workload"]).startswith("paced-")]
+
+
+def paced_rate(workload: str) -> int:
+    """The offered rate a paced workload's label names (scenario.Workload.label: paced-udp-<rate>pps-l<size>)."""
+    found = re.search(r"-(\d+)pps-", workload)
+    return int(found.group(1)) if found else 0
+
+
+def paced_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | None = None) -> Any:
+    """Per datagram against the offered rate (paced workloads): exits, interrupts, host CPU and the
+    receiver's loss; a line per backend x direction (medians over repeats), one line style per
+    datagram size. Below saturation nothing is batched away: the per-datagram cost of the device."""
+    plt = _plt()
+    metrics = (("exits_per_datagram", ("trap equivalents" if exit_source == "tcg-traps" else "VM exits") + " per datagram"),
+               ("irq_injections_per_datagram", "interrupts injected per datagram"),
+               ("cpu_us_per_datagram", "host CPU µs per datagram (QEMU + vhost)"),
+               ("loss_pct", "datagrams lost (%)"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.5), squeeze=False)
+    sizes = sorted({int(r["message_bytes"]) for r in rows})
+    styles = ("-", "--", ":", "-.")
+    for ax, (column, label) in zip(axes[0], metrics, strict=True):
+        for b, d in cells(rows, vm_only=column != "loss_pct"):
+            for k, size in enumerate(sizes):
+                sub = [r for r in rows if int(r["message_bytes"]) == size and r["backend"] == b and r["direction"] == d]
+                rates = sorted({paced_rate(r["workload"]) for r in sub})
+                med = [_median(_values([r for r in sub if paced_rate(r["workload"]) == rate], b, d, column))
+                       for rate in rates]
+                ax.plot(rates, med, marker="o" if d == "rx" else "s", color=colour(b), linestyle=styles[k % len(styles)],
+                        label=f"{b} {'host→guest' if d == 'rx' else 'guest→host'}" + (f" {size} B" if len(sizes) > 1 else ""))
+        ax.set_xscale("log")
+        ax.set_xlabel("offered datagrams per second")
+        ax.set_ylabel(label)
+    axes[0][0].legend(fontsize=7)
+    size_text = ", ".join(f"{s} B" for s in sizes)
+    fig.suptitle(f"Paced UDP ({size_text} datagrams): cost per datagram against the offered rate")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def draw_all(directory: Path) -> list[Path]:
     """Draw every figure of a results directory into its plots/ folder; returns the paths.
 
@@ -451,7 +502,10 @@ def draw_all(directory: Path) -> list[Path]:
     if rr:
         paths += [latency_figure(rr, exit_source, out / RR_FIGURES[0]), per_transaction_figure(rr, exit_source,
                                                                                               out / RR_FIGURES[1])]
-    rows = [r for r in rows if r["direction"] != "rr"]
+    paced = paced_rows(rows)
+    if paced:
+        paths.append(paced_figure(paced, exit_source, out / PACED_FIGURE))
+    rows = stream_rows(rows)
     order = workloads(rows)
     for w in order:
         sub = [r for r in rows if r["workload"] == w]

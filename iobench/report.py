@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from iobench import results
+from iobench import exitsites, results
 
 HEADERS = ("backend", "dir", "workload", "Mbit/s (min-max)", "of native", "exits/pkt", "net exits/pkt",
            "irq/pkt", "copies/pkt syscall meas | model (all)", "cpu us/pkt", "n", "flags")
@@ -56,6 +56,27 @@ def rr_lines(summary: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                     med("latency_p99_us", ".1f"), med("latency_p999_us", ".1f"), med("exits_per_transaction", ".2f"),
                     med("net_exits_per_transaction", ".2f"), med("irq_injections_per_transaction", ".2f"),
                     med("cpu_us_per_transaction", ".1f"), str(n)))
+    return out
+
+
+PACED_HEADERS = ("backend", "direction", "workload", "offered pps", "achieved pps", "loss %", "jitter ms",
+                 "exits/datagram", "irq/datagram", "cpu us/datagram", "n")
+
+
+def paced_lines(summary: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Paced cells (workload paced-*): medians over repeats of the per-datagram figures at each rate."""
+    stats: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for s in summary:
+        if str(s["workload"]).startswith("paced-"):
+            stats.setdefault((s["backend"], s["direction"], s["workload"]), {})[s["metric"]] = s
+    out: list[tuple[str, ...]] = []
+    for (backend, direction, workload), m in stats.items():
+        def med(metric: str, fmt: str, _m: dict[str, dict[str, Any]] = m) -> str:
+            return _num(_m[metric]["median"], fmt) if metric in _m else "-"
+        out.append((backend, direction, workload, med("offered_pps", ".0f"), med("achieved_pps", ".0f"),
+                    med("loss_pct", ".2f"), med("jitter_ms", ".3f"), med("exits_per_datagram", ".2f"),
+                    med("irq_injections_per_datagram", ".2f"), med("cpu_us_per_datagram", ".1f"),
+                    str(m.get("achieved_pps", {}).get("n", 0))))
     return out
 
 
@@ -141,6 +162,13 @@ def print_run(directory: Path, console: Console | None = None) -> None:
         for line in rr:
             rr_table.add_row(*line)
         console.print(rr_table)
+    if paced := paced_lines(summary):
+        paced_table = Table(title="paced: iperf3 UDP at a fixed offered rate (per datagram offered)")
+        for h in PACED_HEADERS:
+            paced_table.add_column(h, overflow="fold")
+        for line in paced:
+            paced_table.add_row(*line)
+        console.print(paced_table)
     for name, info in meta.get("backends", {}).items():
         if info["status"].startswith("unavailable"):
             console.print(f"{name}: {info['status']}")
@@ -185,6 +213,12 @@ def markdown(directory: Path) -> str:
                 f"Round-trip times from sockperf's own samples; exits, interrupts and CPU per transaction.{emulated}",
                 "", "| " + " | ".join(RR_HEADERS) + " |", "|" + "---|" * len(RR_HEADERS)]
         out += ["| " + " | ".join(line) + " |" for line in rr]
+    if paced := paced_lines(summary):
+        out += ["", "## Paced (iperf3 UDP at a fixed offered datagram rate, below saturation)", "",
+                "Each datagram crosses the I/O path at its own time, so exits and interrupts per datagram show "
+                "what a device costs when nothing is batched; loss and jitter are the receiver's (iperf3's count "
+                "by sequence number).", "", "| " + " | ".join(PACED_HEADERS) + " |", "|" + "---|" * len(PACED_HEADERS)]
+        out += ["| " + " | ".join(line) + " |" for line in paced]
     if meta.get("flagged"):
         out += ["", "Repeats that disagree (coefficient of variation above 10%):", ""]
         out += [f"- {f['backend']} {f['direction']} {f['workload']}: {f['metric']} CV {f['cv']:.0%} (n={f['n']})"
@@ -245,29 +279,18 @@ def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:
         return []
     out = ["", "## Exits by reason (kvm:kvm_exit of the VM's vCPU threads, traffic windows)", "",
            "| backend | dir | reason | exits/pkt | share | mean handling µs |", "|---|---|---|---|---|---|"]
-    cells: dict[tuple[str, str], dict[str, list[int]]] = {}
-    packets: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
-    for r in records:
-        key = (r["backend"], r["direction"])
-        slot = cells.setdefault(key, {}).setdefault(r["reason"], [0, 0, 0])
-        slot[0] += int(r["exits"])
-        slot[1] += int(r["handled"] or 0)
-        slot[2] += int(r["handling_ns"] or 0)
-        packets.setdefault(key, {})[(r["repeat"], r["attempt"])] = float(r["packets"] or 0)
-    for key, reasons in cells.items():
-        pkts = sum(packets[key].values())
+    sums = exitsites.traffic_sums(records, lambda r: str(r["reason"]), ("exits", "handled", "handling_ns"))
+    for key, (pkts, reasons) in sums.items():
         total = sum(v[0] for v in reasons.values())
         for name, (exits, handled, ns) in sorted(reasons.items(), key=lambda kv: -kv[1][0])[:top]:
-            out.append(f"| {key[0]} | {key[1]} | {name} | {exits / pkts:.4f} | {exits / total:.0%} | "
-                       + (f"{ns / handled / 1000:.1f}" if handled else "-") + " |")
+            out.append(f"| {key[0]} | {key[1]} | {name} | " + (f"{exits / pkts:.4f}" if pkts else "-")
+                       + f" | {exits / total:.0%} | " + (f"{ns / handled / 1000:.1f}" if handled else "-") + " |")
     return out
 
 
 def exit_site_lines(directory: Path, top: int = 10) -> list[str]:
     """report.md's section on where the exits land: per backend and direction, the registers, ports and
     MSRs the vCPUs touched most per MTU-sized packet, and the exits to QEMU by reason."""
-    from iobench import exitsites
-
     path = directory / "exit_sites.csv"
     if not path.exists():
         return []

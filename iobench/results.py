@@ -14,6 +14,7 @@ from typing import Any
 
 from iobench.errors import UserError
 from iobench.schema import (
+    COLUMNS,
     EXIT_REASON_COLUMNS,
     EXIT_SITE_COLUMNS,
     FORMAT_VERSION,
@@ -66,6 +67,9 @@ def load(directory: Path | str) -> RunData:
     if "l1_attempt" not in rows.columns:  # formats 2 and 3
         rows["l1_attempt"] = pd.Series(pd.NA, index=rows.index, dtype="Int64")
         rows = rows.rename(columns={"cycles_per_byte": "est_cycles_per_byte"})
+    for column in COLUMNS:  # columns a later format added (format 5: the paced ones) are empty
+        if column not in rows.columns:
+            rows[column] = pd.NA
     summary_path, timeline_path = directory / "summary.csv", directory / "timeline.csv"
     summary = pd.read_csv(summary_path) if summary_path.exists() else pd.DataFrame(columns=SUMMARY_COLUMNS)
     slices = pd.read_csv(timeline_path) if timeline_path.exists() else pd.DataFrame(columns=TIMELINE_COLUMNS)

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def select_backends(requested: tuple[str, ...], accel_name: str,
     return chosen, unavailable
 
 
-def preflight(accel_name: str = "auto", kind: str = "stream") -> None:
+def preflight(accel_name: str = "auto", kinds: Collection[str] = ("stream",)) -> None:
     """Checks that must pass before anything is created: every missing privilege in one sentence."""
     problems = []
     ok, why = topology.can_create_netns()
@@ -130,7 +130,7 @@ def preflight(accel_name: str = "auto", kind: str = "stream") -> None:
     if problems:
         raise UserError("; ".join(problems) + ".")
     tools = [("qemu-system-x86_64", "qemu-system-x86", "--version"), ("iperf3", "iperf3", "--version")]
-    if kind == "rr":
+    if "rr" in kinds:
         tools.append(("sockperf", "sockperf", "--version"))
     for tool, pkg, flag in tools:
         if hostinfo.version_line([tool, flag]) is None:
@@ -149,7 +149,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     cells without an outcome are run, in the same rounds.
     """
     labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
-    preflight(scn.accel, scn.kind)
+    preflight(scn.accel, scn.kinds)
     qemudesc.check_variants(scn.variants, scn.source)
     image = guest.build(log=log)
     guest.verify(image)
@@ -390,7 +390,7 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
 
 def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> traffic.TrafficSpec:
     return traffic.TrafficSpec(server, direction, scn.duration_s, scn.omit_s, w.protocol, w.streams,
-                               w.message_bytes, w.udp_bitrate, kind=w.kind)
+                               w.message_bytes, w.udp_bitrate, kind=w.kind, rate_pps=w.rate_pps)
 
 
 def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:

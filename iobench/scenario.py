@@ -23,11 +23,18 @@ File layout (every key optional; defaults below):
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
 
     [workload]
-    kind = "stream"             # stream (iperf3 bulk transfer) or rr (sockperf ping-pong: one request in flight)
-    protocol = "tcp"            # tcp or udp
+    kind = "stream"             # stream (iperf3 bulk transfer), rr (sockperf ping-pong: one request in flight)
+                                # or paced (iperf3 UDP at a fixed offered packet rate, below saturation)
+    protocol = "tcp"            # tcp or udp (paced: udp)
     streams = 1                 # iperf3 -P
     message_bytes = [0]         # iperf3 -l / sockperf -m; 0 = the tool's default; several values = a sweep
-    udp_bitrate = "1G"          # iperf3 -b for udp
+                                # (paced: the datagram's payload, required)
+    udp_bitrate = "1G"          # iperf3 -b for udp streams
+    rates_pps = []              # paced: offered datagrams per second (several values = a sweep)
+
+    Several workloads in one scenario: write [[workload]] tables instead of one [workload]; each is
+    checked on its own and the cells of all of them run in every round. The first takes the
+    command line's --workload/--protocol/... options.
 
     [guest]
     vcpus = 1
@@ -40,7 +47,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +69,15 @@ class Workload:
     message_bytes: int = 0
     udp_bitrate: str = "1G"
     kind: str = "stream"
+    rate_pps: int = 0  # paced: offered datagrams per second
 
     @property
     def label(self) -> str:
         size = "default" if self.message_bytes == 0 else f"{self.message_bytes}B"
         if self.kind == "rr":
             return f"rr-{self.protocol}-l{size}"
+        if self.kind == "paced":
+            return f"paced-{self.protocol}-{self.rate_pps}pps-l{size}"
         return f"{self.protocol}-P{self.streams}-l{size}"
 
     @property
@@ -75,6 +85,13 @@ class Workload:
         """rr cells have one direction of their own ("rr": requests host->guest, responses back);
         None: the scenario's directions."""
         return ("rr",) if self.kind == "rr" else None
+
+
+def expand(kind: str, protocol: str, streams: int, message_bytes: tuple[int, ...], udp_bitrate: str,
+           rates_pps: tuple[int, ...]) -> list[Workload]:
+    """One [workload] table as its cells' workloads: a sweep over message sizes (and, paced, rates)."""
+    rates = rates_pps if kind == "paced" else (0,)
+    return [Workload(protocol, streams, m, udp_bitrate, kind, r) for r in rates for m in message_bytes]
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,8 @@ class Scenario:
     streams: int = 1
     message_bytes: tuple[int, ...] = (0,)
     udp_bitrate: str = "1G"
+    rates_pps: tuple[int, ...] = ()
+    more_workloads: tuple[Workload, ...] = ()  # from the second [[workload]] table on, expanded
     vcpus: int = 1
     memory_mb: int = 256
     offloads: bool = True
@@ -105,7 +124,12 @@ class Scenario:
 
     @property
     def workloads(self) -> list[Workload]:
-        return [Workload(self.protocol, self.streams, m, self.udp_bitrate, self.kind) for m in self.message_bytes]
+        return [*expand(self.kind, self.protocol, self.streams, self.message_bytes, self.udp_bitrate, self.rates_pps),
+                *self.more_workloads]
+
+    @property
+    def kinds(self) -> set[str]:
+        return {w.kind for w in self.workloads}
 
     def cell_directions(self, w: Workload) -> tuple[str, ...]:
         return w.directions or self.directions
@@ -140,7 +164,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
     },
     "workload": {
-        "kind": (str, lambda v: v in ("stream", "rr"), '"stream" (iperf3) or "rr" (sockperf request/response)'),
+        "kind": (str, lambda v: v in ("stream", "rr", "paced"),
+                 '"stream" (iperf3), "rr" (sockperf request/response) or "paced" (iperf3 UDP at fixed rates)'),
         "protocol": (str, lambda v: v in ("tcp", "udp"), '"tcp" or "udp"'),
         "streams": (int, lambda v: 1 <= v <= 128, "an integer from 1 to 128"),
         "message_bytes": (list, lambda v: v and all(isinstance(x, int) and not isinstance(x, bool)
@@ -148,6 +173,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
                           "a non-empty list of sizes in bytes, 14 to 1048576, or 0 for the tool's default"),
         "udp_bitrate": (str, lambda v: v[:-1].isdigit() and v[-1] in "0123456789KMG" or v.isdigit(),
                         'an iperf3 bitrate such as "500M" or "1G"'),
+        "rates_pps": (list, lambda v: all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1_000_000
+                                          for x in v), "a list of datagram rates per second, 1 to 1000000"),
     },
     "guest": {
         "vcpus": (int, lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
@@ -181,6 +208,15 @@ def load(path: Path) -> Scenario:
     values: dict[str, Any] = {"name": path.stem, "source": origin}
     if "backends" in data:
         values["variants"] = _variants(data.pop("backends"), origin)
+    tables = data.pop("workload", None)
+    if isinstance(tables, list):  # [[workload]]: the first is the scenario's own, the rest are expanded here
+        if not tables or not all(isinstance(t, dict) for t in tables):
+            raise UserError(f"{origin}: [[workload]] must be tables, one per workload.")
+        data["workload"] = tables[0]
+        values["more_workloads"] = tuple(w for i, t in enumerate(tables[1:], 2)
+                                         for w in _workload_table(t, f"{origin}: [[workload]] #{i}"))
+    elif tables is not None:
+        data["workload"] = tables
     for section, table in data.items():
         if section not in _SCHEMA:
             raise UserError(f"{origin}: unknown section [{section}]: allowed are {', '.join(f'[{s}]' for s in _SCHEMA)}.")
@@ -193,6 +229,45 @@ def load(path: Path) -> Scenario:
     scenario = Scenario(**values)
     validate(scenario, origin)
     return scenario
+
+
+def _workload_table(table: dict[str, Any], where: str) -> list[Workload]:
+    """A second or later [[workload]] table: the same keys and checks as [workload]."""
+    given = Scenario()
+    values: dict[str, Any] = {f.name: getattr(given, f.name) for f in fields(Scenario) if f.name in _SCHEMA["workload"]}
+    for key, value in table.items():
+        if key not in _SCHEMA["workload"]:
+            raise UserError(f"{where}: unknown key {key!r}: allowed are {', '.join(_SCHEMA['workload'])}.")
+        values[key] = _check("workload", key, value, where)
+    _check_workload(values["kind"], values["protocol"], values["streams"], values["message_bytes"],
+                    values["rates_pps"], where)
+    return expand(values["kind"], values["protocol"], values["streams"], values["message_bytes"],
+                  values["udp_bitrate"], values["rates_pps"])
+
+
+def _check_workload(kind: str, protocol: str, streams: int, message_bytes: tuple[int, ...], rates_pps: tuple[int, ...],
+                    where: str) -> None:
+    """What a workload's own keys must agree on (the types were checked one by one)."""
+    if protocol == "udp" and message_bytes != (0,) and max(message_bytes) > 65507:
+        raise UserError(f"{where}: [workload] message_bytes above 65507 are impossible with UDP.")
+    if kind == "stream" and any(0 < m < 64 for m in message_bytes):
+        raise UserError(f"{where}: [workload] message_bytes below 64 are not measured with kind = \"stream\" "
+                        "(iperf3 writes): use 64 or more, or kind = \"rr\" for small request/response messages.")
+    if kind == "rr" and streams != 1:
+        raise UserError(f"{where}: [workload] streams must be 1 with kind = \"rr\": one transaction in flight.")
+    if kind == "paced":
+        if protocol != "udp":
+            raise UserError(f"{where}: [workload] kind = \"paced\" offers UDP datagrams at a fixed rate: "
+                            "set protocol = \"udp\".")
+        if not rates_pps:
+            raise UserError(f"{where}: [workload] kind = \"paced\" needs rates_pps, e.g. rates_pps = [1000, 10000].")
+        if 0 in message_bytes or any(m < 64 for m in message_bytes):
+            raise UserError(f"{where}: [workload] kind = \"paced\" needs the datagram's size: message_bytes of 64 "
+                            "or more (the offered bit rate is rate x size).")
+        if streams != 1:
+            raise UserError(f"{where}: [workload] kind = \"paced\" is one sender at the offered rate: streams = 1.")
+    elif rates_pps:
+        raise UserError(f"{where}: [workload] rates_pps is for kind = \"paced\" only.")
 
 
 def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
@@ -272,24 +347,19 @@ def validate(s: Scenario, origin: str) -> None:
         if v.queues > s.vcpus:
             raise UserError(f"{origin}: [backends.{v.name}] queues = {v.queues} needs as many vCPUs (one queue pair "
                             f"per vCPU): set [guest] vcpus = {v.queues}.")
-        if v.queues > max(w.streams for w in s.workloads) and s.kind == "stream":
+        if v.queues > max(w.streams for w in s.workloads) and "stream" in s.kinds:
             raise UserError(f"{origin}: [backends.{v.name}] queues = {v.queues} spreads the workload's streams over "
                             f"the queues: set [workload] streams to at least {v.queues}.")
     unknown = [b for b in s.backends if b not in (*backend_names(s), "all")]
     if unknown:
         raise UserError(f"{origin}: [run] backends: unknown backend {unknown[0]!r}: choose from "
                         f"{', '.join(backend_names(s))} or all.")
-    if s.protocol == "udp" and s.message_bytes != (0,) and max(s.message_bytes) > 65507:
-        raise UserError(f"{origin}: [workload] message_bytes above 65507 are impossible with UDP.")
-    if s.kind == "stream" and any(0 < m < 64 for m in s.message_bytes):
-        raise UserError(f"{origin}: [workload] message_bytes below 64 are not measured with kind = \"stream\" "
-                        "(iperf3 writes): use 64 or more, or kind = \"rr\" for small request/response messages.")
-    if s.kind == "rr" and s.streams != 1:
-        raise UserError(f"{origin}: [workload] streams must be 1 with kind = \"rr\": one transaction in flight.")
+    _check_workload(s.kind, s.protocol, s.streams, s.message_bytes, s.rates_pps, origin)
 
 
 def as_dict(s: Scenario) -> dict[str, Any]:
     out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
     out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev),
                         "queues": v.queues, "guest": [list(g) for g in v.guest]} for v in s.variants]
+    out["more_workloads"] = [asdict(w) for w in s.more_workloads]
     return out

@@ -27,8 +27,10 @@ from typing import Any
 #       exit_sites.csv: the MMIO/PIO/MSR accesses and exits to userspace of the VM's vCPUs by
 #       device and register, per window (same condition).
 #       Formats 2 and 3 are read with an empty `l1_attempt` and the column renamed.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+#   5 - paced rows (iperf3 UDP at a fixed offered rate): `datagrams`, `offered_pps`, `achieved_pps`,
+#       `loss_pct`, `jitter_ms` and the per-datagram figures. Older formats are read with them empty.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
 
 # The per-vCPU KVM statistics iobench keeps (QMP query-stats), `exits` first; the rest are its kinds.
 KVM_STATS = (
@@ -70,6 +72,11 @@ HIGHER_IS_BETTER = {
     "exits_per_transaction": False,
     "irq_injections_per_transaction": False,
     "cpu_us_per_transaction": False,
+    "achieved_pps": True,
+    "loss_pct": False,
+    "exits_per_datagram": False,
+    "irq_injections_per_datagram": False,
+    "cpu_us_per_datagram": False,
 }
 # rr rows: the percentiles of the round-trip time the client reports (latency_<point>_us)
 LATENCY_POINTS = ("p50", "p90", "p99", "p999", "max")
@@ -150,6 +157,11 @@ class Row:
     latency_max_us: float | None = None
     l1_attempt: int | None = None  # the lab: which boot of the first-level VM measured this row
     exit_reasons_total: int | None = None  # kvm:kvm_exit events of the VM's vCPU threads (counters.exitreasons)
+    datagrams: int | None = None  # paced: datagrams the sender sent in the window (iperf3's sum, nothing omitted)
+    offered_pps: float | None = None  # paced: datagrams sent per second
+    achieved_pps: float | None = None  # paced: datagrams the receiver got per second (its count minus its losses)
+    loss_pct: float | None = None  # paced: the receiver's lost datagrams, % of those it counted
+    jitter_ms: float | None = None  # paced: the receiver's interarrival jitter (RFC 3550, iperf3's)
 
 
 
@@ -203,6 +215,11 @@ def derive(row: Row) -> dict[str, Any]:
     out["irq_injections_per_transaction"] = (round(row.irq_injections / tx, 4)
                                              if tx and row.irq_injections is not None else None)
     out["cpu_us_per_transaction"] = round(path_cpu * 1e6 / tx, 3) if tx and path_cpu is not None else None
+    dg = row.datagrams  # paced: per datagram offered, each one crossing the I/O path on its own
+    out["exits_per_datagram"] = round(row.exits / dg, 4) if dg else None
+    out["irq_injections_per_datagram"] = (round(row.irq_injections / dg, 4)
+                                          if dg and row.irq_injections is not None else None)
+    out["cpu_us_per_datagram"] = round(path_cpu * 1e6 / dg, 3) if dg and path_cpu is not None else None
     out["exit_reasons_coverage"] = (round(row.exit_reasons_total / row.exits, 4)
                                     if row.exit_reasons_total is not None and row.exits else None)
     return out
@@ -215,8 +232,10 @@ DERIVED_COLUMNS = [
     "kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost",
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
-    "exit_reasons_coverage",
+    "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
 ]
+# paced rows: the row fields a paced cell fills from iperf3 (traffic.PACED_FIELDS, same names)
+PACED_COLUMNS = ("datagrams", "offered_pps", "achieved_pps", "loss_pct", "jitter_ms")
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
 INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None")]
 

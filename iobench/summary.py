@@ -21,9 +21,12 @@ HEADLINE = ("throughput_bps", "exits_per_packet", "net_exits_per_packet", "irq_i
 # Request/response rows (workload kind rr): flagged like the headline, where present.
 RR_HEADLINE = ("transactions_per_s", "latency_p50_us", "latency_p99_us", "exits_per_transaction",
                "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction")
-# Summarized too, never flagged: present only in --copy-trace and rr runs.
+# Paced rows (workload kind paced): flagged like the headline, where present.
+PACED_HEADLINE = ("achieved_pps", "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram")
+# Summarized too, never flagged: present only in --copy-trace, rr and paced runs (a loss near 0 has no useful CV).
 ALSO = ("kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost", "latency_p90_us", "latency_p999_us",
-        "latency_max_us", "exit_reasons_coverage")
+        "latency_max_us", "exit_reasons_coverage", "offered_pps", "loss_pct", "jitter_ms")
+FLAGGED = (*HEADLINE, *RR_HEADLINE, *PACED_HEADLINE)
 CV_FLAG = 0.10
 
 
@@ -64,8 +67,8 @@ def summarize(rows: Sequence[Row]) -> list[Stat]:
         groups.setdefault((r["backend"], r["direction"], r["workload"]), []).append(r)
     out: list[Stat] = []
     for key, members in groups.items():
-        for metric in (*HEADLINE, *RR_HEADLINE, *ALSO):
-            st = _stat(key, metric, [m[metric] for m in members], flag=metric in (*HEADLINE, *RR_HEADLINE))
+        for metric in (*FLAGGED, *ALSO):
+            st = _stat(key, metric, [m[metric] for m in members], flag=metric in FLAGGED)
             if st:
                 out.append(st)
     native = {(k[1], k[2]): statistics.median(float(m["throughput_bps"]) for m in ms)

@@ -6,10 +6,14 @@ ping-pong summary (round trips completed, percentiles of the round-trip time fro
 is what the field reads, and the exact command line is saved with the results. A failed or empty
 result is an error with the tool's own text, never a zero row.
 
-Workloads: `stream` (iperf3, saturation: bulk transfer one way) and `rr` (sockperf ping-pong: one
+Workloads: `stream` (iperf3, saturation: bulk transfer one way), `rr` (sockperf ping-pong: one
 request in flight, each answered before the next is sent; per-transaction figures are properties
-of the device model and driver, not of the host's speed). sockperf's messages carry its 14-byte
-header: a message is never shorter.
+of the device model and driver, not of the host's speed; sockperf's messages carry its 14-byte
+header: a message is never shorter) and `paced` (iperf3 UDP at a fixed offered datagram rate,
+well below saturation: exits and interrupts per datagram at that rate, and the loss). Why iperf3
+and not sockperf for paced: the guest already carries it, it paces in both directions (`-R`), and
+its receiver counts every datagram by sequence number, so loss is the receiver's count in either
+direction; sockperf's under-load mode counts loss only on the replies it asked for.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ class TrafficSpec:
     message_bytes: int = 0  # 0: iperf3's default (128 KiB for TCP)
     udp_bitrate: str = "1G"
     port: int = IPERF3_PORT
-    kind: str = "stream"  # stream (iperf3) or rr (sockperf ping-pong)
+    kind: str = "stream"  # stream (iperf3), rr (sockperf ping-pong) or paced (iperf3 UDP at rate_pps)
+    rate_pps: int = 0  # paced: offered datagrams per second
 
     @property
     def tool(self) -> str:
@@ -83,11 +88,20 @@ class TrafficResult:
     transactions: int | None = None  # rr: round trips completed in the client's whole run
     transactions_per_s: float | None = None  # rr: over sockperf's valid duration (its start and end trimmed)
     latency_us: dict[str, float] | None = None  # rr: round-trip time percentiles (LATENCY_POINTS)
+    # paced: schema.PACED_COLUMNS from iperf3's sums over the whole run (paced cells omit nothing, so the
+    # datagrams are those of the window the counters cover)
+    paced: dict[str, float] | None = None
+
+# iperf3 sends a paced burst every pacing tick (1000 us by default); a tick no longer than the gap
+# between two datagrams keeps them spaced instead of sent in bursts of rate/1000.
+PACING_TICK_US_MAX = 1000
 
 
 def client_argv(spec: TrafficSpec) -> list[str]:
     if spec.kind == "rr":
         return rr_argv(spec)
+    if spec.kind == "paced":
+        return paced_argv(spec)
     argv = ["iperf3", "-c", spec.server, "-J", "-t", str(spec.duration_s), "-O", str(spec.omit_s)]
     if spec.protocol == "udp":
         argv += ["-u", "-b", spec.udp_bitrate]
@@ -100,6 +114,40 @@ def client_argv(spec: TrafficSpec) -> list[str]:
     if spec.port != IPERF3_PORT:
         argv += ["-p", str(spec.port)]
     return argv
+
+
+def paced_argv(spec: TrafficSpec) -> list[str]:
+    """iperf3 UDP at `rate_pps` datagrams of `message_bytes`: -b is their bit rate; no omitted
+    seconds (the sums must cover the counters' window); a pacing tick no longer than the gap
+    between two datagrams."""
+    tick = max(1, min(PACING_TICK_US_MAX, 1_000_000 // spec.rate_pps))
+    argv = ["iperf3", "-c", spec.server, "-J", "-t", str(spec.duration_s), "-O", "0", "-u",
+            "-b", str(spec.rate_pps * spec.message_bytes * 8), "-l", str(spec.message_bytes),
+            "--pacing-timer", str(tick)]
+    if spec.direction == "tx":
+        argv.append("-R")
+    if spec.port != IPERF3_PORT:
+        argv += ["-p", str(spec.port)]
+    return argv
+
+
+def parse_paced(text: str) -> TrafficResult:
+    """iperf3 UDP -J: offered = datagrams the sender sent per second; achieved = datagrams the
+    receiver got (its count by sequence number minus its lost count) per second; loss in %."""
+    result = parse(text)
+    end = result.raw.get("end", {})
+    sent, got = end.get("sum_sent") or {}, end.get("sum_received") or {}
+    if not sent.get("packets") or not got.get("seconds"):
+        raise CellFailed("iperf3 reported no UDP datagram counts (sum_sent/sum_received packets)")
+    datagrams, lost = int(sent["packets"]), int(got.get("lost_packets") or 0)
+    counted = int(got.get("packets") or 0)
+    received = max(counted - lost, 0)
+    paced = {"datagrams": datagrams, "offered_pps": round(datagrams / float(sent["seconds"]), 1),
+             "achieved_pps": round(received / float(got["seconds"]), 1),
+             "loss_pct": round(100.0 * lost / counted, 3) if counted else 100.0,
+             "jitter_ms": round(float(got.get("jitter_ms") or 0.0), 4)}
+    return TrafficResult(result.bits_per_second, result.bytes_received, result.bytes_sent, None, result.raw,
+                         paced=paced)
 
 
 def rr_argv(spec: TrafficSpec) -> list[str]:
@@ -136,7 +184,9 @@ def parse_rr(text: str, message_bytes: int) -> TrafficResult:
 
 
 def parse_output(text: str, spec: TrafficSpec) -> TrafficResult:
-    return parse_rr(text, spec.message_bytes) if spec.kind == "rr" else parse(text)
+    if spec.kind == "rr":
+        return parse_rr(text, spec.message_bytes)
+    return parse_paced(text) if spec.kind == "paced" else parse(text)
 
 
 def parse(text: str) -> TrafficResult:
