@@ -36,8 +36,11 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=int, help="seconds of measured traffic per cell, and of the idle window")
     p.add_argument("--omit", type=int, help="iperf3 warm-up seconds not counted in throughput")
     p.add_argument("--repeats", type=int, help="rounds; every backend runs once per round")
-    p.add_argument("--workload", choices=("stream", "rr"),
-                   help="stream: iperf3 bulk transfer; rr: sockperf ping-pong, one request in flight (latency, per transaction)")
+    p.add_argument("--workload", choices=("stream", "rr", "paced"),
+                   help="stream: iperf3 bulk transfer; rr: sockperf ping-pong, one request in flight (latency, per "
+                        "transaction); paced: iperf3 UDP at --rate datagrams per second (per datagram, loss)")
+    p.add_argument("--rate", type=int, action="append",
+                   help="paced: offered datagrams per second (repeatable: a sweep)")
     p.add_argument("--message-size", type=int, action="append",
                    help="iperf3 -l / sockperf -m in bytes (repeatable: a sweep)")
     p.add_argument("--streams", type=int, help="iperf3 -P parallel streams")
@@ -140,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="judge a run with failed cells or missing repeats on what it has (default: not comparable)")
     gate.add_argument("--summary", type=Path, help="also write the markdown summary here (always: <run>/gate.md, "
                                                    "and $GITHUB_STEP_SUMMARY when set)")
+    gate.add_argument("--backend", action="append",
+                      help="with --scenario: run and judge only this backend (repeatable); the baseline's other "
+                           "backends are named as not gated instead of making the run not comparable")
+    gate.add_argument("--qemu-arg", action="append", default=[],
+                      help="with --scenario: a raw QEMU argument for every VM of the run (repeatable): gate a "
+                           "candidate QEMU setting, or inject a change to see that the gate catches it")
 
     bk = sub.add_parser("backends", help="list the built-in backends and a scenario's variants with their QEMU arguments",
                         description="Every backend a scenario can run: the built-ins and its [backends.<name>] "
@@ -167,7 +176,8 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         backends=tuple(args.backend) if args.backend else None, accel=args.accel, directions=directions,
         duration_s=args.duration, omit_s=args.omit, repeats=args.repeats,
         message_bytes=tuple(args.message_size) if args.message_size else None, streams=args.streams,
-        kind=args.workload, protocol=args.protocol, udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
+        kind=args.workload, rates_pps=tuple(args.rate) if args.rate else None, protocol=args.protocol,
+        udp_bitrate=args.udp_bitrate, vcpus=args.vcpus, memory_mb=args.memory,
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
@@ -428,10 +438,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_scenario_for_gate(scenario: Path, out: Path) -> Path:
+def _run_scenario_for_gate(scenario: Path, out: Path, backend: list[str] | None = None,
+                           qemu_args: list[str] | None = None) -> Path:
     """`iobench run --scenario FILE --out OUT` as the CI job runs it; returns the new results dir."""
     before = set(out.glob("*/run.json")) if out.is_dir() else set()
-    argv = ["run", "--scenario", str(scenario), "--out", str(out)]
+    argv = ["run", "--scenario", str(scenario), "--out", str(out), *(f"--backend={b}" for b in backend or ()),
+            *(f"--qemu-arg={a}" for a in qemu_args or ())]
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     cmd_run(args)  # a partial run still has a results dir; the gate says what is missing
@@ -479,7 +491,8 @@ def _write_baseline(args: argparse.Namespace, run: Any) -> int:
     for h in ("cell", "metric", "median", "CV", "robust CV", "tolerance"):
         table.add_column(h)
     for c in baseline["cells"]:
-        table.add_row(f"{c['backend']}/{c['direction']}", c["metric"], gate.fmt(c["metric"], statistics.median(c["values"])),
+        table.add_row(f"{c['backend']}/{c['direction']}/{c['workload']}", c["metric"],
+                      gate.fmt(c["metric"], statistics.median(c["values"])),
                       "-" if c["cv"] is None else f"{c['cv']:.1%}",
                       "-" if c["robust_cv"] is None else f"{c['robust_cv']:.1%}", f"±{c['tolerance']:.0%}")
     console.print(table)
@@ -496,8 +509,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from iobench import gate, results
 
     started = _time.monotonic()
+    if (args.backend or args.qemu_arg) and not args.scenario:
+        raise UserError("--backend and --qemu-arg shape the run that --scenario starts; a finished run is judged "
+                        "as it is.")
     if args.scenario:
-        directory = _run_scenario_for_gate(args.scenario, args.out)
+        directory = _run_scenario_for_gate(args.scenario, args.out, args.backend, args.qemu_arg)
     elif args.directory:
         directory = args.directory
     else:
@@ -508,7 +524,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.update_baseline:
         return _write_baseline(args, run)
     baseline = gate.load_baseline(args.baseline)
-    result = gate.gate(run, baseline, allow_partial=args.allow_partial)
+    result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
     if args.format == "json":
         _emit(json.dumps(gate.as_json(result), indent=1) + "\n", args.output)
     md = gate.markdown(result, run, baseline, _time.monotonic() - started if args.scenario else None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iobench import results
+from iobench import exitsites, results
 from iobench.errors import UserError
 from iobench.schema import HIGHER_IS_BETTER
 
@@ -47,7 +47,7 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
     return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
             "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
             "cpu_model": host.get("cpu_model"),
-            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "message_bytes",
+            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
                                                  "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
 
 
@@ -102,22 +102,12 @@ class DetailLine:
 
 def _per_packet(frame: Any, name: Any, count: str) -> dict[tuple[str, str], dict[str, float]]:
     """Traffic windows of exit_reasons.csv / exit_sites.csv: per backend and direction, the count per
-    packet of each name, over every repeat."""
-    out: dict[tuple[str, str], dict[str, float]] = {}
+    packet of each name, over every repeat (exitsites.traffic_sums)."""
     if frame is None or frame.empty:
-        return out
-    traffic = frame[frame["phase"] == "traffic"]
-    if "access" in traffic.columns:
-        traffic = traffic[traffic["access"] != "unsatisfied-read"]  # traced again as `read`: one access
-    for (backend, direction), cell in traffic.groupby(["backend", "direction"]):
-        packets = cell.drop_duplicates(["repeat", "attempt", "workload"])["packets"].astype(float).sum()
-        if not packets:
-            continue
-        sums: dict[str, float] = {}
-        for r in cell.to_dict("records"):
-            sums[name(r)] = sums.get(name(r), 0.0) + float(r[count])
-        out[(str(backend), str(direction))] = {k: v / packets for k, v in sums.items()}
-    return out
+        return {}
+    return {cell: {k: v[0] / packets for k, v in found.items()}
+            for cell, (packets, found) in exitsites.traffic_sums(frame.to_dict("records"), name, (count,)).items()
+            if packets}
 
 
 def exit_detail(dir_a: Path, dir_b: Path, top: int = 6) -> list[DetailLine]:

@@ -23,7 +23,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,25 @@ GATED: dict[str, MetricRule] = {
     "irq_injections_per_packet": MetricRule(0.002, "interrupts/packet"),
     "copies_per_packet_measured": MetricRule(0.05, "copies/packet"),
     "cpu_us_per_packet": MetricRule(0.5, "µs/packet"),
+    "exits_per_transaction": MetricRule(0.02, "exits/transaction"),
+    "irq_injections_per_transaction": MetricRule(0.02, "interrupts/transaction"),
+    "exits_per_datagram": MetricRule(0.02, "exits/datagram"),
+    "irq_injections_per_datagram": MetricRule(0.02, "interrupts/datagram"),
 }
+# Which metrics gate which kind of cell. Request/response and paced cells are gated on what the device
+# model and driver decide per transaction or datagram (structural, steady from boot to boot), not on
+# their rates or CPU time, which follow the host's speed (and, in the lab, L1's emulation from boot to boot).
+GATED_BY_KIND: dict[str, tuple[str, ...]] = {
+    "stream": ("throughput_bps", "exits_per_packet", "irq_injections_per_packet", "copies_per_packet_measured",
+               "cpu_us_per_packet"),
+    "rr": ("exits_per_transaction", "irq_injections_per_transaction"),
+    "paced": ("exits_per_datagram", "irq_injections_per_datagram"),
+}
+
+
+def cell_kind(direction: str, workload: str) -> str:
+    """A row's workload kind from its identity (scenario.Workload.label and its directions)."""
+    return "rr" if direction == "rr" else "paced" if workload.startswith("paced-") else "stream"
 # Tolerance from noise, per cell and metric: this many times the cell's robust CV over the
 # baseline run's repeats, rounded up to a percent, within [TOL_MIN, TOL_MAX].
 NOISE_FACTOR = 3.0
@@ -120,7 +138,7 @@ def samples(run: results.RunData) -> dict[Key, list[float]]:
     """The repeats' values of every gated metric of every cell of a run."""
     out: dict[Key, list[float]] = {}
     for r in run.records():
-        for metric in GATED:
+        for metric in GATED_BY_KIND[cell_kind(str(r["direction"]), str(r["workload"]))]:
             if r.get("exit_source") == "none" and metric != "throughput_bps":
                 continue  # native: no VM, 0 exits by construction, no QEMU copies or threads: only the ceiling counts
             v = r.get(metric)
@@ -246,11 +264,18 @@ def _listed(items: list[str]) -> str:
     return ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
 
 
-def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = False) -> GateResult:
+def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = False,
+         only_backends: Collection[str] | None = None) -> GateResult:
     """Judge every baseline cell and metric. A run with failed cells, or cells with fewer repeats
     than the run asked for, is not comparable (a missing repeat would pass silently) unless
-    `allow_partial`; then it is judged on what it has, and the gaps are noted."""
+    `allow_partial`; then it is judged on what it has, and the gaps are noted. `only_backends`: the
+    user chose to run these backends only; the baseline's others are named, not judged."""
     blocking, notes = comparability(baseline["environment"], environment(run.meta))
+    if only_backends:
+        skipped = sorted({c["backend"] for c in baseline["cells"]} - set(only_backends))
+        baseline = dict(baseline, cells=[c for c in baseline["cells"] if c["backend"] in only_backends])
+        if skipped:
+            notes.append(f"backends of the baseline not run by choice (not gated): {', '.join(skipped)}")
     partial = blocking if not allow_partial else notes
     status = run.meta.get("status", "ok")
     failed = [f"{c['backend']}/{c['direction']}/r{c['repeat']}" for c in run.meta.get("cells", [])

@@ -174,3 +174,35 @@ def test_the_committed_ci_baseline_is_complete() -> None:
     assert cells == {(b, d) for b in ("e1000", "virtio", "native") for d in ("rx", "tx")}
     assert all(len(c["values"]) >= 5 and gate.TOL_MIN <= c["tolerance"] <= gate.TOL_MAX for c in base["cells"])
     assert "robust coefficient of variation" in base["how"] and base["created"]
+
+
+def test_rr_and_paced_cells_are_gated_on_their_per_transaction_and_per_datagram_cost() -> None:
+    """What the device model decides per transaction or datagram gates those cells; their rates and CPU
+    time (the host's speed, L1's emulation in the lab) and the per-packet figures of 64-byte messages do not."""
+    import pandas as pd
+
+    base = {"exit_source": "kvm-stats", "throughput_bps": 1e6, "exits_per_packet": 9.0, "cpu_us_per_packet": 3.0,
+            "irq_injections_per_packet": 1.0, "copies_per_packet_measured": 1.0}
+    rows = pd.DataFrame([
+        {**base, "backend": "e1000", "direction": "rr", "workload": "rr-udp-l64B", "exits_per_transaction": 4.5,
+         "irq_injections_per_transaction": 2.0, "cpu_us_per_transaction": 80.0, "transactions_per_s": 3000.0},
+        {**base, "backend": "e1000", "direction": "tx", "workload": "paced-udp-1000pps-l1024B",
+         "exits_per_datagram": 3.5, "irq_injections_per_datagram": 1.5},
+        {**base, "backend": "e1000", "direction": "tx", "workload": "tcp-P1-ldefault"}])
+    run = results.RunData(Path("x"), {}, rows, pd.DataFrame(), pd.DataFrame())
+    got = {(k[1], k[3]) for k in gate.samples(run)}
+    assert got == {("rr", "exits_per_transaction"), ("rr", "irq_injections_per_transaction"),
+                   ("tx", "exits_per_datagram"), ("tx", "irq_injections_per_datagram"),
+                   *(("tx", m) for m in gate.GATED_BY_KIND["stream"])}
+
+
+def test_a_run_of_chosen_backends_is_judged_on_them_and_names_the_rest(data: Path) -> None:
+    run = lab_run(data)
+    backends = sorted({k[0] for k in gate.samples(run)})
+    baseline = fake_baseline(run, {})
+    baseline["cells"].append({"backend": "vhost-extra", "direction": "rx", "workload": "tcp-P1-ldefault",
+                              "metric": "exits_per_packet", "values": [1.0] * 3, "tolerance": 0.1})
+    assert gate.gate(run, baseline).exit_code == 2  # a baseline backend the run lacks: not comparable
+    chosen = gate.gate(run, baseline, only_backends=backends)
+    assert chosen.exit_code == 0 and {v.backend for v in chosen.verdicts} == set(backends)
+    assert any("not run by choice (not gated): vhost-extra" in n for n in chosen.notes)
