@@ -19,8 +19,9 @@ number. Access kinds come from the tracepoints' own print formats.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 # The local APIC's MMIO page (IA32_APIC_BASE's reset value; Linux never moves it). KVM emulates it
 # in the kernel, so QEMU's memory map shows only the MSI window ("apic-msi"/"kvm-apic-msi") there.
@@ -229,23 +230,46 @@ class TopSite:
     count: int
 
 
-def top_per_packet(records: Iterable[dict[str, object]], top: int = 8) -> dict[tuple[str, str], list[TopSite]]:
-    """exit_sites.csv's traffic windows summed per backend and direction over every repeat: the `top`
-    guest accesses (mmio/pio/msr) and userspace exits per MTU-sized packet, most frequent first."""
-    sums: dict[tuple[str, str], dict[tuple[str, str, str, str], int]] = {}
-    packets: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+K = TypeVar("K")
+
+
+def _number(v: object) -> float:
+    """A CSV or pandas cell as a number: empty and NaN count 0."""
+    if v is None or v == "":
+        return 0.0
+    x = float(str(v))
+    return 0.0 if x != x else x
+
+
+def traffic_sums(records: Iterable[Mapping[str, object]], key: Callable[[Mapping[str, object]], K],
+                 fields: Sequence[str]) -> dict[tuple[str, str], tuple[float, dict[K, list[float]]]]:
+    """exit_reasons.csv / exit_sites.csv records summed over the traffic windows of every repeat, per
+    backend and direction: (the windows' MTU-sized packets, each window once — repeat x attempt x
+    workload —, and per `key` the sums of `fields`). The one aggregation the report, the figures and
+    `compare` divide by packets. A read KVM hands to QEMU is traced twice (`unsatisfied-read`, then
+    `read`): counted once."""
+    sums: dict[tuple[str, str], dict[K, list[float]]] = {}
+    windows: dict[tuple[str, str], dict[tuple[str, str, str], float]] = {}
     for r in records:
-        if r["phase"] != "traffic" or r["access"] == "unsatisfied-read":
+        if r["phase"] != "traffic" or r.get("access") == "unsatisfied-read":
             continue
         cell = (str(r["backend"]), str(r["direction"]))
-        ident = (str(r["device"]), str(r["register"]), str(r["access"]), str(r["kind"]))
-        sums.setdefault(cell, {})[ident] = sums.get(cell, {}).get(ident, 0) + int(str(r["count"]))
-        packets.setdefault(cell, {})[(str(r["repeat"]), str(r["attempt"]))] = float(str(r["packets"] or 0))
+        slot = sums.setdefault(cell, {}).setdefault(key(r), [0.0] * len(fields))
+        for i, f in enumerate(fields):
+            slot[i] += _number(r[f])
+        window = (str(r["repeat"]), str(r["attempt"]), str(r.get("workload", "")))
+        windows.setdefault(cell, {})[window] = _number(r["packets"])
+    return {cell: (sum(windows[cell].values()), found) for cell, found in sums.items()}
+
+
+def top_per_packet(records: Iterable[Mapping[str, object]], top: int = 8) -> dict[tuple[str, str], list[TopSite]]:
+    """exit_sites.csv's traffic windows summed per backend and direction over every repeat: the `top`
+    guest accesses (mmio/pio/msr) and userspace exits per MTU-sized packet, most frequent first."""
     out: dict[tuple[str, str], list[TopSite]] = {}
-    for cell, found in sums.items():
-        pkts = sum(packets[cell].values())
+    ident = lambda r: (str(r["device"]), str(r["register"]), str(r["access"]), str(r["kind"]))  # noqa: E731
+    for cell, (pkts, found) in traffic_sums(records, ident, ("count",)).items():
         if not pkts:
             continue
-        ranked = sorted(found.items(), key=lambda kv: -kv[1])[:top]
-        out[cell] = [TopSite(d, reg, acc, kind, n / pkts, n) for (d, reg, acc, kind), n in ranked]
+        ranked = sorted(found.items(), key=lambda kv: -kv[1][0])[:top]
+        out[cell] = [TopSite(d, reg, acc, kind, n / pkts, int(n)) for (d, reg, acc, kind), (n,) in ranked]
     return out
