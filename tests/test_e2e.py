@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
+from iobench import schema
+
 pytestmark = pytest.mark.slow
 
 
@@ -58,7 +60,7 @@ def test_e1000_traps_on_its_registers_and_virtio_kicks(tcg_run) -> None:
 def test_results_dir_is_self_describing(tcg_run) -> None:
     report, *_ = tcg_run
     meta = json.loads((report.directory / "run.json").read_text())
-    assert meta["format_version"] == 4 and meta["status"] == "ok"
+    assert meta["format_version"] == schema.FORMAT_VERSION and meta["status"] == "ok"
     assert meta["accel"]["accel"] == "tcg" and meta["accel"]["exit_source"] == "tcg-traps"
     assert meta["host"]["qemu"] and meta["host"]["iperf3"] and meta["image"]["files"]
     assert set(meta["backends"]) == {"e1000", "virtio", "native"}
