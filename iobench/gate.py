@@ -31,7 +31,7 @@ from typing import Any
 from iobench import results
 from iobench.compare import comparability, environment
 from iobench.errors import UserError
-from iobench.schema import HIGHER_IS_BETTER
+from iobench.schema import HIGHER_IS_BETTER, cell_kind
 from iobench.summary import cv
 
 BASELINE_VERSION = 1
@@ -69,10 +69,6 @@ GATED_BY_KIND: dict[str, tuple[str, ...]] = {
     "paced": ("exits_per_datagram", "irq_injections_per_datagram"),
 }
 
-
-def cell_kind(direction: str, workload: str) -> str:
-    """A row's workload kind from its identity (scenario.Workload.label and its directions)."""
-    return "rr" if direction == "rr" else "paced" if workload.startswith("paced-") else "stream"
 # Tolerance from noise, per cell and metric: this many times the cell's robust CV over the
 # baseline run's repeats, rounded up to a percent, within [TOL_MIN, TOL_MAX].
 NOISE_FACTOR = 3.0

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS
+from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS, cell_kind
 
 BACKEND_ORDER = ("e1000", "e1000e", "rtl8139", "virtio", "vhost", "native")
 BACKEND_COLOURS = {"e1000": "#c0392b", "e1000e": "#e74c3c", "rtl8139": "#7b241c", "virtio": "#2980b9",
@@ -438,12 +438,12 @@ PACED_FIGURE = "paced.png"
 
 def paced_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of paced workloads (label paced-...), drawn by paced_figure."""
-    return [r for r in rows if str(r["workload"]).startswith("paced-")]
+    return [r for r in rows if cell_kind(str(r["direction"]), str(r["workload"])) == "paced"]
 
 
 def stream_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows the per-workload bar figures and the sweep draw: neither request/response nor paced."""
-    return [r for r in rows if r["direction"] != "rr" and not str(r["workload"]).startswith("paced-")]
+    return [r for r in rows if cell_kind(str(r["direction"]), str(r["workload"])) == "stream"]
 
 
 def paced_rate(workload: str) -> int:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iobench import exitsites, results
+from iobench.schema import cell_kind
 
 HEADERS = ("backend", "dir", "workload", "Mbit/s (min-max)", "of native", "exits/pkt", "net exits/pkt",
            "irq/pkt", "copies/pkt syscall meas | model (all)", "cpu us/pkt", "n", "flags")
@@ -67,7 +68,7 @@ def paced_lines(summary: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Paced cells (workload paced-*): medians over repeats of the per-datagram figures at each rate."""
     stats: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for s in summary:
-        if str(s["workload"]).startswith("paced-"):
+        if cell_kind(str(s["direction"]), str(s["workload"])) == "paced":
             stats.setdefault((s["backend"], s["direction"], s["workload"]), {})[s["metric"]] = s
     out: list[tuple[str, ...]] = []
     for (backend, direction, workload), m in stats.items():

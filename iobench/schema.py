@@ -234,6 +234,12 @@ DERIVED_COLUMNS = [
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
     "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
 ]
+def cell_kind(direction: str, workload: str) -> str:
+    """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels
+    start "paced-" (scenario.Workload.label); the rest are streams. Views and the gate split rows by it."""
+    return "rr" if direction == "rr" else "paced" if workload.startswith("paced-") else "stream"
+
+
 # paced rows: the row fields a paced cell fills from iperf3 (traffic.PACED_FIELDS, same names)
 PACED_COLUMNS = ("datagrams", "offered_pps", "achieved_pps", "loss_pct", "jitter_ms")
 COLUMNS = [f.name for f in fields(Row)] + DERIVED_COLUMNS
