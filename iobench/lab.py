@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iobench import checkpoint, faults, guest, hostinfo, labwatch, stale
+from iobench import checkpoint, faults, guest, hostinfo, labwatch, provenance, stale
 from iobench.check import Check
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
@@ -100,6 +100,7 @@ def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict
         "IOBENCH_ENVIRONMENT": "lab", "PYTHONDONTWRITEBYTECODE": "1",
         "TMPDIR": "/run/iobench-tmp", "MPLCONFIGDIR": "/run/iobench-tmp/mpl",
         "IOBENCH_GUEST_IMAGE": str(guest_image),
+        **({provenance.REVISION_ENV: rev} if (rev := provenance.revision()) else {}),
         **({"IOBENCH_FAULT": os.environ["IOBENCH_FAULT"]} if os.environ.get("IOBENCH_FAULT") else {}),
     }
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())

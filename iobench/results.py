@@ -78,3 +78,36 @@ def load(directory: Path | str) -> RunData:
     sites_path = directory / "exit_sites.csv"
     sites = pd.read_csv(sites_path) if sites_path.exists() else pd.DataFrame(columns=EXIT_SITE_COLUMNS)
     return RunData(directory, meta, rows, summary, slices, reasons, sites)
+
+
+DB_ENV = "IOBENCH_DB"
+
+
+def history_db(given: Path | str | None = None) -> Path:
+    """The history database a notebook means: the one given, else $IOBENCH_DB, else iobench.duckdb
+    under results/ of the current directory or its parent (where notebooks/ sits)."""
+    import os
+
+    if given:
+        return Path(given)
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    for root in (Path("results"), Path("..") / "results"):
+        if (root / "iobench.duckdb").exists():
+            return root / "iobench.duckdb"
+    raise UserError("no history database: run `iobench run` or `iobench db add DIR...` first, or set $IOBENCH_DB.")
+
+
+def query(sql: str, db: Path | str | None = None, params: list[Any] | None = None) -> Any:
+    """A pandas DataFrame answering `sql` from the history (tables runs, rows, summary, verdicts;
+    iobench.history describes them), opened read-only so a running iobench can still add to it."""
+    import duckdb
+
+    path = history_db(db)
+    if not path.exists():
+        raise UserError(f"no history database at {path}.")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()

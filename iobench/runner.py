@@ -31,6 +31,7 @@ from iobench import (
     hostinfo,
     labwatch,
     negotiated,
+    provenance,
     qemudesc,
     summary,
     timeline,
@@ -179,7 +180,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
             log(ctx.copytrace_na)
     ctx.exitreasons_na = _start_exit_reasons(ctx, scn, choice.accel)
     ctx.state = prior or checkpoint.Progress({
-        "iobench_version": __version__, "run_id": run_id, "started": time.time(),
+        "iobench_version": __version__, "iobench_revision": provenance.revision(), "run_id": run_id, "started": time.time(),
         "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
         "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
         "backends": {n: {"status": "available", **_described(n, scn)} for n in chosen}
