@@ -61,6 +61,12 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
 
 
+def _add_db_options(p: argparse.ArgumentParser) -> None:
+    """Where a finished run (and a gate's verdicts) are recorded: the history database."""
+    p.add_argument("--db", type=Path, help="history database to add the run to (default <out>/iobench.duckdb)")
+    p.add_argument("--no-db", action="store_true", help="do not add the run to the history database")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iobench", description="Compare the network I/O path of a KVM guest under e1000, virtio and vhost-net.")
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results/<run-id>/.")
     _add_scenario_options(run)
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+    _add_db_options(run)
 
     plan = sub.add_parser("plan", help="print the cells and exact QEMU/iperf3 command lines, run nothing",
                           description="Validate a scenario and print its cells and command lines without running them.")
@@ -96,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Boot the lab VM and run the requested matrix inside it with accel kvm.")
     _add_scenario_options(lab_run)
     lab_run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+    _add_db_options(lab_run)
     lab_sub.add_parser("doctor", help="what the lab would use and whether it works here",
                        description="Show the lab's images and QEMU, and boot L1 once to check KVM and vhost-net inside.")
 
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="two runs side by side: ratios and which is better per metric",
                           description="Compare the summary medians of two results directories, cell by cell.")
     cmp_.add_argument("a", type=Path, help="the reference run")
-    cmp_.add_argument("b", type=Path, help="the run compared against it")
+    cmp_.add_argument("b", type=Path, nargs="+", help="the run(s) compared against it")
 
     exitb = sub.add_parser("exitbench", help="cost of one VM exit: userspace vs in-kernel, on a tiny VMM of our own",
                            description="Run a tiny Python VMM over /dev/kvm: guest out/store/hlt loops that exit to "
@@ -131,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "CPU per packet, throughput) with a baseline: worse only past the metric's "
                                       "tolerance and when the repeats separate. Exit 0 pass, 1 worse, 2 not comparable.")
     gate.add_argument("directory", nargs="?", type=Path, help="results directory (or --scenario to run one first)")
-    gate.add_argument("--baseline", type=Path, required=True, help="baseline JSON (results/baselines/<name>.json)")
+    gate.add_argument("--baseline", type=Path, help="baseline JSON (results/baselines/<name>.json)")
     gate.add_argument("--scenario", type=Path, help="run this scenario first and gate its results (the CI job)")
     gate.add_argument("--out", type=Path, default=Path("results"), help="results root for --scenario (default ./results)")
     gate.add_argument("--update-baseline", action="store_true",
@@ -149,6 +157,37 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--qemu-arg", action="append", default=[],
                       help="with --scenario: a raw QEMU argument for every VM of the run (repeatable): gate a "
                            "candidate QEMU setting, or inject a change to see that the gate catches it")
+    gate.add_argument("--baseline-history", type=int, metavar="N",
+                      help="instead of --baseline: the last N ok runs of the same scenario and environment in the "
+                           "history database (their repeats pooled: tolerances include run-to-run drift)")
+    _add_db_options(gate)
+
+    fleet = sub.add_parser("fleet", help="run a scenario on every host of an Ansible inventory",
+                           description="Through Ansible (ansible-runner): per host, check or install iobench, run the "
+                                       "scenario, fetch its results; hosts of one physical machine one after the other.")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True)
+    fleet_run = fleet_sub.add_parser("run", help="run the scenario on every inventory host and merge the results",
+                                     description="Run the scenario on every host of the inventory (README: fleet "
+                                                 "runs) and publish one fleet directory with fleet.json.")
+    fleet_run.add_argument("--inventory", type=Path, required=True, help="Ansible inventory (YAML or INI)")
+    _add_scenario_options(fleet_run)
+    fleet_run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+    _add_db_options(fleet_run)
+
+    db = sub.add_parser("db", help="the history database: every run, queryable with SQL (DuckDB)",
+                        description="Index results directories into a DuckDB file (tables runs, rows, summary, "
+                                    "verdicts) and query it. Finished runs and gate verdicts are added automatically.")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_add = db_sub.add_parser("add", help="import results directories (runs, fleet dirs or results roots)",
+                               description="Add results directories of any readable format (upgraded on import).")
+    db_add.add_argument("paths", nargs="+", type=Path)
+    db_q = db_sub.add_parser("query", help="answer a SQL query from the history",
+                             description="Run SQL against the history (tables runs, rows, summary, verdicts).")
+    db_q.add_argument("sql")
+    db_q.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    for p_ in (db_add, db_q):
+        p_.add_argument("--db", type=Path, default=Path("results") / "iobench.duckdb",
+                        help="history database (default results/iobench.duckdb)")
 
     bk = sub.add_parser("backends", help="list the built-in backends and a scenario's variants with their QEMU arguments",
                         description="Every backend a scenario can run: the built-ins and its [backends.<name>] "
@@ -203,12 +242,41 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run(scn, args.out, log=log, progress=progress, resume=resume)
         report.print_run(result.directory)
     print(f"results: {result.directory}")
+    if os.environ.get("IOBENCH_ENVIRONMENT") != "lab":  # the lab's host adds the published copy
+        _record_run(result.directory, args)
     if (result.directory / "report.md").exists():
         print(f"report: {result.directory / 'report.md'}; figures: {result.directory / 'plots'}")
     if result.status != "ok":
         _log(f"run status: {result.status}; see {result.directory / 'run.json'}")
         return 1
     return 0
+
+
+def _history_path(args: argparse.Namespace, results_root: Path) -> Path | None:
+    from iobench import history
+
+    if getattr(args, "no_db", False):
+        return None
+    return getattr(args, "db", None) or history.default_path(results_root)
+
+
+def _record_run(directory: Path, args: argparse.Namespace) -> None:
+    """Add a published run to the history. A history that cannot be written (another process holds it)
+    costs the run nothing: it is said, with the command that adds the run later."""
+    from iobench import history
+
+    path = _history_path(args, directory.parent)
+    if path is None:
+        return
+    try:
+        con = history.connect(path)
+        try:
+            history.add(con, directory)
+        finally:
+            con.close()
+        _log(f"history: added {directory.name} to {path}")
+    except UserError as exc:
+        _log(f"history: not added ({exc}); add it later with `iobench db add {directory} --db {path}`")
 
 
 @contextlib.contextmanager
@@ -294,6 +362,7 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
         return 1
     report.print_run(directory)
     print(f"results: {directory}")
+    _record_run(directory, args)
     status = _json.loads((directory / "run.json").read_text())["status"]
     return 0 if status == "ok" else 1
 
@@ -401,32 +470,48 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """A against one run or several (B1, B2, ...): each B's median and ratio to A, cell by cell."""
     from rich.console import Console
     from rich.table import Table
 
     from iobench import compare
 
-    lines, blocking, notes = compare.compare(args.a, args.b)
-    if blocking:
-        raise UserError(f"{args.a} and {args.b} are not comparable: " + "; ".join(blocking) + ".")
-    for note in notes:
-        _log(f"note: {note}")
-    console = Console(width=None if Console().is_terminal else 160)
-    table = Table(title=f"B = {args.b.name} against A = {args.a.name} (summary medians)")
-    for h in ("backend", "dir", "workload", "metric", "A", "B", "B/A", "B is"):
+    by_run: list[dict[tuple[str, str, str, str], compare.Line]] = []
+    for b in args.b:
+        lines, blocking, notes = compare.compare(args.a, b)
+        if blocking:
+            raise UserError(f"{args.a} and {b} are not comparable: " + "; ".join(blocking) + ".")
+        for note in notes:
+            _log(f"note ({b.name}): {note}")
+        by_run.append({(ln.backend, ln.direction, ln.workload, ln.metric): ln for ln in lines})
+    console = Console(width=None if Console().is_terminal else 160 + 40 * (len(args.b) - 1))
+    names = ["B"] if len(args.b) == 1 else [f"B{i}" for i in range(1, len(args.b) + 1)]
+    table = Table(title=", ".join(f"{n} = {b.name}" for n, b in zip(names, args.b, strict=True))
+                  + f" against A = {args.a.name} (summary medians)")
+    for h in ("backend", "dir", "workload", "metric", "A"):
         table.add_column(h)
-    for ln in lines:
-        table.add_row(ln.backend, ln.direction, ln.workload, ln.metric, f"{ln.a:.4g}", f"{ln.b:.4g}",
-                      "-" if ln.ratio is None else f"{ln.ratio:.3f}", ln.verdict)
-    console.print(table)
-    detail = compare.exit_detail(args.a, args.b)
-    if detail:
-        table = Table(title="Exits by reason and where they land, per MTU-sized packet (traffic windows, all repeats)")
-        for h in ("backend", "dir", "reason / device register access", "A", "B"):
+    for n in names:
+        for h in (n, f"{n}/A", f"{n} is"):
             table.add_column(h)
-        for d in detail:
-            table.add_row(d.backend, d.direction, d.what, f"{d.a:.4f}", f"{d.b:.4f}")
-        console.print(table)
+    for key in by_run[0]:
+        cells = [run.get(key) for run in by_run]
+        first = next(c for c in cells if c is not None)
+        row = [*key, f"{first.a:.4g}"]
+        for c in cells:
+            row += (["-", "-", "-"] if c is None else
+                    [f"{c.b:.4g}", "-" if c.ratio is None else f"{c.ratio:.3f}", c.verdict])
+        table.add_row(*row)
+    console.print(table)
+    for b in args.b:
+        detail = compare.exit_detail(args.a, b)
+        if detail:
+            table = Table(title=f"Exits by reason and where they land, per MTU-sized packet (traffic windows, all "
+                                f"repeats): A = {args.a.name}, B = {b.name}")
+            for h in ("backend", "dir", "reason / device register access", "A", "B"):
+                table.add_column(h)
+            for d in detail:
+                table.add_row(d.backend, d.direction, d.what, f"{d.a:.4f}", f"{d.b:.4f}")
+            console.print(table)
     return 0
 
 
@@ -500,6 +585,123 @@ def _write_baseline(args: argparse.Namespace, run: Any) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace, run: Any) -> dict[str, Any]:
+    """--baseline FILE, or --baseline-history N: the last N earlier ok runs like this one in the history."""
+    from iobench import gate, history
+
+    if bool(args.baseline) == bool(args.baseline_history):
+        raise UserError("give exactly one of --baseline FILE and --baseline-history N.")
+    if args.baseline:
+        return gate.load_baseline(args.baseline)
+    path = _history_path(args, run.directory.parent)
+    if path is None:
+        raise UserError("--baseline-history reads the history database: drop --no-db.")
+    con = history.connect(path, read_only=True)
+    try:
+        earlier = history.earlier_runs(con, run.meta, args.baseline_history)
+    finally:
+        con.close()
+    if len(earlier) < args.baseline_history:
+        raise UserError(f"the history {path} holds {len(earlier)} earlier ok run(s) of scenario "
+                        f"{run.meta.get('scenario', {}).get('name')} on this host, accelerator and environment; "
+                        f"--baseline-history {args.baseline_history} needs {args.baseline_history}.")
+    return gate.pooled_baseline(earlier, f"history-last-{args.baseline_history}")
+
+
+def _record_verdicts(directory: Path, run: Any, baseline: dict[str, Any], result: Any, args: argparse.Namespace) -> None:
+    """The run and this judging of it go into the history (not when not comparable: nothing was judged)."""
+    from iobench import history
+
+    path = _history_path(args, directory.parent)
+    if path is None or result.blocking:
+        return
+    try:
+        con = history.connect(path)
+        try:
+            if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run.meta["run_id"]]).fetchall():
+                history.add(con, directory)
+            n = history.add_verdicts(con, run.meta["run_id"], baseline, result.verdicts)
+        finally:
+            con.close()
+        _log(f"history: {n} verdicts of {run.meta['run_id']} recorded in {path}")
+    except UserError as exc:
+        _log(f"history: verdicts not recorded ({exc})")
+
+
+def fleet_passthrough(argv: list[str]) -> list[str]:
+    """The run options of `iobench fleet run` argv for each host's `iobench run`: without what the
+    controller keeps (--inventory, --out, --db, --no-db) or ships itself (--scenario)."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in ("--inventory", "--out", "--db", "--scenario"):
+            skip = "=" not in token
+            continue
+        if name != "--no-db":
+            out.append(token)
+    return out
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from iobench import fleet, history
+
+    scenario_from_args(args)  # a bad scenario or option: one error here, before any host starts
+    argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
+    run_args = fleet_passthrough(argv[argv.index("run") + 1:])
+    directory, meta = fleet.run(args.inventory, args.out, args.scenario, run_args, _log)
+    for h in meta["hosts"]:
+        print(f"{h['name']:16} {h['status']:12} {h['machine']:12} {h['start'] or '-'} .. {h['end'] or '-'}"
+              + (f"  {h['reason']}" if h["reason"] else ""))
+    print(f"fleet: {directory} ({meta['status']})")
+    path = _history_path(args, args.out)
+    if path is not None and any(h["results"] for h in meta["hosts"]):
+        try:
+            con = history.connect(path)
+            try:
+                for run_dir, labels in history.directories([directory]):
+                    history.add(con, run_dir, labels)
+            finally:
+                con.close()
+            _log(f"history: the fleet's runs added to {path}")
+        except UserError as exc:
+            _log(f"history: not added ({exc}); add later with `iobench db add {directory} --db {path}`")
+    return 130 if meta["status"] == "interrupted" else 0 if meta["status"] == "ok" else 1
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from iobench import history
+
+    if args.db_command == "add":
+        found = history.directories(args.paths)
+        if not found:
+            raise UserError(f"no results directories under {', '.join(map(str, args.paths))}.")
+        con = history.connect(args.db)
+        try:
+            for directory, labels in found:
+                run_id = history.add(con, directory, labels)
+                print(f"added {run_id} ({directory}{', host ' + labels.host if labels.host else ''})")
+        finally:
+            con.close()
+        print(f"history: {args.db}")
+        return 0
+    con = history.connect(args.db, read_only=True)
+    try:
+        frame = history.query(con, args.sql)
+    finally:
+        con.close()
+    if args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
+    else:
+        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+    return 0
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -522,9 +724,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.format in ("bmf", "gab"):
         _gate_export(args, run)
     if args.update_baseline:
+        if not args.baseline:
+            raise UserError("--update-baseline writes the file --baseline names: give it.")
         return _write_baseline(args, run)
-    baseline = gate.load_baseline(args.baseline)
+    baseline = _baseline(args, run)
     result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
+    _record_verdicts(directory, run, baseline, result, args)
     if args.format == "json":
         _emit(json.dumps(gate.as_json(result), indent=1) + "\n", args.output)
     md = gate.markdown(result, run, baseline, _time.monotonic() - started if args.scenario else None)
@@ -571,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
-                "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate}
+                "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": cmd_db,
+                "fleet": cmd_fleet}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)
