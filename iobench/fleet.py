@@ -54,6 +54,8 @@ class HostOutcome:
     end: str | None = None
     slot: int | None = None
     iobench: str | None = None
+    qemu: str | None = None  # from its run.json: what measured
+    accel: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,6 +202,11 @@ def _outcome(name: str, hostvars: dict[str, Any], fetched: Path, fleet_dir: Path
         if tgz.exists():
             host.run_id = _unpack(tgz, fleet_dir / name)
             host.results = name
+            run_meta = json.loads((fleet_dir / name / "run.json").read_text())
+            host.qemu = run_meta.get("host", {}).get("qemu")
+            host.accel = run_meta.get("accel", {}).get("accel")
+        elif host.status in ("ok", "partial"):
+            host.status, host.reason = "failed", "its run exited but left no results directory to fetch"
         return host
     if name in events.unreachable:
         return HostOutcome(name, machine, "unreachable", events.unreachable[name])
