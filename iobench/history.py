@@ -32,6 +32,8 @@ from iobench.schema import COLUMNS, DERIVED_COLUMNS, SUMMARY_COLUMNS, Row
 
 DB_NAME = "iobench.duckdb"
 HISTORY_VERSION = 1
+# Writers hold the file only while they add one run; two runs finishing together wait for each other.
+LOCK_WAIT_S = 15.0
 
 
 def default_path(results_root: Path) -> Path:
@@ -88,11 +90,16 @@ def connect(path: Path, read_only: bool = False) -> Any:
         raise UserError(f"no history database at {path}: runs are added to it as they finish, "
                         "or with `iobench db add DIR...`.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        raise UserError(f"cannot open the history database {path} ({str(exc).splitlines()[0]}): another process "
-                        "(a notebook, a running iobench) may hold it; close it and retry.") from exc
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:  # another process has it open for writing (DuckDB's file lock)
+            if time.monotonic() > deadline:
+                raise UserError(f"cannot open the history database {path} ({str(exc).splitlines()[0]}): another "
+                                "process (a notebook, a running iobench) holds it; close it and retry.") from exc
+            time.sleep(0.2)
     if not read_only:
         con.execute(_ddl("runs", RUN_COLUMNS))
         con.execute(_ddl("rows", {"run_id": "VARCHAR"} | {c: ROW_TYPES[c] for c in COLUMNS if c != "run_id"}))

@@ -81,7 +81,7 @@ def test_exitbench_command_writes_a_results_dir(kvm: None, tmp_path: Path, capsy
     from iobench.cli import main
 
     assert main(["exitbench", "--iterations", "200", "--repeats", "2", "--out", str(tmp_path)]) == 0
-    (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert (run_dir / "rows.csv").read_text().count("\n") == 1 + 2 * 5
     assert (run_dir / "plots/exit-cost.png").stat().st_size > 1000
     assert "pio-eventfd" in capsys.readouterr().out

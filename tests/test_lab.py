@@ -48,7 +48,7 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
         code = main(argv)
     finally:
         mp.undo()
-    dirs = [p for p in out.iterdir() if not p.name.startswith(".")]
+    dirs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return code, dirs, out, [line.partition(" ")[2] for line in relayed], relayed
 
 
@@ -271,7 +271,7 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
     _, rest = proc.communicate(timeout=120)
     text = "".join(lines) + rest
     assert proc.returncode == 130, text
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["interrupted_by"] == "SIGINT" and meta["environment"] == "lab"
     assert {(c["backend"], c["direction"], c["repeat"], c["status"]) for c in meta["cells"]} == {

@@ -113,7 +113,7 @@ def test_rr_and_paced_in_one_scenario_under_tcg_count_datagrams_loss_and_cost(gu
                  '[[workload]]\nkind = "paced"\nprotocol = "udp"\nmessage_bytes = [1024]\nrates_pps = [200]\n')
     out = tmp_path / "out"
     assert main(["run", "--scenario", str(f), "--out", str(out)]) == 0
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     all_rows = list(csv.DictReader((run_dir / "rows.csv").open()))
     assert {r["workload"] for r in all_rows if r["direction"] == "rr"} == {"rr-udp-l64B"}
     rows = {(r["backend"], r["direction"]): r for r in all_rows if r["direction"] != "rr"}

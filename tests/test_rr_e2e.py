@@ -21,7 +21,7 @@ def rr_run(guest_image, tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--workload", "rr", "--message-size", "64", "--duration", "3", "--omit", "0", "--repeats", "1",
                  "--out", str(out)])
     assert code == 0
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return run_dir
 
 

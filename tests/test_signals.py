@@ -43,7 +43,7 @@ def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, s
     os.kill(proc.pid, sig)
     proc.stderr.read()
     assert proc.wait(timeout=60) == code
-    (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "interrupted" and meta["interrupted_by"] == signal.Signals(sig).name
     run_id = meta["run_id"]

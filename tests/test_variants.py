@@ -161,7 +161,7 @@ def test_variants_run_as_backends_of_their_own_and_an_ignored_knob_is_flagged(gu
                     '[backends.virtio-tx1024]\nbase = "virtio"\ndevice = { tx_queue_size = 1024 }\n')
     out = tmp_path / "results"
     assert main(["run", "--scenario", str(path), "--out", str(out)]) == 0
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     rows = {r["backend"]: r for r in csv.DictReader((run_dir / "rows.csv").open())}
     assert set(rows) == {"virtio", "virtio-packed", "virtio-tx1024"}
     assert all(float(r["throughput_bps"]) > 0 and float(r["exits_per_packet"]) > 0 for r in rows.values())
@@ -198,7 +198,7 @@ def test_the_other_emulated_nics_run_and_their_registers_are_named(guest_image, 
     out = tmp_path / "results"
     assert main(["run", "--accel", "tcg", "--backend", "e1000e", "--backend", "rtl8139", "--direction", "tx",
                  "--duration", "2", "--omit", "0", "--repeats", "1", "--out", str(out)]) == 0
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     rows = {r["backend"]: r for r in csv.DictReader((run_dir / "rows.csv").open())}
     assert set(rows) == {"e1000e", "rtl8139"}
     for backend, driver in (("e1000e", "e1000e"), ("rtl8139", "8139cp")):
@@ -277,7 +277,7 @@ def test_two_queue_pairs_both_carry_traffic_and_a_refused_guest_knob_is_flagged(
                     '[backends.e1000-coalesce0]\nbase = "e1000"\nguest = { coalesce = { rx-usecs = 0 } }\n')
     out = tmp_path / "results"
     assert main(["run", "--scenario", str(path), "--out", str(out)]) == 0
-    (run_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     meta = json.loads((run_dir / "run.json").read_text())
     mq = meta["backends"]["virtio-mq2"]
     assert "MQ" in mq["negotiated"]["features"] and mq["negotiated"]["rx_queues"] == 2, mq["negotiated"]
