@@ -245,43 +245,48 @@ def run(inventory: Path, out: Path, scenario: Path | None, run_args: list[str], 
     staging.mkdir()
     fetched = staging / ".fetched"
     work = Path(tempfile.mkdtemp(prefix=f"iobench-fleet-{fleet_id}-"))
-    stopper, events = _Stopper(log), _Events(log)
-    extravars: dict[str, Any] = {"iobench_fleet_id": fleet_id, "iobench_fleet_dest": str(fetched.resolve()),
-                                 "iobench_scenario": str(scenario.resolve()) if scenario else "",
-                                 "iobench_run_args": run_args}
-    if any(v.get("iobench_setup") == "install" for v in hosts.values()):
-        extravars["iobench_source"] = str(source_tarball(work))
-    machines = {str(v.get("iobench_machine", h)) for h, v in hosts.items()}
-    log(f"fleet {fleet_id}: {len(hosts)} host(s) on {len(machines)} machine(s); hosts of one machine run one "
-        "after the other")
-    started = time.time()
-    previous = {s: signal.signal(s, stopper.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = _ansible("fleet.yml", inventory, extravars, work, "fleet", events, stopper.cancelled)
-        if stopper.cancelled():
-            log("interrupting every host's run and running iobench clean there")
-            stop = _ansible("stop.yml", inventory, {"iobench_fleet_id": fleet_id}, work, "stop")
-            log(f"stop play: {stop.status}")
+        stopper, events = _Stopper(log), _Events(log)
+        extravars: dict[str, Any] = {"iobench_fleet_id": fleet_id, "iobench_fleet_dest": str(fetched.resolve()),
+                                     "iobench_scenario": str(scenario.resolve()) if scenario else "",
+                                     "iobench_run_args": run_args}
+        if any(v.get("iobench_setup") == "install" for v in hosts.values()):
+            extravars["iobench_source"] = str(source_tarball(work))
+        machines = {str(v.get("iobench_machine", h)) for h, v in hosts.items()}
+        log(f"fleet {fleet_id}: {len(hosts)} host(s) on {len(machines)} machine(s); hosts of one machine run one "
+            "after the other")
+        started = time.time()
+        previous = {s: signal.signal(s, stopper.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            result = _ansible("fleet.yml", inventory, extravars, work, "fleet", events, stopper.cancelled)
+            if stopper.cancelled():
+                log("interrupting every host's run and running iobench clean there")
+                stop = _ansible("stop.yml", inventory, {"iobench_fleet_id": fleet_id}, work, "stop")
+                log(f"stop play: {stop.status}")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        outcomes = [_outcome(h, v, fetched, staging, events, stopper.cancelled()) for h, v in hosts.items()]
+        shutil.rmtree(fetched, ignore_errors=True)
+        ansible_log = work / "artifacts" / "fleet" / "stdout"
+        if ansible_log.exists():
+            shutil.copy(ansible_log, staging / "ansible.log")
+        _merge_rows(staging, outcomes)
+        ok = [h for h in outcomes if h.status == "ok"]
+        status = ("interrupted" if stopper.cancelled() else "ok" if len(ok) == len(outcomes) else
+                  "partial" if ok else "failed")
+        meta = {"fleet_id": fleet_id, "status": status, "interrupted_by": stopper.signal, "started": started,
+                "finished": time.time(), "inventory": str(inventory.resolve()),
+                "scenario": str(scenario.resolve()) if scenario else None, "run_args": run_args,
+                "ansible_status": result.status, "controller": {"iobench_version": __version__,
+                                                                "iobench_revision": provenance.revision()},
+                "hosts": [asdict(h) for h in outcomes]}
+        (staging / "fleet.json").write_text(json.dumps(meta, indent=1) + "\n")
+    except BaseException:  # nothing half-written: no fleet directory unless it is complete
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    outcomes = [_outcome(h, v, fetched, staging, events, stopper.cancelled()) for h, v in hosts.items()]
-    shutil.rmtree(fetched, ignore_errors=True)
-    ansible_log = work / "artifacts" / "fleet" / "stdout"
-    if ansible_log.exists():
-        shutil.copy(ansible_log, staging / "ansible.log")
-    shutil.rmtree(work, ignore_errors=True)
-    _merge_rows(staging, outcomes)
-    ok = [h for h in outcomes if h.status == "ok"]
-    status = ("interrupted" if stopper.cancelled() else "ok" if len(ok) == len(outcomes) else
-              "partial" if ok else "failed")
-    meta = {"fleet_id": fleet_id, "status": status, "interrupted_by": stopper.signal, "started": started,
-            "finished": time.time(), "inventory": str(inventory.resolve()),
-            "scenario": str(scenario.resolve()) if scenario else None, "run_args": run_args,
-            "ansible_status": result.status, "controller": {"iobench_version": __version__,
-                                                            "iobench_revision": provenance.revision()},
-            "hosts": [asdict(h) for h in outcomes]}
-    (staging / "fleet.json").write_text(json.dumps(meta, indent=1) + "\n")
+        shutil.rmtree(work, ignore_errors=True)
     final = out / f"fleet-{fleet_id}"
     staging.rename(final)
     return final, meta

@@ -126,3 +126,15 @@ def test_run_options_pass_to_each_host_without_what_the_controller_keeps() -> No
     argv = ["--inventory", "i.yml", "--scenario", "s.toml", "--accel", "tcg", "--out=o", "--db", "x.duckdb",
             "--no-db", "--repeats", "2"]
     assert fleet_passthrough(argv) == ["--accel", "tcg", "--repeats", "2"]
+
+
+def test_a_fleet_that_breaks_leaves_no_half_written_directory(tmp_path: Path, monkeypatch) -> None:
+    inv = inventory(tmp_path, {"h": {"ansible_connection": "local", "iobench_dir": str(tmp_path)}})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ansible-runner broke")
+
+    monkeypatch.setattr(fleet, "_ansible", broken)
+    with pytest.raises(RuntimeError, match="broke"):
+        fleet.run(inv, tmp_path / "out", None, [], log=lambda m: None)
+    assert list((tmp_path / "out").iterdir()) == []
