@@ -261,19 +261,18 @@ def _history_path(args: argparse.Namespace, results_root: Path) -> Path | None:
 
 
 def _record_run(directory: Path, args: argparse.Namespace) -> None:
-    """Add a published run to the history. A history that cannot be written (another process holds it)
-    costs the run nothing: it is said, with the command that adds the run later."""
+    """Add a published run to the history (a run directory or a fleet directory's runs, labelled). A
+    history that cannot be written (another process holds it) costs the run nothing: it is said, with
+    the command that adds the run later."""
     from iobench import history
 
     path = _history_path(args, directory.parent)
     if path is None:
         return
     try:
-        con = history.connect(path)
-        try:
-            history.add(con, directory)
-        finally:
-            con.close()
+        with history.connect(path) as con:
+            for run_dir, labels in history.directories([directory]):
+                history.add(con, run_dir, labels)
         _log(f"history: added {directory.name} to {path}")
     except UserError as exc:
         _log(f"history: not added ({exc}); add it later with `iobench db add {directory} --db {path}`")
@@ -596,11 +595,8 @@ def _baseline(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     path = _history_path(args, run.directory.parent)
     if path is None:
         raise UserError("--baseline-history reads the history database: drop --no-db.")
-    con = history.connect(path, read_only=True)
-    try:
+    with history.connect(path, read_only=True) as con:
         earlier = history.earlier_runs(con, run.meta, args.baseline_history)
-    finally:
-        con.close()
     if len(earlier) < args.baseline_history:
         raise UserError(f"the history {path} holds {len(earlier)} earlier ok run(s) of scenario "
                         f"{run.meta.get('scenario', {}).get('name')} on this host, accelerator and environment; "
@@ -616,13 +612,10 @@ def _record_verdicts(directory: Path, run: Any, baseline: dict[str, Any], result
     if path is None or result.blocking:
         return
     try:
-        con = history.connect(path)
-        try:
+        with history.connect(path) as con:
             if not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run.meta["run_id"]]).fetchall():
                 history.add(con, directory)
             n = history.add_verdicts(con, run.meta["run_id"], baseline, result.verdicts)
-        finally:
-            con.close()
         _log(f"history: {n} verdicts of {run.meta['run_id']} recorded in {path}")
     except UserError as exc:
         _log(f"history: verdicts not recorded ({exc})")
@@ -647,7 +640,7 @@ def fleet_passthrough(argv: list[str]) -> list[str]:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from iobench import fleet, history
+    from iobench import fleet
 
     scenario_from_args(args)  # a bad scenario or option: one error here, before any host starts
     argv = sys.argv[1:] if args.raw_argv is None else args.raw_argv
@@ -657,18 +650,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         print(f"{h['name']:16} {h['status']:12} {h['machine']:12} {h['start'] or '-'} .. {h['end'] or '-'}"
               + (f"  {h['reason']}" if h["reason"] else ""))
     print(f"fleet: {directory} ({meta['status']})")
-    path = _history_path(args, args.out)
-    if path is not None and any(h["results"] for h in meta["hosts"]):
-        try:
-            con = history.connect(path)
-            try:
-                for run_dir, labels in history.directories([directory]):
-                    history.add(con, run_dir, labels)
-            finally:
-                con.close()
-            _log(f"history: the fleet's runs added to {path}")
-        except UserError as exc:
-            _log(f"history: not added ({exc}); add later with `iobench db add {directory} --db {path}`")
+    if any(h["results"] for h in meta["hosts"]):
+        _record_run(directory, args)
     return 130 if meta["status"] == "interrupted" else 0 if meta["status"] == "ok" else 1
 
 
@@ -679,20 +662,14 @@ def cmd_db(args: argparse.Namespace) -> int:
         found = history.directories(args.paths)
         if not found:
             raise UserError(f"no results directories under {', '.join(map(str, args.paths))}.")
-        con = history.connect(args.db)
-        try:
+        with history.connect(args.db) as con:
             for directory, labels in found:
                 run_id = history.add(con, directory, labels)
                 print(f"added {run_id} ({directory}{', host ' + labels.host if labels.host else ''})")
-        finally:
-            con.close()
         print(f"history: {args.db}")
         return 0
-    con = history.connect(args.db, read_only=True)
-    try:
+    with history.connect(args.db, read_only=True) as con:
         frame = history.query(con, args.sql)
-    finally:
-        con.close()
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif args.format == "json":

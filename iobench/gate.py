@@ -237,14 +237,14 @@ def pooled_baseline(runs: Sequence[results.RunData], name: str) -> dict[str, Any
     between runs as well as between repeats. Cells are those of the latest run."""
     if not runs:
         raise UserError("the history holds no earlier ok run of this scenario and environment to make a baseline of.")
+    ordered = sorted(runs, key=lambda r: r.meta.get("finished") or 0)
+    per_run = [samples(r) for r in ordered]
     pooled: dict[Key, list[float]] = {}
-    for r in runs:
-        for key, found in samples(r).items():
-            pooled.setdefault(key, []).extend(found)
-    latest = max(runs, key=lambda r: r.meta.get("finished") or 0)
-    keys = set(samples(latest))
-    env = environment(latest.meta)
-    ids = [r.meta["run_id"] for r in sorted(runs, key=lambda r: r.meta.get("finished") or 0)]
+    for found in per_run:
+        for key, values in found.items():
+            pooled.setdefault(key, []).extend(values)
+    keys, env = set(per_run[-1]), environment(ordered[-1].meta)  # the cells of the latest run
+    ids = [r.meta["run_id"] for r in ordered]
     return {
         "baseline_version": BASELINE_VERSION, "name": name, "run_id": ids[-1], "runs": ids,
         "created": time.strftime("%Y-%m-%d", time.gmtime(time.time())),

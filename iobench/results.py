@@ -106,8 +106,5 @@ def query(sql: str, db: Path | str | None = None, params: list[Any] | None = Non
     path = history_db(db)
     if not path.exists():
         raise UserError(f"no history database at {path}.")
-    con = duckdb.connect(str(path), read_only=True)
-    try:
+    with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(sql, params or []).df()
-    finally:
-        con.close()
