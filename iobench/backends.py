@@ -40,6 +40,10 @@ class Backend:
     queues: int = 1  # virtio queue pairs: every layer set at once (nic_args, guest_cmdline)
     guest: tuple[tuple[str, str, str], ...] = ()  # (tool, key, value): ("sysctl", "net.core.busy_poll", "50"),
     #                                                ("ethtool -C", "rx-usecs", "0")...
+    # Interrupt moderation that QEMU's model emulates with timers (why interrupts and exits per transaction
+    # follow the emulator's speed under TCG: hostspeed.py), and the -device property that turns it off.
+    timer_moderation: str = ""
+    timer_moderation_off: tuple[str, str] | None = None
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -57,6 +61,8 @@ E1000 = Backend(
         "rx": CopyPath(2, 1, "QEMU net/tap.c tap_send: read() from the tap into QEMU's buffer, then "
                              "hw/net/e1000.c e1000_receive_iov: pci_dma_write() into guest memory"),
     },
+    timer_moderation="hw/net/e1000.c: ITR, RADV and TADV emulated with QEMU timers (mit_timer)",
+    timer_moderation_off=("mitigation", "off"),
 )
 
 VIRTIO = Backend(
@@ -96,6 +102,7 @@ E1000E = Backend(
         "rx": CopyPath(2, 1, "QEMU net/tap.c tap_send: read() into QEMU's buffer, then hw/net/e1000e_core.c "
                              "e1000e_write_packet_to_guest: pci_dma_write() into guest memory"),
     },
+    timer_moderation="hw/net/e1000e_core.c: ITR/EITR throttling and RADV/TADV/RDTR/TIDV emulated with QEMU timers",
 )
 
 RTL8139 = Backend(
@@ -109,6 +116,7 @@ RTL8139 = Backend(
         "rx": CopyPath(2, 1, "QEMU net/tap.c tap_send: read() into QEMU's buffer, then hw/net/rtl8139.c "
                              "rtl8139_do_receive: pci_dma_write() into the guest's rx buffer"),
     },
+    timer_moderation="hw/net/rtl8139.c: the TimerInt interrupt, from QEMU's virtual clock",
 )
 
 # `all` runs the three paths the product compares (and a scenario's variants); e1000e and rtl8139,

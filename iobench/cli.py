@@ -725,8 +725,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         for line in md.splitlines()[2:]:
             if line.startswith("- "):
                 print(line[2:])
-    if result.blocking:
-        _log("gate: not comparable: " + "; ".join(result.blocking))
+    if result.blocking or result.host_changed:
+        _log("gate: not comparable: " + "; ".join((*result.blocking, *result.host_changed)))
     return result.exit_code
 
 

@@ -13,8 +13,14 @@ hold, as asv decides (asv.statistics.is_different):
 
 Exit codes: 0 nothing worse, 1 something worse, 2 not comparable (different
 accelerator, exit source or environment, or a baseline cell the run lacks), with
-the reason. A QEMU or kernel change is *not* a reason to refuse: catching what an
-upgrade did is what the gate is for; it is shown in the header.
+the reason. A QEMU change is *not* a reason to refuse: catching what an upgrade
+did is what the gate is for; it is shown in the header. A host change is, for the
+metrics that follow the host's speed under an emulator (`hostspeed`): against a
+baseline from another host kernel or CPU, or when the run's native ceiling moved
+past its spread, those metrics are *not comparable* (exit 2, the difference
+named), never worse, and the others are still judged. A scenario whose `[gate]
+on_host_change = "report"` shows them so and does not let them set the exit code
+(the CI job: it judges code, not the machine it ran on).
 """
 
 from __future__ import annotations
@@ -24,11 +30,11 @@ import math
 import statistics
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iobench import results
+from iobench import hostspeed, results
 from iobench.compare import comparability, environment
 from iobench.errors import UserError
 from iobench.schema import HIGHER_IS_BETTER, cell_kind
@@ -248,7 +254,7 @@ def pooled_baseline(runs: Sequence[results.RunData], name: str) -> dict[str, Any
     return {
         "baseline_version": BASELINE_VERSION, "name": name, "run_id": ids[-1], "runs": ids,
         "created": time.strftime("%Y-%m-%d", time.gmtime(time.time())),
-        "how": (f"from the history: the repeats of {len(ids)} earlier run(s) ({ids[0]} .. {ids[-1]}) pooled per cell; "
+        "how": (f"the repeats of {len(ids)} run(s) ({ids[0]} .. {ids[-1]}) pooled per cell; "
                 f"tolerance = {NOISE_FACTOR:g} x the pooled robust CV, within {TOL_MIN:.0%}..{TOL_MAX:.0%} "
                 f"({TOL_MIN_EMULATED_SPEED:.0%}.. for throughput and CPU time under an emulator)"),
         "environment": env,
@@ -283,7 +289,8 @@ class Verdict:
     tolerance: float
     detectable: float  # the smallest change of the median this cell can call worse: max(tolerance x median, floor)
     test: str
-    verdict: str  # worse / better / same
+    verdict: str  # worse / better / same / not comparable
+    host_bound: str = ""  # why this metric follows the host's speed (hostspeed.host_bound), "" when it does not
 
 
 def judge(base: Sequence[float], cur: Sequence[float], rule: dict[str, Any]) -> tuple[float | None, str, str]:
@@ -299,17 +306,23 @@ def judge(base: Sequence[float], cur: Sequence[float], rule: dict[str, Any]) -> 
     return ratio, test, "better" if (change > 0) == up_is_good else "worse"
 
 
+NOT_COMPARABLE = "not comparable"
+
+
 @dataclass
 class GateResult:
     verdicts: list[Verdict]
     blocking: list[str]  # why the run cannot be compared (exit 2)
     notes: list[str]  # differences shown but not blocking (QEMU, kernel, scenario, extra cells)
+    host_changed: list[str] = field(default_factory=list)  # why host-bound metrics are not comparable (exit 2)
 
     @property
     def exit_code(self) -> int:
         if self.blocking:
             return 2
-        return 1 if any(v.verdict == "worse" for v in self.verdicts) else 0
+        if any(v.verdict == "worse" for v in self.verdicts):
+            return 1
+        return 2 if self.host_changed else 0
 
 
 def _listed(items: list[str]) -> str:
@@ -322,7 +335,8 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
     than the run asked for, is not comparable (a missing repeat would pass silently) unless
     `allow_partial`; then it is judged on what it has, and the gaps are noted. `only_backends`: the
     user chose to run these backends only; the baseline's others are named, not judged."""
-    blocking, notes = comparability(baseline["environment"], environment(run.meta))
+    env, scenario = environment(run.meta), run.meta.get("scenario", {})
+    blocking, notes = comparability(baseline["environment"], env)
     if only_backends:
         skipped = sorted({c["backend"] for c in baseline["cells"]} - set(only_backends))
         baseline = dict(baseline, cells=[c for c in baseline["cells"] if c["backend"] in only_backends])
@@ -349,9 +363,10 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
         rule = baseline["metrics"][key[3]] | {"tolerance": cell["tolerance"]}
         ratio, test, verdict = judge(cell["values"], current[key], rule)
         median = statistics.median(cell["values"])
+        bound = hostspeed.host_bound(env, scenario, key[0], cell_kind(key[1], key[2]), key[3]) or ""
         verdicts.append(Verdict(*key, median, statistics.median(current[key]),
                                 round(ratio, 4) if ratio is not None else None, cell["tolerance"],
-                                max(cell["tolerance"] * abs(median), rule["floor"]), test, verdict))
+                                max(cell["tolerance"] * abs(median), rule["floor"]), test, verdict, bound))
     if missing:
         blocking.append(f"the run lacks {len(missing)} baseline cell(s): {_listed(missing)}")
     if short:
@@ -359,7 +374,44 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
     extra = {k[:3] for k in current} - {(c["backend"], c["direction"], c["workload"]) for c in baseline["cells"]}
     if extra:
         notes.append(f"cells not in the baseline (not gated): {', '.join('/'.join(k) for k in sorted(extra))}")
-    return GateResult(verdicts, blocking, notes)
+    why = hostspeed.host_differences(baseline["environment"], env)
+    if not why and hostspeed.emulated(env):
+        why = _speed_moved(baseline["cells"], current)
+    verdicts, host_changed = _host_speed(verdicts, why, scenario, notes)
+    return GateResult(verdicts, blocking, notes, host_changed)
+
+
+def _speed_moved(cells: list[dict[str, Any]], current: dict[Key, list[float]]) -> list[str]:
+    """Whether the run measured its host at another speed than the baseline's: the native ceiling (iperf3
+    over veth, no QEMU in it, so only the host moves it) past TOL_MIN with its repeats apart."""
+    out = []
+    for cell in cells:
+        key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
+        if key[0] != "native" or key[3] != "throughput_bps" or key not in current:
+            continue
+        ratio = statistics.median(current[key]) / statistics.median(cell["values"])
+        apart, test = separated(cell["values"], current[key])
+        if apart and abs(ratio - 1) > TOL_MIN:
+            out.append(f"the host's speed moved: native {key[1]} throughput {ratio:.2f}x the baseline's ({test})")
+    return out
+
+
+def _host_speed(verdicts: list[Verdict], why: list[str], scenario: dict[str, Any],
+                notes: list[str]) -> tuple[list[Verdict], list[str]]:
+    """Host-bound metrics (hostspeed) made not comparable when the host differs from the baseline's (`why`:
+    its kernel or CPU, or its speed as the run measured it). Returns the verdicts and, unless the scenario
+    reports such metrics (`on_host_change = "report"`, then it is a note), why they are not comparable."""
+    bound = [v for v in verdicts if v.host_bound]
+    if not why or not bound:
+        return verdicts, []
+    verdicts = [replace(v, verdict=NOT_COMPARABLE) if v.host_bound else v for v in verdicts]
+    said = (f"{len(bound)} metric(s) that follow the host's speed under an emulator are not comparable "
+            f"({'; '.join(why)}): measure a baseline on this host; the other {len(verdicts) - len(bound)} are judged")
+    if scenario.get("on_host_change") == "report":
+        notes.append(said.replace("are not comparable", "are reported, not gated")
+                     + " ([gate] on_host_change = \"report\")")
+        return verdicts, []
+    return verdicts, [said]
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -371,19 +423,22 @@ def fmt(metric: str, v: float) -> str:
 def table_rows(result: GateResult) -> list[tuple[str, ...]]:
     return [(v.backend, v.direction, v.workload, v.metric, fmt(v.metric, v.baseline), fmt(v.metric, v.current),
              "-" if v.ratio is None else f"{v.ratio:.3f}", f"±{v.tolerance:.0%}", fmt(v.metric, v.detectable), v.test,
-             v.verdict.upper() if v.verdict == "worse" else v.verdict) for v in result.verdicts]
+             "yes" if v.host_bound else "-", v.verdict.upper() if v.verdict == "worse" else v.verdict)
+            for v in result.verdicts]
 
 
 # "detects": the smallest change of the median this cell can call worse (tolerance or floor, whichever is
 # larger); a change below it passes whatever the repeats say, so this is where the gate is blind.
+# "host-bound": the metric follows the host's speed under an emulator (hostspeed): not comparable across hosts.
 HEADERS = ("backend", "dir", "workload", "metric", "baseline", "current", "ratio", "tolerance", "detects ±",
-           "separation", "verdict")
+           "separation", "host-bound", "verdict")
 
 
 def markdown(result: GateResult, run: results.RunData, baseline: dict[str, Any], job_seconds: float | None) -> str:
     worse = [v for v in result.verdicts if v.verdict == "worse"]
     status = ("NOT COMPARABLE" if result.blocking else "FAILED: " + ", ".join(
-        f"{v.backend} {v.direction} {v.metric}" for v in worse) if worse else "passed")
+        f"{v.backend} {v.direction} {v.metric}" for v in worse) if worse else
+        "NOT COMPARABLE (host-bound metrics)" if result.host_changed else "passed")
     out = [f"## iobench gate: {status}", "",
            f"- run `{run.meta['run_id']}` against baseline `{baseline['name']}` (run {baseline['run_id']}, "
            f"{baseline['created']}); accel {run.meta['accel']['accel']} ({run.meta['accel']['exit_source']}), "
@@ -391,7 +446,7 @@ def markdown(result: GateResult, run: results.RunData, baseline: dict[str, Any],
            f"- tolerances: {baseline['how']}"]
     if job_seconds is not None:
         out.append(f"- gate job run time: {job_seconds:.0f} s (scenario run + gate)")
-    out += [f"- not comparable: {b}" for b in result.blocking]
+    out += [f"- not comparable: {b}" for b in (*result.blocking, *result.host_changed)]
     out += [f"- note: {n}" for n in result.notes]
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
@@ -421,5 +476,5 @@ def gab(run: results.RunData) -> dict[str, list[dict[str, Any]]]:
 
 
 def as_json(result: GateResult) -> dict[str, Any]:
-    return {"exit_code": result.exit_code, "blocking": result.blocking, "notes": result.notes,
-            "verdicts": [asdict(v) for v in result.verdicts]}
+    return {"exit_code": result.exit_code, "blocking": result.blocking, "host_changed": result.host_changed,
+            "notes": result.notes, "verdicts": [asdict(v) for v in result.verdicts]}

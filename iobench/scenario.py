@@ -41,6 +41,12 @@ File layout (every key optional; defaults below):
     memory_mb = 256
     offloads = true             # false: the guest's init turns TSO/GSO/GRO/checksum offloads off with ethtool
     qemu_args = []              # raw QEMU arguments appended to every VM (e.g. "-global", "e1000.mitigation=off")
+
+    [gate]
+    on_host_change = "not-comparable"  # metrics that follow the host's speed under an emulator (hostspeed.py),
+                                # against a baseline from another host kernel or CPU or when the native ceiling
+                                # moved: "not-comparable" (exit 2) or "report" (shown, not gated: a CI job that
+                                # judges the code, not the machine it ran on)
 """
 
 from __future__ import annotations
@@ -120,6 +126,7 @@ class Scenario:
     offloads: bool = True
     qemu_args: tuple[str, ...] = field(default=())
     variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
+    on_host_change: str = "not-comparable"  # [gate]: what the gate does with host-bound metrics on another host
     source: str = "built-in defaults"
 
     @property
@@ -181,6 +188,9 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "memory_mb": (int, lambda v: 128 <= v <= 65536, "an integer from 128 to 65536"),
         "offloads": (bool, lambda v: True, "true or false"),
         "qemu_args": (list, lambda v: all(isinstance(x, str) for x in v), "a list of strings"),
+    },
+    "gate": {
+        "on_host_change": (str, lambda v: v in ("not-comparable", "report"), '"not-comparable" or "report"'),
     },
 }
 

@@ -1,0 +1,83 @@
+"""Which gated metrics follow the host's speed, and whether two runs' hosts differ in speed.
+
+Why: under an emulator (TCG, and the nested lab, whose L1 runs under TCG) the guest's CPU is
+host CPU time through a translator, so how fast the guest and QEMU's device models run follows
+the host's kernel, CPU and load. Metrics that follow timing follow the host with it: rates and
+CPU time always; per-packet counts of saturated streams (how many packets one kick or one
+interrupt covers depends on who waits for whom); per-transaction counts of devices whose
+interrupt moderation QEMU emulates with timers (e1000's `mitigation`, e1000e's throttling); and
+paced cells, whose per-datagram counts were never shown to hold across hosts.
+
+Measured on this project's machine kind when its host kernel changed (6.18.44 v669 -> v1300, the
+same code, TCG): throughput -21..-33%, CPU per packet +25..+43%, e1000 guest->host traps per
+packet +19% and interrupts per packet +20%, virtio guest->host traps per packet +12%; e1000's
+request/response trap equivalents per transaction 9.3 -> 12-14. What held: virtio's per
+transaction (3.1 on both kernels) and, in the lab, exits and interrupts per transaction of every
+backend (0.89-1.09 of the baseline), whose moderation timers run on L1's clock with the guest.
+
+Such metrics cannot judge code against a baseline from another host: `host_bound` says which
+metric of which cell is one, `host_differences` why two runs' hosts differ. A kernel change on
+real KVM is not a host-speed question (the guest runs on the CPU): there it stays a note, and
+may be the very change a user gates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from iobench.backends import BACKENDS
+
+# Rates and CPU time: the emulator's speed, whatever the cell.
+SPEED_METRICS = frozenset({"throughput_bps", "cpu_us_per_packet", "cpu_us_per_transaction", "cpu_us_per_datagram"})
+# Per-packet counts of a saturated stream: batching follows timing.
+STREAM_COUNTS = frozenset({"exits_per_packet", "irq_injections_per_packet"})
+
+
+def emulated(env: Mapping[str, Any]) -> bool:
+    """Whether the guest's speed is an emulator's (`compare.environment()` of a run)."""
+    return env.get("accel") == "tcg" or env.get("environment") == "lab"
+
+
+def timer_moderated(backend: str, scenario: Mapping[str, Any]) -> str | None:
+    """What makes this backend's interrupts follow QEMU's timers, or None: its base device's timer
+    moderation, unless the variant (or a `-global` of the scenario) turns it off."""
+    variants = {v["name"]: v for v in scenario.get("variants") or ()}
+    variant = variants.get(backend)
+    base = BACKENDS.get(variant["base"] if variant else backend)
+    if base is None or not base.timer_moderation:
+        return None
+    if base.timer_moderation_off:
+        prop, off = base.timer_moderation_off
+        if variant and str(variant.get("device", {}).get(prop)) == off:
+            return None
+        args = list(scenario.get("qemu_args") or ())
+        if any(a == f"{base.device}.{prop}={off}" for a in args):
+            return None
+    return base.timer_moderation
+
+
+def host_bound(env: Mapping[str, Any], scenario: Mapping[str, Any], backend: str, kind: str,
+               metric: str) -> str | None:
+    """Why this metric of this cell follows the host's speed (None: it does not, or the guest runs on
+    the CPU itself). `env` is the run's `compare.environment()`, `scenario` its run.json scenario."""
+    if not emulated(env):
+        return None
+    if metric in SPEED_METRICS:
+        return "a rate or CPU time under an emulator"
+    if kind == "stream" and metric in STREAM_COUNTS:
+        return "a per-packet count of a saturated stream under an emulator (batching follows timing)"
+    if kind == "paced":
+        return "a per-datagram count under an emulator, not shown to hold across hosts"
+    if kind == "rr" and env.get("accel") == "tcg" and (why := timer_moderated(backend, scenario)):
+        return f"per-transaction counts under TCG follow the device's moderation timers ({why})"
+    return None
+
+
+def host_differences(base: Mapping[str, Any], cur: Mapping[str, Any]) -> list[str]:
+    """What differs between two runs' hosts in a way that sets an emulator's speed: the host kernel and
+    the CPU model (both in `compare.environment()`); empty when not emulated or the same."""
+    if not (emulated(base) and emulated(cur)):
+        return []
+    return [f"{what} {base.get(k)} -> {cur.get(k)}" for k, what in (("kernel", "host kernel"), ("cpu_model", "CPU"))
+            if base.get(k) != cur.get(k)]
