@@ -44,9 +44,11 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
     """What decides whether two runs' numbers can stand side by side (the gate records it in a baseline)."""
     host = meta.get("host", {})
     scn = meta.get("scenario", {})
+    outer = meta.get("lab", {}).get("outer_host", {})  # the lab: the machine whose speed L1's emulation has
     return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
             "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
-            "cpu_model": host.get("cpu_model"),
+            "cpu_model": host.get("cpu_model"), "outer_kernel": outer.get("kernel"),
+            "outer_cpu_model": outer.get("cpu_model"),
             "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
                                                  "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
 

@@ -21,18 +21,22 @@ from iobench.schema import cell_kind
 ROOT = Path(__file__).parent.parent
 BASELINE = ROOT / "results" / "baselines" / "ci-tcg.json"
 CI = ROOT / "scenarios" / "ci.toml"
+LAB_BASELINE = ROOT / "results" / "baselines" / "ci-lab.json"
+CI_LAB = ROOT / "scenarios" / "ci-lab.toml"
 
 
 def replay(baseline: dict[str, Any], kernel: str | None = None, scale: dict[tuple[str, str], float] | None = None,
-           on_host_change: str = "report", accel: str = "tcg") -> results.RunData:
+           on_host_change: str = "report", accel: str = "tcg", scn_path: Path = CI) -> results.RunData:
     """The baseline's repeats as a run on a host with `kernel`; `scale` multiplies (backend, metric) values,
     with ("*host-bound", "") standing for every host-bound metric."""
     env = baseline["environment"]
-    scn = {**scenario.as_dict(scenario.load(CI)), **env["scenario"], "on_host_change": on_host_change}
+    scn = {**scenario.as_dict(scenario.load(scn_path)), **env["scenario"], "on_host_change": on_host_change}
     meta = {"run_id": "replay", "status": "ok", "cells": [], "environment": env["environment"],
             "accel": {"accel": accel, "exit_source": env["exit_source"]},
             "host": {"qemu": env["qemu"], "kernel": kernel or env["kernel"], "cpu_model": env["cpu_model"]},
             "scenario": scn}
+    if env["environment"] == "lab":
+        meta["lab"] = {"outer_host": {"kernel": env.get("outer_kernel"), "cpu_model": env.get("outer_cpu_model")}}
     run_env = {**env, "accel": accel}
     rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for c in baseline["cells"]:
@@ -133,3 +137,25 @@ def test_the_scenario_checks_on_host_change(tmp_path: Path) -> None:
     bad.write_text('[gate]\non_host_change = "ignore"\n')
     with pytest.raises(Exception, match=r"\[gate\] on_host_change = 'ignore' is not allowed"):
         scenario.load(bad)
+
+
+def test_in_the_lab_the_outer_hosts_kernel_decides_and_e1000s_timers_follow_it() -> None:
+    """L1's own kernel never changed when this machine's did: the lab's emulator speed is the outer host's.
+    e1000's exits per transaction moved 13.7 -> 17.3 then; virtio's and vhost's held."""
+    lab = gate.load_baseline(LAB_BASELINE)
+    assert lab["environment"]["environment"] == "lab" and lab["environment"]["outer_kernel"]
+    moved = copy.deepcopy(lab)
+    moved["environment"]["outer_kernel"] = "6.18.44-fc-v669"
+    run = replay(lab, accel="kvm", scale={("*host-bound", ""): 1.26}, on_host_change="not-comparable",
+                 scn_path=CI_LAB)
+    result = gate.gate(run, moved)
+    assert result.exit_code == 2 and "host kernel under L1 6.18.44-fc-v669 -> " in result.host_changed[0]
+    bound = {(v.backend, v.metric) for v in result.verdicts if v.host_bound}
+    assert bound == {("e1000", "exits_per_transaction"), ("e1000", "irq_injections_per_transaction")}
+    assert {v.verdict for v in result.verdicts if not v.host_bound} == {"same"}
+    # the same outer host: everything is judged (a lab baseline older than the rule records none: differs)
+    assert gate.gate(replay(lab, accel="kvm", scn_path=CI_LAB), lab).exit_code == 0
+    old = copy.deepcopy(lab)
+    del old["environment"]["outer_kernel"]
+    assert "host kernel under L1 not recorded" in gate.gate(replay(lab, accel="kvm", scn_path=CI_LAB,
+                                                                    on_host_change="not-comparable"), old).host_changed[0]
