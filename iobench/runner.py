@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
@@ -25,12 +24,11 @@ from iobench import (
     accel,
     backends,
     checkpoint,
-    exitsites,
     faults,
     guest,
     hostinfo,
+    instruments,
     labwatch,
-    negotiated,
     provenance,
     qemudesc,
     summary,
@@ -38,24 +36,20 @@ from iobench import (
     topology,
     traffic,
 )
-from iobench.counters import copytrace, exitreasons, tcg
-from iobench.counters.exitreasons import ExitReasons
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
+from iobench.instruments import Boot, Instrument, Measurement, RunScope, Window
 from iobench.measure import (
+    PEER_DATA_COUNTERS,
     TAP_BYTES_BOTH,
     TAP_DATA_COUNTERS,
     CellId,
     IdleWindow,
-    Snapshot,
-    children_cpu_s,
     idle_window,
     native_row,
-    set_trace,
-    snapshot,
     vm_row,
 )
 from iobench.scenario import Scenario, Workload, as_dict
-from iobench.schema import FRAME_AT_MTU, Row
+from iobench.schema import Row
 from iobench.store import ResultsWriter, disk_refused, new_run_id
 from iobench.vm import VM, VMConfig
 
@@ -171,31 +165,13 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
                    total=scn.repeats * len(chosen) * scn.cells_per_backend_round, progress=progress,
                    l1_attempt=int(os.environ["IOBENCH_L1_ATTEMPT"]) if os.environ.get("IOBENCH_L1_ATTEMPT") else None)
-    if scn.copy_trace:
-        try:
-            ctx.copytrace = copytrace.CopyTrace(log=log)
-            log(f"copy trace: counting {', '.join(ctx.copytrace.armed)} per thread (kprobes)")
-        except copytrace.CopyTraceUnavailable as exc:
-            ctx.copytrace_na = f"copy trace unavailable here: {exc}"
-            log(ctx.copytrace_na)
-    ctx.exitreasons_na = _start_exit_reasons(ctx, scn, choice.accel)
     ctx.state = prior or checkpoint.Progress({
         "iobench_version": __version__, "iobench_revision": provenance.revision(), "run_id": run_id, "started": time.time(),
         "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
         "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
         "backends": {n: {"status": "available", **_described(n, scn)} for n in chosen}
         | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
-        "copy_trace": (f"on: kprobes on {', '.join(ctx.copytrace.armed)} (module {copytrace.MODULE}), "
-                       "bytes summed per thread by a hist trigger" if ctx.copytrace else ctx.copytrace_na),
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
-        "exit_reasons": (("on in rounds 1, 4, 5, 8... only (exit_reasons = \"alternate\")" if scn.exit_reasons == "alternate"
-                          else "on") + ": kvm:kvm_exit by reason per vCPU thread (hist trigger)"
-                         + (", handling time to the next kvm_entry (synthetic event)" if ctx.exitreasons.timed else
-                            f"; handling time unavailable: {ctx.exitreasons.time_na}")
-                         if ctx.exitreasons else ctx.exitreasons_na),
-        "exit_sites": ({kind: ("on: " + exitreasons.SITE_TRIGGERS[kind][0] + " per vCPU thread (hist trigger)")
-                        for kind in ctx.exitreasons.sites} | ctx.exitreasons.sites_na
-                       if ctx.exitreasons else ctx.exitreasons_na),
     })
     if prior is not None:
         log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done")
@@ -203,6 +179,12 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     ctx.save()
     if progress:
         progress(len(ctx.state.cells), ctx.total)
+    # The instruments, last before the cells (one that loads a module or takes a lock is closed below):
+    # each says in run.json whether it is on and why not (a resumed run keeps what its first part said).
+    ctx.scope = RunScope(scn, choice.accel, run_id, writer, log, ctx.l1_attempt, ctx.state.meta)
+    ctx.instruments = instruments.open_all(ctx.scope)
+    for key, value in instruments.describe_all(ctx.instruments).items():
+        ctx.state.meta.setdefault(key, value)
     status, interrupted_by, error = "failed", None, None
     try:
         with stop_signals_unwind(), topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
@@ -225,10 +207,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
             writer.lost = exc  # e.g. QEMU's logs copied into raw/ at shutdown
         raise
     finally:
-        if ctx.copytrace is not None:
-            ctx.copytrace.close()
-        if ctx.exitreasons is not None:
-            ctx.exitreasons.close()
+        instruments.close_all(ctx.instruments)
         labwatch.announce("writing results", labwatch.FINISH_BUDGET_S)
         directory, meta = publish(writer, ctx.state, status, interrupted_by, error, artifacts=_artifacts)
     return RunReport(directory, [Row(**r) for r in ctx.state.rows], [CellOutcome(**c) for c in ctx.state.cells],
@@ -256,24 +235,6 @@ def publish_checkpoint(staging: Path, status: str, interrupted_by: str | None, e
     if state is None:
         return None
     return publish(ResultsWriter.adopt(staging), state, status, interrupted_by, error)[0]
-
-
-def _start_exit_reasons(ctx: _Context, scn: Scenario, accel_name: str) -> str:
-    """Arm the exit-reason counters where KVM's tracepoints are usable; else say why not."""
-    if not scn.exit_reasons:
-        return "exit reasons off (--no-exit-reasons / exit_reasons = false)"
-    if accel_name != "kvm":
-        return f"exit reasons: no KVM exits under {accel_name}"
-    try:
-        ctx.exitreasons = exitreasons.ExitReasons()
-    except exitreasons.ExitReasonsUnavailable as exc:
-        ctx.log(f"exit reasons unavailable here: {exc}")
-        return f"exit reasons unavailable here: {exc}"
-    for event, text in ctx.exitreasons.formats.items():
-        ctx.writer.write_raw(f"tracefs/{event}.format", text)
-    for kind, why in ctx.exitreasons.sites_na.items():
-        ctx.log(f"exit sites: {kind} not counted: {why}")
-    return ""
 
 
 def _artifacts(staging: Path) -> None:
@@ -309,20 +270,8 @@ class _Context:
     progress: Progress | None = None
     l1_attempt: int | None = None  # in the lab: which L1 boot measures (rows say so)
     state: checkpoint.Progress = field(default_factory=lambda: checkpoint.Progress({}))
-    copytrace: copytrace.CopyTrace | None = None
-    copytrace_na: str = "copy trace off (--copy-trace)"
-    exitreasons: exitreasons.ExitReasons | None = None
-    exitreasons_na: str = ""
-    address_map: exitsites.AddressMap = field(default_factory=exitsites.AddressMap)  # of the VM being measured
-
-    def tracer(self, repeat: int) -> ExitReasons | None:
-        """The exit-reason counters for this round's windows: every round, or with exit_reasons =
-        "alternate" half of them in ABBA order — on in rounds 1, 4, 5, 8, 9..., off in 2, 3, 6, 7... —
-        so that the rounds without them measure the path in the same run, and a drift across the run
-        (the lab's rounds drift) falls on both halves alike instead of on whichever comes first."""
-        if self.scn.exit_reasons == "alternate" and repeat % 4 in (2, 3):
-            return None
-        return self.exitreasons
+    scope: RunScope | None = None
+    instruments: list[Instrument] = field(default_factory=list)  # this run's, in registry order
 
     def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
         """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
@@ -432,15 +381,14 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
-            got = _record_negotiated(ctx, backend, vm.ready_line, tag)
-            if (tracer := ctx.tracer(repeat)) and tracer.sites:
-                ctx.address_map = _address_map(ctx, vm, tag)
+            boot = Boot(vm, backend, tag, repeat, attempt)
+            instruments.after_boot(ctx.instruments, boot)
             labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
-            idle = _idle_window(ctx, vm, topo, backend.name, repeat, attempt)
+            idle = _idle_window(ctx, topo, boot)
             ctx.writer.write_raw(f"{tag}/boot-and-idle.json", {
                 "boot_seconds": vm.boot_seconds, "ready_line": vm.ready_line, "idle": asdict(idle),
-                "negotiated": got.as_dict() if got else None})
+                "negotiated": boot.facts.get("negotiated")})
         except CellFailed as exc:
             log(f"{tag}: boot failed: {str(exc).splitlines()[0]}")
             return cells, f"boot: {exc}"
@@ -449,7 +397,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
             labwatch.announce(f"{tag}: {cell.workload.label} {cell.direction} traffic",
                               labwatch.traffic_budget(scn.duration_s, scn.omit_s))
             try:
-                ctx.ok(cell, _measure_vm_cell(ctx, vm, topo, backend, cell, idle, attempt))
+                ctx.ok(cell, _measure_vm_cell(ctx, topo, boot, cell, idle))
             except CellFailed as exc:
                 if not vm.alive() or isinstance(exc, traffic.GuestUnresponsive):  # dead or hung: boot again
                     log(f"{tag}: {cell.direction}: {str(exc).splitlines()[0]}")
@@ -459,194 +407,58 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     return [], ""
 
 
-
-def _fault(cell: CellId) -> str | None:
-    here = [f for f in faults.at(f"{cell.backend}:{cell.direction}") if f in ("kill-qemu", "iperf3-port")]
-    return here[0] if here else None
-
-
-def _fault_timer(vm: VM, cell: CellId, attempt: int) -> threading.Timer | None:
-    if attempt != 1 or _fault(cell) != "kill-qemu":
-        return None
-    timer = threading.Timer(1.0, lambda: os.kill(vm.pid, signal.SIGKILL) if vm.alive() else None)
-    timer.start()
-    return timer
-
-
-def _idle_window(ctx: _Context, vm: VM, topo: topology.Topology, backend: str, repeat: int, attempt: int) -> IdleWindow:
+def _idle_window(ctx: _Context, topo: topology.Topology, boot: Boot) -> IdleWindow:
     """The same VM with no traffic for one window, sampled like a traffic window."""
-    accel_name, seconds = ctx.choice.accel, ctx.scn.duration_s
-    tracing = accel_name == "tcg"
-    if tracing:
-        set_trace(vm, True)
-    sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
-    tag = f"{backend}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
-    tracer = ctx.tracer(repeat)
-    try:
-        if tracer:
-            tracer.start()
-        before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
-        sampler.first(before)
-        sampler.sleep(seconds)
-        after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
-    finally:
-        if tracing and vm.alive():
-            set_trace(vm, False)
-        reasons = _stop_exit_reasons(ctx, tracer, f"{tag}-idle.exitreasons.hist")
-    traps = tcg.parse(_trace_lines(vm, before, after)) if tracing else None
-    _record_exit_reasons(ctx, tracer, reasons, after, {"backend": backend, "direction": "", "repeat": repeat,
-                                                       "workload": "", "phase": "idle", "attempt": attempt}, None)
-    ident = timeline.SliceId(ctx.run_id, backend, repeat, attempt, "", "", "idle")
-    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_BYTES_BOTH, vm.trace_log if tracing else None))
-    return idle_window(before, after, traps)
+    name = f"{boot.backend.name}/r{boot.repeat}" + (f"-attempt{boot.attempt}" if boot.attempt > 1 else "")
+    window = Window("idle", boot.backend.name, boot.repeat, boot.attempt, f"{name}-idle", boot.vm.pid,
+                    topo.link_stats, (TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot)
+    with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
+        m.sleep(ctx.scn.duration_s)
+    got = m.read()
+    _keep_tables(ctx, got.tables)
+    ident = timeline.SliceId(ctx.run_id, boot.backend.name, boot.repeat, boot.attempt, "", "", "idle")
+    ctx.timeline.extend(timeline.rows(ident, m.times, got.slices))
+    return idle_window(got.duration_s, got.columns)
 
 
-def _record_negotiated(ctx: _Context, backend: backends.Backend, ready_line: str,
-                       tag: str) -> negotiated.Negotiated | None:
-    """What the guest's driver got at this boot, into run.json's record of the backend; a variant
-    knob the guest did not get is said at once and listed (the report flags it)."""
-    got = negotiated.parse(ready_line)
-    if got is None:
+def _scope(ctx: _Context) -> RunScope:
+    assert ctx.scope is not None  # set by run() before the first window
+    return ctx.scope
+
+
+def _keep_tables(ctx: _Context, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """Per-window tables into the run's state (exit_reasons.csv, exit_sites.csv)."""
+    ctx.state.exit_reasons.extend(tables.get("exit_reasons", []))
+    ctx.state.exit_sites.extend(tables.get("exit_sites", []))
+
+
+def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: CellId, idle: IdleWindow) -> Row:
+    """One traffic window of a booted VM: the instruments around the traffic tool, then the row."""
+    vm = boot.vm
+    spec = faults.adjust_spec(traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload), cell.backend,
+                              cell.direction)
+    window = Window("traffic", cell.backend, cell.repeat, boot.attempt, cell.name, vm.pid, topo.link_stats,
+                    TAP_DATA_COUNTERS[cell.direction], cell=cell, vm=vm, boot=boot)
+
+    def watch() -> str | None:
+        if not vm.alive():
+            return str(vm.failure(vm.exit_text()))
+        m.poke()
         return None
-    entry = ctx.state.meta["backends"].setdefault(backend.name, {})
-    entry["negotiated"] = got.as_dict()
-    missed = negotiated.knobs_not_applied(backend.device_props, got, backend.queues)
-    if missed:
-        entry["knobs_not_applied"] = sorted(set(entry.get("knobs_not_applied", [])) | set(missed))
-        ctx.log(f"{tag}: knob(s) of {backend.name} did not take effect: {'; '.join(missed)}")
-    return got
 
-
-def _record_queues(ctx: _Context, vm: VM, backend: backends.Backend, cell: CellId, console_from: int) -> None:
-    """A multiqueue variant's packets per queue in this window, from the guest driver's own counters
-    (printed on its console once a second): raw/<cell>.queues.json and run.json."""
-    with vm.serial_log.open("rb") as f:
-        f.seek(console_from)
-        deltas = negotiated.queue_deltas(f.read().decode(errors="replace"))
-    ctx.writer.write_raw(f"{cell.name}.queues.json", deltas)
-    entry = ctx.state.meta["backends"].setdefault(backend.name, {})
-    entry.setdefault("queue_packets", {})[cell.name] = deltas
-
-
-def _address_map(ctx: _Context, vm: VM, tag: str) -> exitsites.AddressMap:
-    """QEMU's memory map of this VM (its BARs are placed by now: the guest is up), kept in raw/; it
-    names the device and register of every MMIO address and port the vCPUs touch."""
-    text = str(vm.command("human-monitor-command", **{"command-line": "info mtree -f"}))
-    ctx.writer.write_raw(f"{tag}/mtree.txt", text)
-    return exitsites.parse_mtree(text)
-
-
-def _stop_exit_reasons(ctx: _Context, tracer: exitreasons.ExitReasons | None,
-                       raw_name: str) -> exitreasons.WindowCounts | None:
-    """Read and clear the window's exit-reason histograms (kept in raw/)."""
-    if not tracer:
-        return None
-    counts, text = tracer.stop()
-    ctx.writer.write_raw(raw_name, text)
-    return counts
-
-
-def _record_exit_reasons(ctx: _Context, tracer: exitreasons.ExitReasons | None,
-                         counts: exitreasons.WindowCounts | None, after: Snapshot,
-                         ident: dict[str, Any], packets: float | None) -> int | None:
-    """The window's exits by reason of this VM's vCPU threads into exit_reasons.csv; returns their sum."""
-    if counts is None or tracer is None:
-        return None
-    vcpus = {t.tid for t in after.threads if t.kind == "vcpu"}
-    window = exitreasons.by_reason(counts.exits, counts.times, vcpus, tracer.names)
-    per = round(packets, 1) if packets is not None else None
-    for r in window.reasons:
-        ctx.state.exit_reasons.append({"run_id": ctx.run_id, **ident, "l1_attempt": ctx.l1_attempt,
-                                       "reason": r.reason, "exits": r.exits, "handled": r.handled,
-                                       "handling_ns": r.handling_ns, "packets": per})
-    for s in exitsites.sites(counts.sites, vcpus, ctx.address_map, tracer.site_names):
-        ctx.state.exit_sites.append({"run_id": ctx.run_id, **ident, "l1_attempt": ctx.l1_attempt, "kind": s.kind,
-                                     "access": s.access, "address": f"{s.address:#x}", "device": s.device,
-                                     "register": s.register, "count": s.count, "packets": per})
-    return window.total
-
-
-def _trace_lines(vm: VM, before: Snapshot, after: Snapshot) -> list[str]:
-    """The window's lines of QEMU's trace log (TCG). A missing log is a failed cell, never 0 traps."""
-    if before.trace_offset is None or after.trace_offset is None:
-        raise CellFailed(f"QEMU's trace log {vm.trace_log} is missing: the window's trap counts cannot be read")
-    return tcg.read_range(vm.trace_log, before.trace_offset, after.trace_offset)
-
-
-def _measure_vm_cell(ctx: _Context, vm: VM, topo: topology.Topology, backend: backends.Backend, cell: CellId,
-                     idle: IdleWindow, attempt: int = 1) -> Row:
-    spec = traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload)
-    if _fault(cell) == "iperf3-port":  # test hook: nothing listens there, iperf3 fails with its own error
-        spec = replace(spec, port=traffic.IPERF3_PORT + 98)
-    accel_name = ctx.choice.accel
-    tracing = accel_name == "tcg"
-    sampler = timeline.Sampler(lambda: snapshot(vm.pid, topo.link_stats, vm, accel_name), ctx.scn.timeline_interval_s)
-    client_pids: list[int] = []
-    tracer = ctx.tracer(cell.repeat)
-    console_from = vm.serial_log.stat().st_size if backend.queues > 1 else 0
-    if tracing:
-        set_trace(vm, True)
-    try:
-        if ctx.copytrace:
-            ctx.copytrace.start()
-        if tracer:
-            tracer.start()
-        before = snapshot(vm.pid, topo.link_stats, vm, accel_name)
-        sampler.first(before)
-        cpu0 = children_cpu_s()
-        fault = _fault_timer(vm, cell, attempt)
-
-        def watch() -> str | None:
-            if not vm.alive():
-                return str(vm.failure(vm.exit_text()))
-            sampler.poke()
-            return None
-
-        try:
-            raw = traffic.run(spec, topo.netns, watch=watch, started=client_pids.append)
-        finally:
-            if fault:
-                fault.cancel()
-        client_cpu = children_cpu_s() - cpu0
+    with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
+        raw = traffic.run(spec, topo.netns, watch=watch, started=window.client_pids.append)
         ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
-        after = snapshot(vm.pid, topo.link_stats, vm, accel_name)
-    finally:
-        if tracing and vm.alive():
-            set_trace(vm, False)
-        kcopies = None
-        if ctx.copytrace:
-            counts, hist = ctx.copytrace.stop()
-            ctx.writer.write_raw(f"{cell.name}.copytrace.hist", hist)
-        reasons = _stop_exit_reasons(ctx, tracer, f"{cell.name}.exitreasons.hist")
-    if ctx.copytrace:
-        kcopies = copytrace.by_kind(counts, {t.tid for t in after.threads if t.kind != "vhost"}, vm.pid,
-                                    set(client_pids))
+    got = m.read()
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
-    ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
-    if backend.queues > 1:
-        _record_queues(ctx, vm, backend, cell, console_from)
-    result = traffic.parse_output(raw, spec)
-    traps = None
-    if tracing:
-        lines = _trace_lines(vm, before, after)
-        traps = tcg.parse(lines)
-        ctx.writer.write_raw(f"{cell.name}.trace-head.log", "\n".join(lines[:200]) + "\n")
-        ctx.writer.write_raw(f"{cell.name}.traps.json", asdict(traps))
-    ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, attempt, cell.workload.label, cell.direction,
+    ctx.writer.write_raw(f"{cell.name}.counters.json", m.edges())
+    _keep_tables(ctx, got.tables)
+    ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, boot.attempt, cell.workload.label, cell.direction,
                              "traffic")
-    ctx.timeline.extend(timeline.rows(ident, sampler.last(after), TAP_DATA_COUNTERS[cell.direction][0],
-                                      vm.trace_log if tracing else None))
-    row = vm_row(run_id=ctx.run_id, cell=cell, backend=backend, accel=accel_name, before=before, after=after,
-                 traffic=result, traps=traps, idle=idle, client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz,
-                 kcopies=kcopies, kcopy_na=ctx.copytrace_na)
-    total = _record_exit_reasons(ctx, tracer, reasons, after, {"backend": cell.backend, "direction": cell.direction,
-                                                       "repeat": cell.repeat, "workload": cell.workload.label,
-                                                       "phase": "traffic", "attempt": attempt},
-                                 row.bytes / FRAME_AT_MTU)
-    if total is None:
-        why = ctx.exitreasons_na or "off in this round (exit_reasons = \"alternate\": rounds 1, 4, 5, 8... only)"
-        return replace(row, na_reason=f"{row.na_reason}; exit_reasons_total: {why}")
-    return replace(row, exit_reasons_total=total)
+    ctx.timeline.extend(timeline.rows(ident, m.times, got.slices))
+    return vm_row(run_id=ctx.run_id, cell=cell, backend=boot.backend, accel=ctx.choice.accel,
+                  traffic=traffic.parse_output(raw, spec), measured=got.columns, na=got.na,
+                  duration_s=got.duration_s, idle=idle, cpu_hz=ctx.cpu_hz)
 
 
 def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
@@ -659,18 +471,17 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
         spec = traffic_spec(str(pair.plan.guest), cell.direction, ctx.scn, cell.workload)
         try:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
-                before = snapshot(srv.pid, pair.peer_link_stats)
-                cpu0 = children_cpu_s()
-                raw = traffic.run(spec, topo.netns)
-                client_cpu = children_cpu_s() - cpu0
-                ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
-                after = snapshot(srv.pid, pair.peer_link_stats)
+                window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
+                                PEER_DATA_COUNTERS[cell.direction], cell=cell)
+                with Measurement(_scope(ctx), ctx.instruments, window) as m:
+                    raw = traffic.run(spec, topo.netns)
+                    ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
+                got = m.read()  # before the server is reaped: only the client's CPU is a child's here
             ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
-            ctx.writer.write_raw(f"{cell.name}.counters.json", {"before": before.as_dict(), "after": after.as_dict()})
-            row = native_row(run_id=ctx.run_id, cell=cell, before=before, after=after, traffic=traffic.parse_output(raw, spec),
-                             client_cpu_s=client_cpu, cpu_hz=ctx.cpu_hz)
+            ctx.writer.write_raw(f"{cell.name}.counters.json", m.edges())
+            row = native_row(run_id=ctx.run_id, cell=cell, traffic=traffic.parse_output(raw, spec),
+                             measured=got.columns, duration_s=got.duration_s, cpu_hz=ctx.cpu_hz)
             ctx.ok(cell, row)
         except CellFailed as exc:
             ctx.log(f"native/r{repeat}: {cell.direction} failed: {exc}")
             ctx.fail(cell, str(exc))
-

@@ -148,3 +148,17 @@ def test_timeline_slices_add_up_to_each_row(tcg_run) -> None:
         assert idle[r.backend] == r.idle_exits
     # a 3 s window (+1 s warm-up) read once a second: several slices, not just the edges
     assert (slices[slices["phase"] == "traffic"].groupby(["backend", "direction"]).size() >= 4).all()
+
+
+def test_the_run_produces_the_same_columns_and_files_as_before_the_instruments(tcg_run) -> None:
+    """The instruments refactor changed how a run measures, not what it produces: the same columns in every
+    CSV and the same files (run id, rounds and attempt numbers aside) as the code before it, captured from
+    a run of this very configuration (tests/manifest.py)."""
+    from tests.manifest import manifest
+
+    report, *_ = tcg_run
+    before = json.loads((Path(__file__).parent / "data/manifests/tcg-run.json").read_text())
+    now = manifest(report.directory)
+    assert now["columns"] == before["columns"]
+    assert set(now["files"]) ^ set(before["files"]) == set(), sorted(set(now["files"]) ^ set(before["files"]))
+    assert now["run_json_keys"] == before["run_json_keys"]

@@ -142,14 +142,14 @@ def test_sites_and_the_tracings_cost_reach_the_results_dir_report_and_figure(dat
 
 
 def test_rounds_alternate_between_counting_by_reason_and_not() -> None:
-    from iobench import runner
-    from iobench.scenario import Scenario
+    from iobench.instruments.exits import ExitReasons
+    from tests.replay import scope
 
     marker = object()
     for mode, expected in ((True, [True] * 8), ("alternate", [True, False, False, True, True, False, False, True])):
-        ctx = runner._Context.__new__(runner._Context)
-        ctx.scn, ctx.exitreasons = Scenario(exit_reasons=mode), marker  # type: ignore[assignment]
-        assert [ctx.tracer(r) is marker for r in range(1, 9)] == expected, mode
+        inst = ExitReasons.__new__(ExitReasons)
+        inst.run, inst.tracer = scope("kvm", exit_reasons=mode), marker  # type: ignore[assignment]
+        assert [inst.active(r) is marker for r in range(1, 9)] == expected, mode
 
 
 def _run_with_reasons(data: Path, root: Path, run_id: str, npf: int, tdt: int) -> Path:

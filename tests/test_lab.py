@@ -75,6 +75,19 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert not any("\x1b[" in line for line in relayed)
 
 
+def test_the_lab_run_produces_the_same_columns_and_files_as_before_the_instruments(lab_run) -> None:
+    """The same check as tests/test_e2e.py's, in the lab: with the copy trace, exit reasons and sites on,
+    and the injected faults (files a stalled L1's diagnosis adds are the stall test's business)."""
+    from tests.manifest import manifest
+
+    _, (run_dir,), _, _, _ = lab_run
+    before = json.loads((Path(__file__).parent / "data/manifests/lab-run.json").read_text())
+    now = manifest(run_dir)
+    assert now["columns"] == before["columns"]
+    assert set(now["files"]) ^ set(before["files"]) == set(), sorted(set(now["files"]) ^ set(before["files"]))
+    assert now["run_json_keys"] == before["run_json_keys"]
+
+
 def test_a_vm_killed_inside_the_lab_is_retried_and_recorded(lab_run) -> None:
     _, (run_dir,), _, _, _ = lab_run
     meta = json.loads((run_dir / "run.json").read_text())

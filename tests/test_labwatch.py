@@ -10,11 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from iobench import backends, checkpoint, labwatch, runner, stale, traffic
-from iobench.counters import tcg
-from iobench.measure import IdleWindow, vm_row
+from iobench import checkpoint, labwatch, runner, stale
 from iobench.store import ResultsWriter
-from tests.test_measure import cell, load_snapshot
+from tests.replay import captured_row, cell
 
 # Lines as L1's kernel printed them in the stalls of this machine kind (issue 18).
 SOFT_LOCKUP = "[  412.120331] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [CPU 0/KVM:151]"
@@ -89,17 +87,7 @@ def test_announce_prints_only_inside_the_lab(monkeypatch: pytest.MonkeyPatch, ca
 
 
 def _real_row(data: Path, direction: str, repeat: int):
-    base = data / "run-tcg" / f"e1000-{direction}"
-    counters = json.loads(base.with_suffix(".counters.json").read_text())
-    idle = IdleWindow(**json.loads((data / "run-tcg" / "e1000.boot-and-idle.json").read_text())["idle"])
-    c = cell("e1000", direction)
-    c = type(c)(c.backend, c.direction, repeat, c.workload, c.offloads, c.vcpus)
-    row = vm_row(run_id="20261130-000000-abcdef", cell=c, backend=backends.BACKENDS["e1000"], accel="tcg",
-                 before=load_snapshot(counters["before"]), after=load_snapshot(counters["after"]),
-                 traffic=traffic.parse(base.with_suffix(".iperf3.json").read_text()),
-                 traps=tcg.TrapCounts(**json.loads(base.with_suffix(".traps.json").read_text())), idle=idle,
-                 client_cpu_s=0.5, cpu_hz=2.1e9)
-    return c, row
+    return captured_row(data, "e1000", direction, repeat)
 
 
 def test_a_checkpoint_of_a_run_cut_short_publishes_its_finished_cells(data: Path, tmp_path: Path) -> None:

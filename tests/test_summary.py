@@ -8,29 +8,11 @@ import pytest
 
 from iobench import summary
 from iobench.schema import derive
-from tests.test_measure import cell, load_snapshot
+from tests.replay import captured_row
 
 
 def real_rows(data: Path):
-    import json
-
-    from iobench import backends, traffic
-    from iobench.counters import tcg
-    from iobench.measure import IdleWindow, vm_row
-
-    rows = []
-    for b in ("e1000", "virtio"):
-        for d in ("rx", "tx"):
-            base = data / "run-tcg" / f"{b}-{d}"
-            c = json.loads(base.with_suffix(".counters.json").read_text())
-            rows.append(vm_row(
-                run_id="t", cell=cell(b, d), backend=backends.BACKENDS[b], accel="tcg",
-                before=load_snapshot(c["before"]), after=load_snapshot(c["after"]),
-                traffic=traffic.parse(base.with_suffix(".iperf3.json").read_text()),
-                traps=tcg.TrapCounts(**json.loads(base.with_suffix(".traps.json").read_text())),
-                idle=IdleWindow(**json.loads((data / "run-tcg" / f"{b}.boot-and-idle.json").read_text())["idle"]),
-                client_cpu_s=0.5, cpu_hz=2.1e9))
-    return rows
+    return [captured_row(data, b, d)[1] for b in ("e1000", "virtio") for d in ("rx", "tx")]
 
 
 def test_median_and_cv_match_statistics(data: Path) -> None:

@@ -1,9 +1,9 @@
-"""Counters of a measurement window: read at its edges, and once per `timeline_interval_s` inside it
-for timeline.csv.
+"""Readers and parsers of one counter source each, with no knowledge of windows or rows.
 
-One module per source: `proc` (/proc of QEMU and the vhost workers: syscall bytes, CPU per thread),
-`kvm` (KVM binary stats through QMP query-stats), `tcg` (trap equivalents from QEMU trace events),
-`copytrace` (the kernel's copy routines per thread, with --copy-trace). The tap's and veth's counters
-are read over netlink by `topology`. Each source has a pure parser tested on captured real output
-and a reader that takes the snapshot (`measure.snapshot`). What each column means: docs/metrics.md.
+`proc` (/proc of QEMU and the vhost workers: syscall bytes, CPU per thread), `kvm` (KVM binary stats
+through QMP query-stats), `tcg` (trap equivalents from QEMU trace events), `copytrace` (the kernel's
+copy routines per thread, with --copy-trace), `exitreasons` (KVM exits by reason and where they land,
+with --exit-reasons), `tracefs` (hist triggers). Each has pure parsers tested on captured real output;
+the instruments (iobench.instruments) call them around every window. What each column means:
+docs/metrics.md.
 """

@@ -15,6 +15,7 @@ window is also what QEMU's wchar gained from tracing (subtracted by the caller).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,3 +92,23 @@ def log_size(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
+
+
+def trace_slices(trace_log: Path, offsets: Sequence[int]) -> list[TrapCounts]:
+    """Trap counts of each slice between consecutive offsets of the log, cut at line starts: a sample can
+    land mid-line while QEMU writes, and the slices must add up exactly to the window."""
+    if len(offsets) < 2:
+        return []
+    with trace_log.open("rb") as f:
+        f.seek(offsets[0])
+        data = f.read(max(0, offsets[-1] - offsets[0]))
+    cuts = [0]
+    for off in offsets[1:-1]:
+        pos = max(off - offsets[0], cuts[-1])
+        if pos == 0:
+            cuts.append(0)
+            continue
+        nl = data.find(b"\n", pos - 1)  # a cut just after a newline stays where it is
+        cuts.append(len(data) if nl < 0 else nl + 1)
+    cuts.append(len(data))
+    return [parse(data[a:b].decode(errors="replace").splitlines()) for a, b in zip(cuts, cuts[1:], strict=False)]
