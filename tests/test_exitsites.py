@@ -249,3 +249,34 @@ def test_a_real_virtio_window_rings_the_tx_doorbell(site_names: dict[str, dict[i
     (top,) = [s for s in found if s.device == "virtio-net"][:1]
     assert (top.register, top.access) == ("notify vq1 (tx0)", "write") and top.count > 0
     assert not [s for s in found if s.device in ("unmapped", "e1000")]
+
+
+def test_the_exit_reasons_instrument_gives_a_real_windows_tables_and_total(site_names: dict[str, dict[int, str]]) -> None:
+    """The captured e1000 guest->host window of the lab through the instrument: its tables are keyed to the
+    window (run, cell, phase, attempt, L1 attempt), per packet from the link's count, and the row's
+    exit_reasons_total is the sum of the VM's own vCPU threads' exits by reason."""
+    import json
+    from types import SimpleNamespace
+
+    from iobench.counters import exitreasons
+    from iobench.counters.proc import ThreadCPU
+    from iobench.instruments.exits import ExitReasons
+    from tests.replay import scope, window
+
+    hists, exits, vcpus, amap = _captured("e1000")
+    after = json.loads((DATA / "lab-sites/e1000-tx.counters.json").read_text())["after"]
+    inst = ExitReasons.__new__(ExitReasons)
+    inst.run = scope("kvm", exit_reasons=True)
+    inst.tracer = SimpleNamespace(names=exitreasons.reason_names((DATA / "tracefs/kvm_exit.format").read_text()),
+                                  site_names=site_names)  # type: ignore[assignment]
+    inst.na, inst.address_map = "", amap
+    inst.counts = exitreasons.WindowCounts(exits, {}, hists)
+    w = window("e1000-tx", "e1000")
+    w.facts |= {"threads": [ThreadCPU(**t) for t in after["threads"]], "packets": 1234.44}
+    got = inst.read(w, [])
+    reasons, sites = got.tables["exit_reasons"], got.tables["exit_sites"]
+    assert got.columns["exit_reasons_total"] == sum(r["exits"] for r in reasons) > 0
+    assert {r["phase"] for r in reasons} == {"traffic"} and {r["packets"] for r in reasons} == {1234.4}
+    assert {(r["backend"], r["direction"], r["attempt"]) for r in sites} == {("e1000", "tx", 1)}
+    assert any(s["register"] == "TDT" and s["access"] == "write" for s in sites)
+    assert vcpus == {t["tid"] for t in after["threads"] if t["kind"] == "vcpu"}
