@@ -9,6 +9,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from iobench import hoststate
+
 
 def version_line(argv: list[str]) -> str | None:
     if shutil.which(argv[0]) is None:
@@ -65,4 +67,5 @@ def describe() -> dict[str, object]:
         "qemu": qemu_version(),
         "iperf3": iperf3_version(),
         "python": platform.python_version(),
+        "state": hoststate.state(flags=flags),  # governor, boost, SMT, NUMA, cmdline, THP, virtualized...
     }

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from iobench import exitsites, results
+from iobench import exitsites, hoststate, results
 from iobench.schema import cell_kind
 
 HEADERS = ("backend", "dir", "workload", "Mbit/s (min-max)", "of native", "exits/pkt", "net exits/pkt",
@@ -200,6 +200,10 @@ def markdown(directory: Path) -> str:
     machine = "machine running the guest (L1)" if outer else "host"
     out.append(f"- {machine}: {host.get('cpu_model')}, {host.get('cores')} cores, kernel {host.get('kernel')}; "
                f"{host.get('qemu')}; {host.get('iperf3')}")
+    state = (outer or host).get("state")
+    if state:
+        out.append(f"- host state: {hoststate.summary(state)} (run.json host.state; unread: "
+                   f"{', '.join(state.get('missing', {})) or 'nothing'})")
     out.append(f"- guest: kernel {kernel_pkg.get('name')} {kernel_pkg.get('version')} "
                f"({image.get('boot_path')}), image {image.get('key')}")
     scn = meta.get("scenario", {})
