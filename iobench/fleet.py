@@ -23,7 +23,9 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -95,6 +97,47 @@ def inventory_hosts(inventory: Path) -> dict[str, dict[str, Any]]:
     return {h: hostvars.get(h, {}) for h in sorted(hosts)}
 
 
+# In the fleet's work dir: what local_defaults adds, as an inventory source (JSON, which Ansible's yaml
+# inventory plugin reads as YAML).
+LOCAL_HOSTS = "local-hosts.json"
+
+
+def local_defaults(hosts: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """What iobench sets for hosts on the controller itself (`ansible_connection: local`) that the
+    inventory leaves unset: the controller's own Python as `ansible_python_interpreter` (Ansible's
+    interpreter discovery can pick a shim that does not run, e.g. pyenv's in root's home: every task
+    then fails with "modules failed to execute"), and one `iobench_machine`, the controller's (they share
+    its cores, so they must not measure at the same time). The inventory's own values always win."""
+    out: dict[str, dict[str, str]] = {}
+    for name, hostvars in hosts.items():
+        if hostvars.get("ansible_connection") != "local":
+            continue
+        extra = {}
+        if "ansible_python_interpreter" not in hostvars:
+            extra["ansible_python_interpreter"] = sys.executable
+        if "iobench_machine" not in hostvars:
+            extra["iobench_machine"] = socket.gethostname()
+        if extra:
+            out[name] = extra
+    return out
+
+
+def check_collisions(hosts: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before anything runs, hosts on this controller that would install into one directory at the
+    same time (different machines run in parallel): the second unpack fails midway otherwise."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name, hostvars in sorted(hosts.items()):
+        if hostvars.get("ansible_connection") != "local" or hostvars.get("iobench_setup") != "install":
+            continue
+        where = str(hostvars.get("iobench_dir", "/opt/iobench"))
+        machine = str(hostvars.get("iobench_machine", name))
+        if where in seen and seen[where][1] != machine:
+            raise UserError(f"hosts {seen[where][0]} and {name} are this controller (ansible_connection=local) on "
+                            f"different iobench_machine values and both install into {where} at the same time: "
+                            "give them one iobench_machine (they share this machine's cores) or different iobench_dir.")
+        seen.setdefault(where, (name, machine))
+
+
 def source_tarball(dest: Path) -> Path:
     """This iobench's source as a tarball for hosts with `iobench_setup: install`: the files git
     tracks or would track (local changes included), else the package tree without venv and results."""
@@ -134,6 +177,16 @@ class _Stopper:
         return self.event.is_set()
 
 
+def explain_failure(host: str, task: str, msg: str) -> str:
+    """A host's failed task as one line; Ansible's word for a Python it could not run on the host (its
+    interpreter discovery picked one that does not work) gets the fix beside it."""
+    msg = msg.strip()
+    if "modules failed to execute" in msg or "interpreter" in msg.lower():
+        return (f"{task}: Ansible could not run Python on {host} ({msg}): set ansible_python_interpreter for "
+                "it in the inventory (e.g. ansible_python_interpreter: /usr/bin/python3)")
+    return f"{task}: {msg}"
+
+
 class _Events:
     """What ansible-runner's events say per host: unreachable and failure messages, progress lines."""
 
@@ -150,7 +203,7 @@ class _Events:
             self.unreachable[host] = str(data.get("res", {}).get("msg", "unreachable")).strip()
             self.log(f"{host}: unreachable: {self.unreachable[host]}")
         elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
-            self.failed.setdefault(host, f"{task}: {str(data.get('res', {}).get('msg', 'failed')).strip()}")
+            self.failed.setdefault(host, explain_failure(host, task, str(data.get("res", {}).get("msg", "failed"))))
         elif kind == "runner_on_start" and host and task == "iobench run":
             self.log(f"{host}: iobench run")
         elif kind == "runner_on_ok" and host and task == "iobench run":
@@ -163,11 +216,15 @@ class _Events:
 def _ansible(playbook: str, inventory: Path, extravars: dict[str, Any], workdir: Path, ident: str,
              events: Callable[[dict[str, Any]], bool] | None = None,
              cancel: Callable[[], bool] | None = None) -> Any:
+    """Run a playbook over the user's inventory and, after it, `workdir/local-hosts.json` when there is one
+    (local_defaults: a later inventory source adds host variables)."""
     import ansible_runner
 
+    overlay = workdir / LOCAL_HOSTS
+    inventories = [str(inventory.resolve()), *([str(overlay)] if overlay.exists() else [])]
     return ansible_runner.run(
         private_data_dir=str(workdir), ident=ident, playbook=str(PLAYBOOKS / playbook),
-        inventory=str(inventory.resolve()), extravars=extravars, quiet=True, event_handler=events,
+        inventory=inventories, extravars=extravars, quiet=True, event_handler=events,
         cancel_callback=cancel, settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
         envvars={"ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
                  "ANSIBLE_RETRY_FILES_ENABLED": "False"},
@@ -237,6 +294,9 @@ def run(inventory: Path, out: Path, scenario: Path | None, run_args: list[str], 
     """Run the fleet; returns (fleet directory, fleet.json). Publishes the directory also when a host
     failed or the run was stopped by a signal (fleet.json's status and hosts say which)."""
     hosts = inventory_hosts(inventory)
+    added = local_defaults(hosts)
+    hosts = {h: {**v, **added.get(h, {})} for h, v in hosts.items()}
+    check_collisions(hosts)
     if scenario is not None and not scenario.is_file():
         raise UserError(f"no scenario file at {scenario}.")
     fleet_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
@@ -246,6 +306,11 @@ def run(inventory: Path, out: Path, scenario: Path | None, run_args: list[str], 
     fetched = staging / ".fetched"
     work = Path(tempfile.mkdtemp(prefix=f"iobench-fleet-{fleet_id}-"))
     try:
+        if added:
+            (work / LOCAL_HOSTS).write_text(json.dumps({"all": {"hosts": added}}, indent=1) + "\n")
+            for name, extra in added.items():
+                log(f"{name}: local connection: " + ", ".join(f"{k}={v}" for k, v in extra.items())
+                    + " (set them in the inventory to choose otherwise)")
         stopper, events = _Stopper(log), _Events(log)
         extravars: dict[str, Any] = {"iobench_fleet_id": fleet_id, "iobench_fleet_dest": str(fetched.resolve()),
                                      "iobench_scenario": str(scenario.resolve()) if scenario else "",

@@ -138,3 +138,45 @@ def test_a_fleet_that_breaks_leaves_no_half_written_directory(tmp_path: Path, mo
     with pytest.raises(RuntimeError, match="broke"):
         fleet.run(inv, tmp_path / "out", None, [], log=lambda m: None)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_local_hosts_with_no_interpreter_set_run_and_are_one_machine(tmp_path: Path, capsys) -> None:
+    """As a user writes them: two `ansible_connection: local` hosts, no interpreter, no machine. Ansible's
+    interpreter discovery alone picked a pyenv shim on this machine kind that does not run (every host
+    failed at "Gathering Facts"); iobench gives local hosts the controller's Python, and makes them one
+    machine (this controller's cores), so they measure one after the other."""
+    import socket
+
+    import yaml
+
+    fake = fake_iobench(tmp_path, pause=1.0)
+    local = {"ansible_connection": "local", "iobench_dir": str(fake)}
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {
+        "h1": {**local, "iobench_results_root": str(tmp_path / "r1")},
+        "h2": {**local, "iobench_results_root": str(tmp_path / "r2")}}}}))
+    assert main(["fleet", "run", "--inventory", str(inv), "--out", str(tmp_path / "out"), "--no-db"]) == 0
+    (fleet_dir,) = (tmp_path / "out").glob("fleet-*")
+    hosts = {h["name"]: h for h in json.loads((fleet_dir / "fleet.json").read_text())["hosts"]}
+    assert {h["status"] for h in hosts.values()} == {"ok"}, hosts
+    assert {h["machine"] for h in hosts.values()} == {socket.gethostname()}
+    (s1, e1), (s2, e2) = window(hosts["h1"]), window(hosts["h2"])
+    assert e1 <= s2 or e2 <= s1, "two hosts of this controller measured at the same time"
+    assert "local connection: ansible_python_interpreter=" in capsys.readouterr().err
+
+
+def test_local_hosts_that_would_install_into_one_directory_at_once_are_refused(tmp_path: Path, capsys) -> None:
+    local = {"ansible_connection": "local", "iobench_setup": "install", "iobench_dir": str(tmp_path / "iob")}
+    inv = inventory(tmp_path, {"a": {**local, "iobench_machine": "m1"}, "b": {**local, "iobench_machine": "m2"}})
+    assert main(["fleet", "run", "--inventory", str(inv), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "hosts a and b are this controller" in err and "both install into" in err and "one iobench_machine" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_python_ansible_cannot_run_is_named_with_the_fix() -> None:
+    said = fleet.explain_failure("h1", "Gathering Facts",
+                                 "The following modules failed to execute: ansible.legacy.setup.\n")
+    assert said.startswith("Gathering Facts: Ansible could not run Python on h1")
+    assert "set ansible_python_interpreter" in said
+    assert fleet.explain_failure("h1", "iobench run", "exit 2") == "iobench run: exit 2"
