@@ -48,9 +48,20 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
     return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
             "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
             "cpu_model": host.get("cpu_model"), "outer_kernel": outer.get("kernel"),
-            "outer_cpu_model": outer.get("cpu_model"),
+            "outer_cpu_model": outer.get("cpu_model"), **_state(outer or host),
             "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
                                                  "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
+
+
+def _state(host: dict[str, Any]) -> dict[str, Any]:
+    """From run.json's host.state (hoststate; absent in older runs: None, never a difference): whether
+    the machine running the guests is a VM, its governors and SMT."""
+    st = host.get("state") or {}
+    if not st:
+        return {"virtualized": None, "governor": None, "smt": None}
+    govs = sorted({c.get("governor") for c in ((st.get("cpufreq") or {}).get("cpus") or {}).values()} - {None})
+    return {"virtualized": (st.get("virtualization") or {}).get("virtualized"),
+            "governor": "/".join(govs) or None, "smt": (st.get("smt") or {}).get("active")}
 
 
 def comparability(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -61,8 +72,13 @@ def comparability(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list
     blocking = [f"{what} differs: {a[k]} vs {b[k]}" for k, what in
                 (("accel", "accelerator"), ("exit_source", "exit source"), ("environment", "environment"))
                 if a[k] != b[k]]
-    notes = [f"{what} changed: {a[k]} -> {b[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"))
-             if a[k] != b[k]]
+    if a.get("virtualized") is not None and b.get("virtualized") is not None and a["virtualized"] != b["virtualized"]:
+        kinds = {True: "a virtualized host", False: "bare metal"}
+        blocking.append(f"{kinds[a['virtualized']]} against {kinds[b['virtualized']]}: a VM's CPUs are shared and stolen")
+    notes = [f"{what} changed: {a[k]} -> {b[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"),
+                                                                 ("cpu_model", "CPU model"), ("governor", "governor"),
+                                                                 ("smt", "SMT"))
+             if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]]
     scn_diff = [k for k in a["scenario"] if a["scenario"][k] != b["scenario"].get(k)]
     if scn_diff:
         notes.append(f"scenario differs in {', '.join(scn_diff)}")

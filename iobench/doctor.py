@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iobench import accel, backends, guest, hostinfo, stale, topology
+from iobench import accel, backends, guest, hostinfo, hoststate, stale, topology
 from iobench.check import Check
 
 
@@ -71,4 +71,12 @@ def checks(probe: bool = True, out_roots: list[Path] | None = None) -> list[Chec
     vhost = backends.unavailable_reason(backends.VHOST, "kvm" if kvm_ok else "tcg")
     out.append(Check("vhost-net", vhost is None, "/dev/vhost-net usable" if vhost is None else vhost))
     out.append(Check("netns", os.path.isdir("/var/run/netns") or os.geteuid() == 0, "named namespaces under /var/run/netns"))
-    return out
+    return out + measurement_checks(hoststate.state(flags=hostinfo.cpuinfo().get("flags", "").split()))
+
+
+def measurement_checks(st: dict[str, object]) -> list[Check]:
+    """What in the host's state spoils a measurement: a warning each, with the fix; one ok line otherwise."""
+    found = hoststate.warnings(st)
+    if not found:
+        return [Check("host state", True, "nothing that spoils a measurement: " + hoststate.summary(st))]
+    return [Check(f"host: {name}", False, sentence) for name, sentence in found]

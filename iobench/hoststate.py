@@ -167,3 +167,33 @@ def summary(st: dict[str, Any]) -> str:
              f"THP {st['thp']['enabled']}" if (st.get("thp") or {}).get("enabled") else None,
              f"virtualized ({virt.get('what') or virt.get('how')})" if virt.get("virtualized") else "bare metal"]
     return ", ".join(p for p in parts if p)
+
+
+def warnings(st: dict[str, Any]) -> list[tuple[str, str]]:
+    """What in this state spoils a measurement, each (name, one sentence with the fix), as pyperf's
+    `system show` advises: frequency that moves, interrupts that move, no cores set apart, a host that
+    is itself a VM."""
+    out = []
+    freq = st.get("cpufreq") or {}
+    slow = sorted({c.get("governor") for c in freq.get("cpus", {}).values()} - {"performance", None})
+    if slow:
+        out.append(("governor", f"CPU frequency governor {'/'.join(slow)}: the clock moves with load, and with it every "
+                                "per-packet CPU figure; set it to performance (cpupower "
+                                "frequency-set -g performance)."))
+    if freq.get("boost"):
+        out.append(("turbo", "turbo/boost is on: the clock depends on temperature and how many cores are busy; "
+                             "turn it off for comparable runs (echo 0 > /sys/devices/system/cpu/cpufreq/boost, or "
+                             "intel_pstate/no_turbo = 1)."))
+    if st.get("irqbalance_running"):
+        out.append(("irqbalance", "irqbalance is running: it moves interrupts onto the cores being measured mid-run; "
+                                  "stop it (systemctl stop irqbalance) and pin the NIC's and tap's IRQs away."))
+    if not st.get("isolated_cpus") and not (st.get("cmdline_options") or {}).get("isolcpus"):
+        out.append(("isolation", "no CPUs are isolated (isolcpus/nohz_full): the vCPU, vhost worker and traffic peer "
+                                 "share their cores with everything else; boot with isolcpus= and nohz_full= for the "
+                                 "measured cores (or the tuned profile cpu-partitioning)."))
+    virt = st.get("virtualization") or {}
+    if virt.get("virtualized"):
+        what = virt.get("what") or "a hypervisor"
+        out.append(("virtualized", f"this host is itself a VM ({what}): its CPUs are shared and may be stolen, so "
+                                   "its numbers compare only with runs on the same kind of VM, never with bare metal."))
+    return out

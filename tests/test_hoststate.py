@@ -73,3 +73,48 @@ def test_this_hosts_state_is_in_every_runs_host_record() -> None:
     assert (st["cpufreq"] is not None) == has_cpufreq
     assert has_cpufreq or "cpufreq" in st["missing"]
     assert isinstance(st["virtualization"]["virtualized"], bool)
+
+
+def test_doctor_warns_about_each_thing_that_spoils_a_measurement(tmp_path: Path) -> None:
+    from iobench import doctor
+
+    untuned = {**TUNED_HOST, **{f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor": "powersave" for c in range(4)},
+               "sys/devices/system/cpu/cpufreq/boost": "1", "sys/devices/system/cpu/isolated": "",
+               "proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1"}
+    warned = {c.name: c.detail for c in doctor.measurement_checks(hoststate.state(write(tmp_path / "u", untuned),
+                                                                                   flags=["svm", "hypervisor"]))}
+    assert set(warned) == {"host: governor", "host: turbo", "host: irqbalance", "host: isolation", "host: virtualized"}
+    assert "powersave" in warned["host: governor"] and "performance" in warned["host: governor"]
+    assert all(d.endswith(".") and d.count(". ") <= 1 for d in warned.values())  # one sentence (with its fix)
+    tuned = {**TUNED_HOST}
+    del tuned["proc/812/comm"]
+    (ok,) = doctor.measurement_checks(hoststate.state(write(tmp_path / "t", tuned), flags=["svm"]))
+    assert ok.ok and ok.name == "host state"
+
+
+def test_on_this_machine_doctor_says_it_is_a_vm() -> None:
+    """Provoked where the machine allows: this project's machines are KVM guests without isolated CPUs."""
+    from iobench import doctor
+
+    st = hostinfo.describe()["state"]
+    names = {c.name for c in doctor.measurement_checks(st)}
+    assert ("host: virtualized" in names) == bool(st["virtualization"]["virtualized"])
+    assert ("host: isolation" in names) == (not st["isolated_cpus"] and "isolcpus" not in st["cmdline_options"])
+
+
+def test_compare_and_the_gate_block_a_vm_against_bare_metal_and_note_a_changed_governor(tmp_path: Path) -> None:
+    from iobench.compare import comparability, environment
+
+    def meta(tree: dict[str, str], flags: list[str]) -> dict:
+        st = hoststate.state(write(tmp_path / str(len(flags)) / tree["proc/cmdline"][-4:], tree), flags=flags)
+        return {"accel": {"accel": "kvm", "exit_source": "kvm-stats"}, "host": {"kernel": "6.1", "state": st}}
+
+    bare = meta(TUNED_HOST, ["svm"])
+    slow = {**TUNED_HOST, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "powersave", "proc/cmdline": "slow"}
+    blocking, notes = comparability(environment(bare), environment(meta(slow, ["svm"])))
+    assert not blocking and "governor changed: performance -> performance/powersave" in notes
+    vm = meta({**TUNED_HOST, "proc/cmdline": "in-a-vm"}, ["svm", "hypervisor"])
+    blocking, _ = comparability(environment(bare), environment(vm))
+    assert blocking == ["bare metal against a virtualized host: a VM's CPUs are shared and stolen"]
+    old = {"accel": {"accel": "kvm", "exit_source": "kvm-stats"}, "host": {"kernel": "6.1"}}  # before host.state
+    assert comparability(environment(old), environment(vm)) == ([], [])
