@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,26 @@ from typing import Any
 
 from iobench import __version__
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
+
+ENVIRONMENT_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _add_environment_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--environment", metavar="LABEL",
+                   help="where this runs, recorded in run.json (default: host): runs of different environments are "
+                        "never compared or gated against each other, e.g. github-hosted-ubuntu-24.04 for a hosted "
+                        "CI runner's nested KVM, which must not meet bare metal")
+
+
+def _set_environment(label: str | None) -> None:
+    """--environment: the label every run of this process records (the runner reads IOBENCH_ENVIRONMENT,
+    which the lab sets to "lab" for its inner run)."""
+    if label is None:
+        return
+    if label == "lab" or not ENVIRONMENT_LABEL.match(label):
+        raise UserError(f"--environment {label!r}: a label of a-z 0-9 . _ - (up to 64), not lab (the nested lab's "
+                        "own runs are labelled lab).")
+    os.environ["IOBENCH_ENVIRONMENT"] = label
 
 
 def _log(message: str) -> None:
@@ -79,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results/<run-id>/.")
     _add_scenario_options(run)
     run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
+    _add_environment_option(run)
     _add_db_options(run)
 
     plan = sub.add_parser("plan", help="print the cells and exact QEMU/iperf3 command lines, run nothing",
@@ -157,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--qemu-arg", action="append", default=[],
                       help="with --scenario: a raw QEMU argument for every VM of the run (repeatable): gate a "
                            "candidate QEMU setting, or inject a change to see that the gate catches it")
+    gate.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
+                      help="with --scenario: the accelerator of the run it starts (e.g. kvm on a CI runner with /dev/kvm)")
+    _add_environment_option(gate)
     gate.add_argument("--baseline-history", type=int, metavar="N",
                       help="instead of --baseline: the last N ok runs of the same scenario and environment in the "
                            "history database (their repeats pooled: tolerances include run-to-run drift)")
@@ -229,6 +254,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from iobench.runner import run
 
     scn = scenario_from_args(args)
+    if getattr(args, "environment", None) and scn.accel == "lab":
+        raise UserError("--environment labels a host's own runs; the nested lab's runs are labelled lab.")
+    _set_environment(getattr(args, "environment", None))
     if scn.accel == "lab":
         return cmd_lab_run(args)
     if scn.accel == "auto" and "IOBENCH_ENVIRONMENT" not in os.environ:
@@ -523,11 +551,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _run_scenario_for_gate(scenario: Path, out: Path, backend: list[str] | None = None,
-                           qemu_args: list[str] | None = None) -> Path:
+                           qemu_args: list[str] | None = None, accel: str | None = None,
+                           environment: str | None = None) -> Path:
     """`iobench run --scenario FILE --out OUT` as the CI job runs it; returns the new results dir."""
     before = set(out.glob("*/run.json")) if out.is_dir() else set()
     argv = ["run", "--scenario", str(scenario), "--out", str(out), *(f"--backend={b}" for b in backend or ()),
-            *(f"--qemu-arg={a}" for a in qemu_args or ())]
+            *(f"--qemu-arg={a}" for a in qemu_args or ()), *([f"--accel={accel}"] if accel else []),
+            *([f"--environment={environment}"] if environment else [])]
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     cmd_run(args)  # a partial run still has a results dir; the gate says what is missing
@@ -688,11 +718,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from iobench import gate, results
 
     started = _time.monotonic()
-    if (args.backend or args.qemu_arg) and not args.scenario:
-        raise UserError("--backend and --qemu-arg shape the run that --scenario starts; a finished run is judged "
-                        "as it is.")
+    if (args.backend or args.qemu_arg or args.accel or args.environment) and not args.scenario:
+        raise UserError("--backend, --qemu-arg, --accel and --environment shape the run that --scenario starts; a "
+                        "finished run is judged as it is.")
+    early = None  # a missing or unreadable baseline is said before a long run, not after it
+    if args.scenario and args.baseline and not args.update_baseline and not args.baseline_history:
+        early = gate.load_baseline(args.baseline)
     if args.scenario:
-        directory = _run_scenario_for_gate(args.scenario, args.out, args.backend, args.qemu_arg)
+        directory = _run_scenario_for_gate(args.scenario, args.out, args.backend, args.qemu_arg, args.accel,
+                                           args.environment)
     elif args.directory:
         directory = args.directory
     else:
@@ -704,7 +738,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         if not args.baseline:
             raise UserError("--update-baseline writes the file --baseline names: give it.")
         return _write_baseline(args, run)
-    baseline = _baseline(args, run)
+    baseline = early or _baseline(args, run)
     result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
     _record_verdicts(directory, run, baseline, result, args)
     if args.format == "json":

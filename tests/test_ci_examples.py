@@ -21,27 +21,33 @@ def check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(("schema", "name"), [("vendor.github-workflows", "github-actions-gate.yml"),
-                                              ("vendor.gitlab-ci", "gitlab-ci-gate.yml")])
+                                              ("vendor.gitlab-ci", "gitlab-ci-gate.yml"),
+                                              ("vendor.github-workflows", "github-actions-kvm.yml"),
+                                              ("vendor.gitlab-ci", "gitlab-ci-kvm.yml")])
 def test_the_example_jobs_pass_their_ci_systems_schema(schema: str, name: str, tmp_path: Path) -> None:
     result = check(schema, EXAMPLES / name)
     assert result.returncode == 0, result.stdout + result.stderr
     # ... and the checker does catch a broken one
     broken = yaml.safe_load((EXAMPLES / name).read_text())
     if name.startswith("github"):
-        del broken["jobs"]["gate"]["runs-on"]
+        (job,) = broken["jobs"].values()
+        del job["runs-on"]
     else:
-        broken["iobench-gate"]["allow_failure"] = {"exit_codes": "two"}
+        (job,) = broken.values()
+        job["allow_failure"] = {"exit_codes": "two"}
     (tmp_path / name).write_text(yaml.safe_dump(broken))
     assert check(schema, tmp_path / name).returncode != 0
 
 
+@pytest.mark.parametrize("name", ["github-actions-gate.yml", "github-actions-kvm.yml"])
 @pytest.mark.parametrize(("code", "verdict", "job_exit", "annotation"), [
     (0, "passed", 0, None), (1, "worse", 1, "::error title=iobench gate::"),
     (2, "not-comparable", 0, "::warning title=iobench gate::not comparable"), (3, None, 3, "exited 3")])
 def test_the_github_gate_step_maps_exit_codes(code: int, verdict: str | None, job_exit: int, annotation: str | None,
-                                              tmp_path: Path) -> None:
-    workflow = yaml.safe_load((EXAMPLES / "github-actions-gate.yml").read_text())
-    (step,) = [s for s in workflow["jobs"]["gate"]["steps"] if s.get("id") == "gate"]
+                                              name: str, tmp_path: Path) -> None:
+    workflow = yaml.safe_load((EXAMPLES / name).read_text())
+    (job,) = workflow["jobs"].values()
+    (step,) = [s for s in job["steps"] if s.get("id") == "gate"]
     bin_dir = tmp_path / "bin"
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     bin_dir.mkdir()
@@ -52,15 +58,18 @@ def test_the_github_gate_step_maps_exit_codes(code: int, verdict: str | None, jo
     for f in (stub, sudo):
         f.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_OUTPUT": str(tmp_path / "out"),
-           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"), **workflow["jobs"]["gate"]["env"]}
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"), **job["env"]}
     result = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == job_exit, result.stdout + result.stderr
     outputs = (tmp_path / "out").read_text() if (tmp_path / "out").exists() else ""
     assert (f"verdict={verdict}\n" in outputs) if verdict else outputs == ""
     if annotation:
         assert annotation in result.stdout
-    assert (tmp_path / "argv").read_text().split()[:6] == ["gate", "--scenario", "scenarios/ci.toml", "--baseline",
-                                                          "results/baselines/ci-tcg.json", "--out"]
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[:3] == ["gate", "--scenario", job["env"]["SCENARIO"]]
+    assert argv[argv.index("--baseline") + 1] == job["env"]["BASELINE"] and "--out" in argv
+    if name == "github-actions-kvm.yml":  # real KVM, and a label that keeps a hosted runner apart from bare metal
+        assert argv[argv.index("--accel") + 1] == "kvm" and argv[argv.index("--environment") + 1] == job["env"]["ENVIRONMENT"]
 
 
 def test_the_gitlab_job_lets_not_comparable_through_as_a_warning_only() -> None:
@@ -68,3 +77,17 @@ def test_the_gitlab_job_lets_not_comparable_through_as_a_warning_only() -> None:
     assert job["allow_failure"] == {"exit_codes": [2]}
     assert job["artifacts"]["when"] == "always"
     assert any("iobench gate" in line and "--summary" in line for line in job["script"])
+
+
+def test_the_kvm_jobs_load_the_modules_best_effort_and_name_the_devices() -> None:
+    workflow = yaml.safe_load((EXAMPLES / "github-actions-kvm.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    setup = next(s["run"] for s in job["steps"] if s.get("name", "").startswith("Enable KVM"))
+    assert "modprobe vhost_net ||" in setup and "::warning" in setup  # best effort, said in the log
+    triggers = workflow.get("on", workflow.get(True))  # PyYAML reads a bare `on` key as YAML 1.1 true
+    assert triggers["workflow_dispatch"]["inputs"]["make-baseline"]["type"] == "boolean"
+    assert any("--update-baseline" in (s.get("run") or "") for s in job["steps"])
+    gitlab = yaml.safe_load((EXAMPLES / "gitlab-ci-kvm.yml").read_text())["iobench-gate-kvm"]
+    assert gitlab["allow_failure"] == {"exit_codes": [2]} and gitlab["tags"] == ["iobench-kvm"]
+    header = (EXAMPLES / "gitlab-ci-kvm.yml").read_text()
+    assert all(d in header for d in ("/dev/kvm", "/dev/vhost-net", "/dev/net/tun"))

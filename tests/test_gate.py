@@ -207,3 +207,20 @@ def test_a_run_of_chosen_backends_is_judged_on_them_and_names_the_rest(data: Pat
     chosen = gate.gate(run, baseline, only_backends=backends)
     assert chosen.exit_code == 0 and {v.backend for v in chosen.verdicts} == set(backends)
     assert any("not run by choice (not gated): vhost-extra" in n for n in chosen.notes)
+
+
+def test_a_gate_job_without_its_baseline_says_so_before_running(tmp_path: Path, capsys) -> None:
+    """A CI runner class whose first baseline is not made yet: exit 2 at once, nothing run."""
+    ci = Path(__file__).parent.parent / "scenarios" / "ci-kvm.toml"
+    assert main(["gate", "--scenario", str(ci), "--baseline", str(tmp_path / "none.json"),
+                 "--out", str(tmp_path / "out"), "--environment", "github-hosted-ubuntu-24.04"]) == 2
+    assert "no baseline at" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["gate", str(tmp_path), "--baseline", str(tmp_path / "none.json"), "--accel", "kvm"]) == 2
+    assert "shape the run that --scenario starts" in capsys.readouterr().err
+
+
+def test_an_environment_label_is_checked(tmp_path: Path, capsys) -> None:
+    assert main(["run", "--environment", "Lab Runner", "--out", str(tmp_path)]) == 2
+    assert "--environment 'Lab Runner': a label of a-z 0-9" in capsys.readouterr().err
+    assert main(["run", "--environment", "ci-x", "--accel", "lab", "--out", str(tmp_path)]) == 2
+    assert "nested lab's runs are labelled lab" in capsys.readouterr().err
