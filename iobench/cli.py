@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench import __version__
+from iobench.commands import host as host_command
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 
 ENVIRONMENT_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_run.add_argument("--out", type=Path, default=Path("results"), help="results root (default ./results)")
     _add_db_options(fleet_run)
 
+    host_command.add_parser(sub)
     db = sub.add_parser("db", help="the history database: every run, queryable with SQL (DuckDB)",
                         description="Index results directories into a DuckDB file (tables runs, rows, summary, "
                                     "verdicts) and query it. Finished runs and gate verdicts are added automatically.")
@@ -788,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": cmd_db,
-                "fleet": cmd_fleet}
+                "fleet": cmd_fleet, "host": host_command.run}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)

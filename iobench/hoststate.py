@@ -103,7 +103,7 @@ def state(root: Path = Path("/"), cpus: list[int] | None = None, flags: list[str
     to describe (default: every online CPU); `flags`: CPU 0's /proc/cpuinfo flags."""
     missing: dict[str, str] = {}
     online = _read(root, CPU / "online")
-    cpus = cpus if cpus is not None else _cpulist(online or "")
+    cpus = cpus if cpus is not None else cpulist(online or "")
     out: dict[str, Any] = {"cpus_online": online}
     freq, why = cpufreq(root, cpus)
     if why:
@@ -142,7 +142,7 @@ def state(root: Path = Path("/"), cpus: list[int] | None = None, flags: list[str
     return out
 
 
-def _cpulist(text: str) -> list[int]:
+def cpulist(text: str) -> list[int]:
     """"0-3,8" -> [0, 1, 2, 3, 8]."""
     out: list[int] = []
     for part in filter(None, text.split(",")):
@@ -178,15 +178,15 @@ def warnings(st: dict[str, Any]) -> list[tuple[str, str]]:
     slow = sorted({c.get("governor") for c in freq.get("cpus", {}).values()} - {"performance", None})
     if slow:
         out.append(("governor", f"CPU frequency governor {'/'.join(slow)}: the clock moves with load, and with it every "
-                                "per-packet CPU figure; set it to performance (cpupower "
+                                "per-packet CPU figure; set it to performance (`iobench host tune`, or cpupower "
                                 "frequency-set -g performance)."))
     if freq.get("boost"):
         out.append(("turbo", "turbo/boost is on: the clock depends on temperature and how many cores are busy; "
-                             "turn it off for comparable runs (echo 0 > /sys/devices/system/cpu/cpufreq/boost, or "
-                             "intel_pstate/no_turbo = 1)."))
+                             "turn it off for comparable runs (`iobench host tune`, or echo 0 > "
+                             "/sys/devices/system/cpu/cpufreq/boost, or intel_pstate/no_turbo = 1)."))
     if st.get("irqbalance_running"):
         out.append(("irqbalance", "irqbalance is running: it moves interrupts onto the cores being measured mid-run; "
-                                  "stop it (systemctl stop irqbalance) and pin the NIC's and tap's IRQs away."))
+                                  "stop it and steer IRQs away (`iobench host tune --isolate CPUS`)."))
     if not st.get("isolated_cpus") and not (st.get("cmdline_options") or {}).get("isolcpus"):
         out.append(("isolation", "no CPUs are isolated (isolcpus/nohz_full): the vCPU, vhost worker and traffic peer "
                                  "share their cores with everything else; boot with isolcpus= and nohz_full= for the "
