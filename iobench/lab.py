@@ -2,17 +2,16 @@
 
 A first-level VM ("L1") runs under TCG with an emulated AMD CPU (-cpu EPYC), so
 its stock Debian kernel gets KVM through nested SVM and vhost-net as modules.
-L1 sees the host's root file system read-only over 9p and runs the *same*
+L1 sees the parts of the host the job needs, read-only over 9p, and runs the *same*
 iobench code, Python environment, QEMU and guest image in a chroot (no second
 copy to drift), with `--accel kvm`; it writes its results into a lab directory
 shared writable at the same absolute path. The host then adds the lab's own
 description to run.json and publishes the directory like any other run.
 
-Why the whole root read-only: the chroot must find the interpreter, the
-installed package (an editable install points into the work tree), QEMU with its
-data files and libraries, iperf3 and the image cache at the paths recorded on
-the host; sharing them one by one would break whenever one of them moves.
-Nothing in L1 can write to the host except the lab directory.
+What L1 sees of the host is only what the inner run needs (labexports): /usr,
+the Python environment, the iobench tree, the image cache, each read-only at its
+own path, and copies of a few /etc files — never /root, /home or /etc themselves;
+the lab directory is its one writable share. run.json's `lab.exports` lists them.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iobench import checkpoint, faults, guest, hostinfo, labwatch, provenance, stale
+from iobench import checkpoint, faults, guest, hostinfo, labexports, labwatch, provenance, stale
 from iobench.check import Check
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
@@ -72,8 +71,14 @@ class L1Lost(CellFailed):
 
 
 def l1_config(image: guest.GuestImage, labdir: Path) -> VMConfig:
+    """L1's QEMU: what it may read of the host (labexports: read-only shares, prepared in `labdir`) and
+    the lab directory, its one writable share."""
+    try:
+        exports = labexports.prepare(labdir)
+    except ValueError as exc:
+        raise UserError(f"the lab cannot run here: {exc}.") from exc
     virtfs = (
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        *labexports.virtfs_args(exports),
         "-virtfs", f"local,path={labdir},mount_tag=labdir,security_model=none,multidevs=remap",
     )
     # -d cpu_reset,guest_errors: when L1 dies silently (a triple fault exits QEMU with status 0
@@ -104,8 +109,27 @@ def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict
         **({"IOBENCH_FAULT": os.environ["IOBENCH_FAULT"]} if os.environ.get("IOBENCH_FAULT") else {}),
     }
     exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-    return (f"#!/bin/sh\n{exports}\ncd {shlex.quote(str(Path.cwd()))}\n"
-            f"{shlex.join(argv)}\necho $? > {shlex.quote(str(labdir / 'exit-code'))}\n")
+    return (f"#!/bin/sh\n{exports}\ncd {shlex.quote(str(Path.cwd()))} 2>/dev/null || cd {shlex.quote(str(_tree()))}\n"
+            f"{_probes()}{shlex.join(argv)}\necho $? > {shlex.quote(str(labdir / 'exit-code'))}\n")
+
+
+# Test hook: host paths (':'-separated) the job tries to read in L1 before the run, saying for each
+# whether it could (the least-privilege test: a sentinel outside the shares must not be readable).
+PROBE_ENV = "IOBENCH_LAB_PROBE"
+
+
+def _probes() -> str:
+    lines = []
+    for path in filter(None, os.environ.get(PROBE_ENV, "").split(":")):
+        q = shlex.quote(path)
+        lines.append(f"if cat {q} >/dev/null 2>&1; then echo {shlex.quote(f'iobench: lab probe: {path} readable in L1')} >&2; "
+                     f"else echo {shlex.quote(f'iobench: lab probe: {path} not readable in L1')} >&2; fi\n")
+    return "".join(lines)
+
+
+def _tree() -> Path:
+    """The iobench tree (shared with L1): where the job runs when the host's working directory is not shared."""
+    return Path(__file__).resolve().parent.parent
 
 
 def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
@@ -394,7 +418,9 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
     meta["lab"] = {
         "why": why,
         "how": f"L1 under QEMU TCG with -cpu {L1_CPU} (nested SVM), {L1_VCPUS} vCPUs, {L1_MEMORY_MB} MiB; "
-               "the benchmark guest runs under L1's KVM; L1 sees the host root read-only over 9p",
+               "the benchmark guest runs under L1's KVM; L1 sees only the host paths in `exports`, read-only "
+               "over 9p, and writes only to the lab directory",
+        "exports": _exports(labdir),
         "l1": _parse_info(l1_line),
         "l1_kernel_args": [*L1_KERNEL_ARGS, *l1_extra_args()],
         "l1_qemu": hostinfo.version_line([os.environ.get(L1_QEMU_ENV) or QEMU_BINARY, "--version"]),
@@ -479,6 +505,19 @@ def doctor(log: Log) -> list[Check]:
     finally:
         shutil.rmtree(labdir, ignore_errors=True)
     return checks
+
+
+def _exports(labdir: Path) -> dict[str, Any]:
+    """run.json's record of what L1 could read: the shares and links of exports.txt, the /etc copies."""
+    shares, links = [], {}
+    for line in (labdir / "exports.txt").read_text().splitlines():
+        kind, a, b = (line.split(" ", 2) + ["", ""])[:3]
+        if kind == "share":
+            shares.append(b)
+        elif kind == "link":
+            links[a] = b
+    etc = sorted(p.name for p in (labdir / "etc").iterdir()) if (labdir / "etc").is_dir() else []
+    return {"read_only": shares, "links": links, "etc_copies": etc, "writable": "the lab directory only"}
 
 
 def _parse_info(line: str) -> dict[str, str]:

@@ -32,16 +32,32 @@ ip link set lo up
 POLL_NS=$(arg iobench.halt_poll_ns)
 [ -n "$POLL_NS" ] && echo "$POLL_NS" > /sys/module/kvm/parameters/halt_poll_ns
 
-mkdir -p /host
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || fail "cannot mount the host root (9p)"
+# L1's root for the job: a tmpfs holding only what the host shares (iobench/labexports.py): each
+# share read-only at its own path, the host's top-level links into /usr, copies of a few /etc files.
+# Nothing else of the host is there: no /root, /home or /etc of its own.
+mkdir -p /lab /host
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labdir /lab || fail "cannot mount the lab directory (9p)"
+[ -f /lab/exports.txt ] || fail "no exports.txt in the lab directory"
+mount -t tmpfs -o mode=755 tmpfs /host
+while read -r kind a b; do
+  case "$kind" in
+    share) mkdir -p "/host$b"
+           mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 "$a" "/host$b" || fail "cannot mount the share of $b (9p $a)" ;;
+    link) ln -s "$b" "/host/$a" ;;
+  esac
+done < /lab/exports.txt
+mkdir -p /host/etc /host/proc /host/sys /host/dev /host/run /host/tmp /host/var/tmp "/host$LABDIR"
+ln -s ../run /host/var/run
+cp -a /lab/etc/. /host/etc/ 2>/dev/null
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
 mount --bind /dev /host/dev
-# /run is L1's own (netns mounts, the job's TMPDIR); the host's /tmp stays visible, read-only.
+# /run and /tmp are L1's own (netns mounts, the job's TMPDIR).
 mount -t tmpfs -o mode=755 tmpfs /host/run
 mkdir -p /host/run/iobench-tmp
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labdir "/host$LABDIR" || fail "cannot mount the lab directory (9p)"
+chmod 1777 /host/tmp
+mount --bind /lab "/host$LABDIR" || fail "cannot mount the lab directory at $LABDIR"
 
 KVM=no; [ -c /dev/kvm ] && KVM=yes
 VHOST=no; [ -c /dev/vhost-net ] && VHOST=yes
