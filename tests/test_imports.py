@@ -70,3 +70,12 @@ def test_the_graph_reads_imports_inside_functions() -> None:
 
 def test_the_package_has_no_import_loop() -> None:
     assert cycle(graph()) is None, " -> ".join(cycle(graph()) or [])
+
+
+def test_the_runner_orchestrates_and_names_no_counter() -> None:
+    """Everything that measures is an instrument (iobench.instruments): the runner imports no counter
+    module, and measure (which assembles rows) none either."""
+    edges = graph()
+    for module in ("iobench.runner", "iobench.measure", "iobench.timeline"):
+        assert not {m for m in edges[module] if m.startswith("iobench.counters")}, (module, edges[module])
+    assert "iobench.instruments" in edges["iobench.runner"]
