@@ -46,10 +46,13 @@ def _always(run: RunScope) -> bool:
 
 # In this order: `start` and `read` go down the list, `stop` up it. An instrument may read what one
 # above it put in the window's facts (the link's packets, /proc's threads).
+# The exit sources come first: a window's first sample reads them right after the last `start` (the exit-
+# reason triggers are armed by then), and its last sample, taken in reverse order, reads them right before
+# the first `stop`, so that the kernel's per-window trace and KVM's own count cover the same exits.
 REGISTRY: tuple[Entry, ...] = (
-    Entry("link", _always, lambda run: LinkCounters()),
     Entry("kvm-stats", lambda run: run.accel == "kvm", KvmStats),
     Entry("tcg-traps", lambda run: run.accel == "tcg", TcgTraps),
+    Entry("link", _always, lambda run: LinkCounters()),
     Entry("proc", _always, ProcCounters),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
     Entry("copy-trace", _always, CopyTrace),
@@ -142,7 +145,7 @@ class Measurement:
                  tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
-                self._sample()
+                self._sample(last=True)
         finally:
             self._stop()
 
@@ -151,11 +154,15 @@ class Measurement:
             inst.stop(self.window)
         self._started = []
 
-    def _sample(self) -> None:
+    def _sample(self, last: bool = False) -> None:
+        """One reading of every instrument, kept in registry order; the window's last one is taken last
+        instrument first, so that the exit sources are read closest to the hooks around the window."""
         if self.window.vm is not None:
             self.window.vm.check_alive()  # raises VMLaunchFailure if QEMU is gone
         now = time.monotonic()
-        self.samples.append([inst.sample(self.window) for inst in self.instruments])
+        order = list(reversed(self.instruments)) if last else list(self.instruments)
+        taken = {id(inst): inst.sample(self.window) for inst in order}
+        self.samples.append([taken[id(inst)] for inst in self.instruments])
         self.times.append(now)
 
     def poke(self) -> None:
