@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iobench import exitsites, results
+from iobench import exitsites, hoststate, results
 from iobench.errors import UserError
 from iobench.schema import HIGHER_IS_BETTER
 
@@ -59,9 +59,8 @@ def _state(host: dict[str, Any]) -> dict[str, Any]:
     st = host.get("state") or {}
     if not st:
         return {"virtualized": None, "governor": None, "smt": None}
-    govs = sorted({c.get("governor") for c in ((st.get("cpufreq") or {}).get("cpus") or {}).values()} - {None})
     return {"virtualized": (st.get("virtualization") or {}).get("virtualized"),
-            "governor": "/".join(govs) or None, "smt": (st.get("smt") or {}).get("active")}
+            "governor": "/".join(hoststate.governors(st)) or None, "smt": (st.get("smt") or {}).get("active")}
 
 
 def comparability(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:

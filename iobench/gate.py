@@ -176,8 +176,7 @@ def min_tolerance(metric: str, env: dict[str, Any]) -> float:
     """The smallest tolerance a metric gets in an environment (`compare.environment`): TOL_MIN, or
     TOL_MIN_EMULATED_SPEED for a rate or CPU time measured under an emulator (TCG, or KVM inside the
     lab's emulated L1), where the emulator's speed drifts from run to run more than the repeats show."""
-    emulated = env.get("accel") == "tcg" or env.get("environment") == "lab"
-    return TOL_MIN_EMULATED_SPEED if metric in HOST_SPEED_METRICS and emulated else TOL_MIN
+    return TOL_MIN_EMULATED_SPEED if metric in HOST_SPEED_METRICS and hostspeed.emulated(env) else TOL_MIN
 
 
 def tolerance(values: Sequence[float], floor: float = TOL_MIN) -> float:

@@ -151,13 +151,19 @@ def cpulist(text: str) -> list[int]:
     return out
 
 
+def governors(st: dict[str, Any]) -> list[str]:
+    """The cpufreq governors of the CPUs in a state (sorted, each once; empty without cpufreq)."""
+    cpus = ((st.get("cpufreq") or {}).get("cpus") or {}).values()
+    return sorted({c.get("governor") for c in cpus} - {None})
+
+
 def summary(st: dict[str, Any]) -> str:
     """One line for the report's header."""
     freq = st.get("cpufreq") or {}
-    governors = sorted({c.get("governor") for c in freq.get("cpus", {}).values()} - {None})
+    govs = governors(st)
     virt = st.get("virtualization", {})
     smt = (st.get("smt") or {}).get("active")
-    parts = [f"governor {'/'.join(governors)}" if governors else "no cpufreq",
+    parts = [f"governor {'/'.join(govs)}" if govs else "no cpufreq",
              f"boost {'on' if freq.get('boost') else 'off'}" if freq.get("boost") is not None else None,
              f"SMT {'on' if smt else 'off'}" if smt is not None else None,
              f"NUMA nodes {len(st['numa_nodes'])}" if st.get("numa_nodes") else None,
@@ -175,7 +181,7 @@ def warnings(st: dict[str, Any]) -> list[tuple[str, str]]:
     is itself a VM."""
     out = []
     freq = st.get("cpufreq") or {}
-    slow = sorted({c.get("governor") for c in freq.get("cpus", {}).values()} - {"performance", None})
+    slow = [g for g in governors(st) if g != "performance"]
     if slow:
         out.append(("governor", f"CPU frequency governor {'/'.join(slow)}: the clock moves with load, and with it every "
                                 "per-packet CPU figure; set it to performance (`iobench host tune`, or cpupower "
