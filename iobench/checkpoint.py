@@ -41,6 +41,20 @@ class Progress:
         """(backend, direction, repeat, workload) of every cell with an outcome (ok or failed)."""
         return {(c["backend"], c["direction"], int(c["repeat"]), c["workload"]) for c in self.cells}
 
+    def reopen_failed(self) -> list[dict[str, Any]]:
+        """Give the failed cells another chance, when the run resumes in a new L1. Why: an L1 that stalls
+        often fails a cell or two before its watchdog calls it lost (a QMP command with no answer, a guest
+        that stopped answering), and those failures say nothing about the cell. Each becomes a lost attempt
+        in run.json (its reason kept) and is measured again; one that fails for a reason of its own fails
+        again, at most once per L1 attempt."""
+        failed = [c for c in self.cells if c.get("status") != "ok"]
+        self.cells = [c for c in self.cells if c.get("status") == "ok"]
+        self.attempts.extend({"backend": c["backend"], "repeat": c["repeat"], "attempt": None,
+                              "reason": f"{c.get('reason') or 'failed'} (in an L1 that was then lost: measured again)",
+                              "cells_left": [f"{c['direction']}/{c['workload']}"],
+                              **({"l1_attempt": c["l1_attempt"]} if "l1_attempt" in c else {})} for c in failed)
+        return failed
+
 
 def save(staging: Path, progress: Progress) -> None:
     path = staging / NAME

@@ -233,8 +233,9 @@ def markdown(directory: Path) -> str:
         out += ["", "Failed cells:", ""]
         out += [f"- {c['backend']} {c['direction']} r{c['repeat']}: {c['reason'].splitlines()[0]}" for c in failed]
     for lost in meta.get("failed_attempts", []):
-        out.append(f"- lost VM attempt {lost['attempt']} of {lost['backend']} r{lost['repeat']} (retried): "
-                   f"{lost['reason'].splitlines()[0]}")
+        what = (f"lost VM attempt {lost['attempt']} of" if lost.get("attempt") is not None
+                else f"cell {', '.join(lost.get('cells_left', []))} failed in L1 attempt {lost.get('l1_attempt', '?')} of")
+        out.append(f"- {what} {lost['backend']} r{lost['repeat']} (retried): {lost['reason'].splitlines()[0]}")
     for lost in meta.get("lab", {}).get("failed_l1_attempts", []):
         out.append(f"- lost L1 attempt {lost['attempt']} during {lost.get('phase') or '?'} (the run resumed in a new "
                    f"L1; {lost.get('cells_done', '?')} cells were done): {lost['reason']}")

@@ -174,7 +174,9 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
     })
     if prior is not None:
-        log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done")
+        reopened = prior.reopen_failed()
+        log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done"
+            + (f"; {len(reopened)} that failed in the lost L1 measured again" if reopened else ""))
         ctx.state.meta.setdefault("resumed", []).append(time.time())
     ctx.save()
     if progress:

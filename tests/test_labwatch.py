@@ -126,3 +126,20 @@ def test_a_resumed_run_skips_exactly_the_cells_with_an_outcome(data: Path, tmp_p
     assert loaded is not None and c.key in loaded.done()
     assert cell("e1000", "tx").key not in loaded.done()
     assert checkpoint.load(tmp_path / "nothing-here") is None
+
+
+def test_cells_that_failed_in_a_lost_l1_are_measured_again_and_their_failure_kept() -> None:
+    """A CI lab run: L1 stalled during e1000/r1, its two rr cells failed on QMP timeouts before the watchdog
+    called L1 lost; the resumed run counted them done and the gate refused a partial run."""
+    state = checkpoint.Progress({"run_id": "r"})
+    ok = {"backend": "e1000", "direction": "rr", "repeat": 1, "workload": "rr-udp-l64B", "status": "ok", "reason": ""}
+    bad = {"backend": "e1000", "direction": "rr", "repeat": 1, "workload": "rr-tcp-l64B", "status": "failed",
+           "reason": "QMP command query-stats got no answer in 30 s", "l1_attempt": 1}
+    state.cells += [ok, bad]
+    (reopened,) = state.reopen_failed()
+    assert reopened == bad
+    assert state.done() == {("e1000", "rr", 1, "rr-udp-l64B")}
+    (lost,) = state.attempts
+    assert lost["l1_attempt"] == 1 and lost["cells_left"] == ["rr/rr-tcp-l64B"]
+    assert lost["reason"].startswith("QMP command query-stats got no answer")
+    assert state.reopen_failed() == []
