@@ -44,6 +44,7 @@ class Backend:
     # follow the emulator's speed under TCG: hostspeed.py), and the -device property that turns it off.
     timer_moderation: str = ""
     timer_moderation_off: tuple[str, str] | None = None
+    qemu_args: tuple[str, ...] = ()  # a variant's raw QEMU arguments, after the scenario's
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -141,6 +142,7 @@ class Variant:
     netdev: tuple[tuple[str, str], ...] = ()
     queues: int = 1
     guest: tuple[tuple[str, str, str], ...] = ()
+    qemu_args: tuple[str, ...] = ()  # raw QEMU arguments for this variant's VMs only (a CPU model, a -global)
 
 
 def qemu_value(value: object) -> str:
@@ -155,10 +157,11 @@ def make(variant: Variant) -> Backend:
     base = BACKENDS[variant.base]
     knobs = ", ".join([*(f"{k}={v}" for k, v in (*variant.device, *variant.netdev)),
                        *([f"{variant.queues} queue pairs"] if variant.queues > 1 else []),
-                       *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest)])
+                       *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest),
+                       *([" ".join(variant.qemu_args)] if variant.qemu_args else [])])
     return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
                    base=base.name, device_props=variant.device, netdev_props=variant.netdev, queues=variant.queues,
-                   guest=variant.guest)
+                   guest=variant.guest, qemu_args=variant.qemu_args)
 
 
 def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:

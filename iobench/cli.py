@@ -13,11 +13,12 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from iobench import __version__
+from iobench.commands import ab as ab_command
 from iobench.commands import host as host_command
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 
@@ -81,6 +82,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-reasons-alternate", action="store_const", const="alternate", dest="exit_reasons",
                    help="count exits by reason in half the rounds (ABBA: 1, 4, 5, 8...): the others show what the tracing costs")
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
+    p.add_argument("--order", choices=("fixed", "abba"),
+                   help="abba: every other round runs the backends in reverse order, so that drift falls on all alike")
 
 
 def _add_db_options(p: argparse.ArgumentParser) -> None:
@@ -159,14 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     gate = sub.add_parser("gate", help="a run against a committed baseline: exit 1 when an I/O path got worse",
                           description="Compare every gated metric of a run (exits, interrupts and copies per packet, "
-                                      "CPU per packet, throughput) with a baseline: worse only past the metric's "
-                                      "tolerance and when the repeats separate. Exit 0 pass, 1 worse, 2 not comparable.")
-    gate.add_argument("directory", nargs="?", type=Path, help="results directory (or --scenario to run one first)")
+                                      "CPU per packet, throughput) with a baseline of one or more runs: per cell an "
+                                      "interval of the change and one of worse / ok / inconclusive (better), worse "
+                                      "only past a 1% threshold with the gate's family-wise error held (Holm); "
+                                      "docs/gate.md. Exit 0 nothing worse, 1 worse, 2 not comparable.")
+    gate.add_argument("directory", nargs="*", type=Path,
+                      help="results directory (or --scenario to run one first); with --update-baseline, one or more: "
+                           "a baseline of several runs knows how far runs drift apart")
     gate.add_argument("--baseline", type=Path, help="baseline JSON (results/baselines/<name>.json)")
     gate.add_argument("--scenario", type=Path, help="run this scenario first and gate its results (the CI job)")
     gate.add_argument("--out", type=Path, default=Path("results"), help="results root for --scenario (default ./results)")
     gate.add_argument("--update-baseline", action="store_true",
-                      help="write the baseline from this run (at least 5 repeats; tolerances from its noise)")
+                      help="write the baseline from these runs (each complete, at least 5 repeats, all of one scenario "
+                           "and environment)")
     gate.add_argument("--format", choices=("table", "json", "bmf", "gab"), default="table",
                       help="table (default); json (verdicts); bmf (Bencher Metric Format); gab (github-action-benchmark)")
     gate.add_argument("--output", type=Path, help="file for json/bmf; directory for gab (two files); default stdout")
@@ -185,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_environment_option(gate)
     gate.add_argument("--baseline-history", type=int, metavar="N",
                       help="instead of --baseline: the last N ok runs of the same scenario and environment in the "
-                           "history database (their repeats pooled: tolerances include run-to-run drift)")
+                           "history database (a baseline of several runs: their drift is measured)")
     _add_db_options(gate)
 
     fleet = sub.add_parser("fleet", help="run a scenario on every host of an Ansible inventory",
@@ -201,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_options(fleet_run)
 
     host_command.add_parser(sub)
+    ab_command.add_parser(sub)
     db = sub.add_parser("db", help="the history database: every run, queryable with SQL (DuckDB)",
                         description="Index results directories into a DuckDB file (tables runs, rows, summary, "
                                     "verdicts) and query it. Finished runs and gate verdicts are added automatically.")
@@ -247,7 +256,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
-        exit_reasons=args.exit_reasons,
+        exit_reasons=args.exit_reasons, order=args.order,
     )
 
 
@@ -554,12 +563,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _run_scenario_for_gate(scenario: Path, out: Path, backend: list[str] | None = None,
                            qemu_args: list[str] | None = None, accel: str | None = None,
-                           environment: str | None = None) -> Path:
+                           environment: str | None = None, extra: Sequence[str] = ()) -> Path:
     """`iobench run --scenario FILE --out OUT` as the CI job runs it; returns the new results dir."""
     before = set(out.glob("*/run.json")) if out.is_dir() else set()
     argv = ["run", "--scenario", str(scenario), "--out", str(out), *(f"--backend={b}" for b in backend or ()),
             *(f"--qemu-arg={a}" for a in qemu_args or ()), *([f"--accel={accel}"] if accel else []),
-            *([f"--environment={environment}"] if environment else [])]
+            *([f"--environment={environment}"] if environment else []), *extra]
     args = build_parser().parse_args(argv)
     args.raw_argv = argv
     cmd_run(args)  # a partial run still has a results dir; the gate says what is missing
@@ -590,7 +599,7 @@ def _emit(text: str, path: Path | None) -> None:
         sys.stdout.write(text)
 
 
-def _write_baseline(args: argparse.Namespace, run: Any) -> int:
+def _write_baseline(args: argparse.Namespace, runs: list[Any]) -> int:
     import statistics
 
     from rich.console import Console
@@ -598,21 +607,19 @@ def _write_baseline(args: argparse.Namespace, run: Any) -> int:
 
     from iobench import gate
 
-    baseline = gate.make_baseline(run, args.baseline.stem)
+    baseline = gate.make_baseline(runs, args.baseline.stem)
     args.baseline.parent.mkdir(parents=True, exist_ok=True)
     args.baseline.write_text(json.dumps(baseline, indent=1) + "\n")
     console = Console(width=None if Console().is_terminal else 160)
-    table = Table(title=f"baseline {args.baseline}: noise over {run.meta['scenario']['repeats']} repeats, "
-                        "tolerance per cell")
-    for h in ("cell", "metric", "median", "CV", "robust CV", "tolerance"):
+    table = Table(title=f"baseline {args.baseline}: {len(runs)} run(s); noise per cell (log scale)")
+    for h in ("cell", "metric", "median", "within-run SD", "between-run SD"):
         table.add_column(h)
     for c in baseline["cells"]:
         table.add_row(f"{c['backend']}/{c['direction']}/{c['workload']}", c["metric"],
-                      gate.fmt(c["metric"], statistics.median(c["values"])),
-                      "-" if c["cv"] is None else f"{c['cv']:.1%}",
-                      "-" if c["robust_cv"] is None else f"{c['robust_cv']:.1%}", f"±{c['tolerance']:.0%}")
+                      gate.fmt(c["metric"], statistics.median(c["values"])), f"{c['sigma_within']:.1%}",
+                      "-" if c["sigma_between"] is None else f"{c['sigma_between']:.1%}")
     console.print(table)
-    print(f"baseline: {args.baseline}")
+    print(f"baseline: {args.baseline} ({baseline['how']})")
     return 0
 
 
@@ -714,9 +721,6 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     import time as _time
 
-    from rich.console import Console
-    from rich.table import Table
-
     from iobench import gate, results
 
     started = _time.monotonic()
@@ -730,28 +734,41 @@ def cmd_gate(args: argparse.Namespace) -> int:
         directory = _run_scenario_for_gate(args.scenario, args.out, args.backend, args.qemu_arg, args.accel,
                                            args.environment)
     elif args.directory:
-        directory = args.directory
+        directory = args.directory[-1]
     else:
         raise UserError("name a results directory, or --scenario FILE to run one first.")
+    if len(args.directory) > 1 and not args.update_baseline:
+        raise UserError("the gate judges one run: name one results directory (several only with --update-baseline).")
     run = results.load(directory)
     if args.format in ("bmf", "gab"):
         _gate_export(args, run)
     if args.update_baseline:
         if not args.baseline:
             raise UserError("--update-baseline writes the file --baseline names: give it.")
-        return _write_baseline(args, run)
+        return _write_baseline(args, [results.load(d) for d in args.directory[:-1]] + [run])
     baseline = early or _baseline(args, run)
     result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
     _record_verdicts(directory, run, baseline, result, args)
+    return show_gate(args, directory, run, baseline, result, _time.monotonic() - started if args.scenario else None)
+
+
+def show_gate(args: argparse.Namespace, directory: Path, run: Any, baseline: dict[str, Any], result: Any,
+              job_seconds: float | None) -> int:
+    """The gate's verdicts as json (--format json), gate.md (always), the step summary, and the table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench import gate
+
     if args.format == "json":
         _emit(json.dumps(gate.as_json(result), indent=1) + "\n", args.output)
-    md = gate.markdown(result, run, baseline, _time.monotonic() - started if args.scenario else None)
+    md = gate.markdown(result, run, baseline, job_seconds)
     (directory / "gate.md").write_text(md)
-    for target in filter(None, (args.summary, os.environ.get("GITHUB_STEP_SUMMARY"))):
+    for target in filter(None, (getattr(args, "summary", None), os.environ.get("GITHUB_STEP_SUMMARY"))):
         with open(target, "a") as f:
             f.write(md)
     if args.format == "table":
-        console = Console(width=None if Console().is_terminal else 200)
+        console = Console(width=None if Console().is_terminal else 220)
         table = Table(title=md.splitlines()[0].removeprefix("## "))
         for h in gate.HEADERS:
             table.add_column(h, overflow="fold")
@@ -763,7 +780,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 print(line[2:])
     if result.blocking or result.host_changed:
         _log("gate: not comparable: " + "; ".join((*result.blocking, *result.host_changed)))
-    return result.exit_code
+    return int(result.exit_code)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -790,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": cmd_db,
-                "fleet": cmd_fleet, "host": host_command.run}
+                "fleet": cmd_fleet, "host": host_command.run, "ab": ab_command.run}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)

@@ -182,7 +182,9 @@ def add_verdicts(con: Any, run_id: str, baseline: dict[str, Any], verdicts: Iter
     frame = pd.DataFrame([{"run_id": run_id, "baseline": baseline.get("name"), "baseline_run_id": baseline.get("run_id"),
                            "judged": judged, "backend": v.backend, "direction": v.direction, "workload": v.workload,
                            "metric": v.metric, "baseline_median": v.baseline, "current": v.current, "ratio": v.ratio,
-                           "tolerance": v.tolerance, "detectable": v.detectable, "test": v.test, "verdict": v.verdict}
+                           "tolerance": v.threshold, "detectable": v.detectable,
+                           "test": None if v.low is None else f"95% CI {v.low:.4g}..{v.high:.4g}, Holm p {v.p}",
+                           "verdict": v.verdict}
                           for v in verdicts])
     _insert_frame(con, "verdicts", frame)
     return len(frame)

@@ -191,7 +191,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     try:
         with stop_signals_unwind(), topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
             for repeat in range(1, scn.repeats + 1):
-                for name in chosen:
+                for name in (chosen[::-1] if scn.order == "abba" and repeat % 2 == 0 else chosen):
                     if name == NATIVE:
                         _run_native(ctx, topo, repeat)
                     else:
@@ -335,7 +335,8 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
               topo_tap: str, guest_cidr: str, netns: str | None) -> VMConfig:
     return VMConfig(
         name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap),
-        guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns, extra_args=scn.qemu_args,
+        guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns,
+        extra_args=(*scn.qemu_args, *backend.qemu_args),
         cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
     )
 

@@ -62,7 +62,7 @@ from iobench.errors import UserError
 
 BACKEND_NAMES = ("e1000", "virtio", "vhost", "e1000e", "rtl8139", "native")
 _VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest")
+_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args")
 _GUEST_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -126,6 +126,7 @@ class Scenario:
     offloads: bool = True
     qemu_args: tuple[str, ...] = field(default=())
     variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
+    order: str = "fixed"  # [run]: "abba" reverses the backends' order every other round (iobench ab)
     on_host_change: str = "not-comparable"  # [gate]: what the gate does with host-bound metrics on another host
     source: str = "built-in defaults"
 
@@ -169,6 +170,9 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "exit_reasons": (object, lambda v: isinstance(v, bool) or v == "alternate",
                          'true, false or "alternate" (on in half the rounds, ABBA: the tracing\'s own cost)'),
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
+        "order": (str, lambda v: v in ("fixed", "abba"),
+                  '"fixed" (every round in the backends\' order) or "abba" (every other round reversed: drift '
+                  'falls on every backend alike; what `iobench ab` runs)'),
     },
     "workload": {
         "kind": (str, lambda v: v in ("stream", "rr", "paced"),
@@ -316,8 +320,12 @@ def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
         if queues > 1 and {"mq", "vectors"} & {k for k, _ in knobs["device"]} | {"queues"} & {k for k, _ in knobs["netdev"]}:
             raise UserError(f"{where}: queues = {queues} sets the device's mq and vectors and the tap's queues "
                             "itself; leave those out.")
+        qemu_args = spec.get("qemu_args", [])
+        if not isinstance(qemu_args, list) or not all(isinstance(a, str) for a in qemu_args):
+            raise UserError(f"{where}: qemu_args = {qemu_args!r}: expected a list of strings, e.g. "
+                            '["-cpu", "host,kvm-pv-eoi=off"].')
         out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"], queues,
-                           _guest_knobs(spec.get("guest", {}), where)))
+                           _guest_knobs(spec.get("guest", {}), where), tuple(qemu_args)))
     return tuple(out)
 
 
@@ -370,6 +378,7 @@ def validate(s: Scenario, origin: str) -> None:
 def as_dict(s: Scenario) -> dict[str, Any]:
     out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
     out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev),
-                        "queues": v.queues, "guest": [list(g) for g in v.guest]} for v in s.variants]
+                        "queues": v.queues, "guest": [list(g) for g in v.guest], "qemu_args": list(v.qemu_args)}
+                       for v in s.variants]
     out["more_workloads"] = [asdict(w) for w in s.more_workloads]
     return out

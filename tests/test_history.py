@@ -83,35 +83,50 @@ def test_the_gate_takes_its_baseline_from_the_history_and_records_its_verdicts(d
     assert main(["db", "add", str(earlier), "--db", str(root / "iobench.duckdb")]) == 0
     assert main(["gate", str(later), "--baseline-history", "2"]) == 2
     assert "holds 1 earlier ok run(s)" in capsys.readouterr().err
-    assert main(["gate", str(later), "--baseline-history", "1"]) == 0  # the same numbers: nothing worse
+    assert main(["gate", str(later), "--baseline-history", "1"]) == 2  # one run of one repeat: no noise known
+    assert "hold 1 repeat(s) in all; a baseline needs at least 5" in capsys.readouterr().err
+    for i in range(1, 5):
+        more = copy_run(data, "results-v2-lab", root, f"20261130-00000{i}-aaaaa{i}", finished=1.0e9 + i)
+        assert main(["db", "add", str(more), "--db", str(root / "iobench.duckdb")]) == 0
+    assert main(["gate", str(later), "--baseline-history", "5"]) == 0  # the same numbers: nothing worse
     verdicts = results.query("SELECT run_id, baseline, baseline_run_id, verdict FROM verdicts", root / "iobench.duckdb")
-    assert set(verdicts["run_id"]) == {"20261130-000001-bbbbbb"} and set(verdicts["verdict"]) == {"same"}
-    assert set(verdicts["baseline_run_id"]) == {"20261130-000000-aaaaaa"}
+    assert set(verdicts["run_id"]) == {"20261130-000001-bbbbbb"}
+    assert set(verdicts["verdict"]) <= {"ok", "inconclusive"}
+    assert set(verdicts["baseline_run_id"]) == {"20261130-000004-aaaaa4"}
     assert main(["gate", str(later), "--baseline-history", "1", "--baseline", "x.json"]) == 2
 
 
-def test_a_pooled_baseline_tolerates_the_drift_between_runs() -> None:
-    """Two runs each steady but 12% apart: either alone sets the 10% floor; pooled, the tolerance covers the gap."""
+def test_a_baseline_of_several_runs_measures_their_drift() -> None:
+    """Two runs each steady but 12% apart: either alone assumes its environment's drift and says so; both
+    together measure it (the SD of their locations, ~8%), and keep each run's repeats apart."""
+    import math
+
     import pandas as pd
 
-    def run(run_id: str, level: float, finished: float) -> results.RunData:
+    def run(run_id: str, level: float, finished: float, accel: str = "kvm") -> results.RunData:
         rows = pd.DataFrame([{"backend": "e1000", "direction": "rx", "workload": "w", "exit_source": "kvm-stats",
                               "exits_per_packet": level * (1 + 0.001 * i)} for i in range(5)])
-        meta = {"run_id": run_id, "finished": finished, "accel": {"accel": "kvm", "exit_source": "kvm-stats"},
-                "environment": "host", "host": {}, "scenario": {}}
+        meta = {"run_id": run_id, "finished": finished, "accel": {"accel": accel, "exit_source": "kvm-stats"},
+                "environment": "host", "host": {}, "scenario": {"repeats": 5, "name": "s"}, "status": "ok"}
         return results.RunData(Path(run_id), meta, rows, None, None)
 
     a, b = run("a", 1.0, 1.0), run("b", 1.12, 2.0)
-    alone = gate.pooled_baseline([a], "x")["cells"][0]["tolerance"]
+    alone = gate.pooled_baseline([a], "x")
+    assert alone["cells"][0]["sigma_between"] is None and "no between-run SD of its own" in alone["how"]
     pooled = gate.pooled_baseline([a, b], "x")
-    assert alone == gate.TOL_MIN and pooled["cells"][0]["tolerance"] > 0.12 and pooled["runs"] == ["a", "b"]
-    assert len(pooled["cells"][0]["values"]) == 10
+    cell = pooled["cells"][0]
+    assert pooled["runs"] == ["a", "b"] and [len(r) for r in cell["runs"]] == [5, 5]
+    assert cell["sigma_between"] == pytest.approx(math.log(1.12) / math.sqrt(2), rel=0.05)
+    with pytest.raises(UserError, match="accelerator differs"):
+        gate.make_baseline([a, run("c", 1.0, 3.0, accel="tcg")], "x")
 
 
-def test_an_emulated_rate_gets_the_wider_floor_a_device_metric_does_not() -> None:
+def test_each_environment_has_its_measured_drift_floor() -> None:
     tcg, kvm, lab = {"accel": "tcg"}, {"accel": "kvm", "environment": "host"}, {"accel": "kvm", "environment": "lab"}
-    assert gate.min_tolerance("throughput_bps", tcg) == gate.min_tolerance("cpu_us_per_packet", lab) == 0.20
-    assert gate.min_tolerance("throughput_bps", kvm) == gate.min_tolerance("exits_per_packet", tcg) == gate.TOL_MIN
+    assert gate.drift_floor("throughput_bps", tcg) == gate.DRIFT_FLOOR["tcg"][1]
+    assert gate.drift_floor("exits_per_packet", tcg) == gate.DRIFT_FLOOR["tcg"][0]
+    assert gate.drift_floor("exits_per_transaction", lab) == gate.DRIFT_FLOOR["lab"][0] >= 0.10
+    assert gate.drift_floor("exits_per_packet", kvm) == gate.DRIFT_FLOOR["kvm"][0]
 
 
 def test_compare_takes_more_than_two_runs(data: Path, tmp_path: Path, capsys) -> None:

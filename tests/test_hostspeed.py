@@ -77,7 +77,7 @@ def test_which_metrics_follow_the_hosts_speed(base) -> None:
     assert ("e1000-nomitigation", "rr", "exits_per_transaction") in free
     assert ("virtio", "rr", "exits_per_transaction") in free and ("virtio", "rr", "irq_injections_per_transaction") in free
     assert ("e1000", "tcp", "copies_per_packet_measured") in free
-    assert result.exit_code == 0 and {v.verdict for v in result.verdicts} == {"same"}
+    assert result.exit_code == 0 and {v.verdict for v in result.verdicts} <= {"ok", "inconclusive"}
 
 
 def test_a_baseline_from_another_host_kernel_is_not_comparable_for_host_bound_metrics(base) -> None:
@@ -88,7 +88,7 @@ def test_a_baseline_from_another_host_kernel_is_not_comparable_for_host_bound_me
     assert "host kernel 6.1.0-old-host -> " in result.host_changed[0]
     assert {v.verdict for v in result.verdicts if v.host_bound} == {gate.NOT_COMPARABLE}
     judged = [v for v in result.verdicts if not v.host_bound]
-    assert judged and {v.verdict for v in judged} == {"same"}  # the host-independent metrics are still judged
+    assert judged and {v.verdict for v in judged} <= {"ok", "inconclusive"}  # the others are still judged
     md = gate.markdown(result, run, other_kernel(base), None)
     assert "NOT COMPARABLE (host-bound metrics)" in md and "host kernel 6.1.0-old-host" in md
 
@@ -152,7 +152,7 @@ def test_in_the_lab_the_outer_hosts_kernel_decides_and_e1000s_timers_follow_it()
     assert result.exit_code == 2 and "host kernel under L1 6.18.44-fc-v669 -> " in result.host_changed[0]
     bound = {(v.backend, v.metric) for v in result.verdicts if v.host_bound}
     assert bound == {("e1000", "exits_per_transaction"), ("e1000", "irq_injections_per_transaction")}
-    assert {v.verdict for v in result.verdicts if not v.host_bound} == {"same"}
+    assert {v.verdict for v in result.verdicts if not v.host_bound} <= {"ok", "inconclusive"}
     # the same outer host: everything is judged (a lab baseline older than the rule records none: differs)
     assert gate.gate(replay(lab, accel="kvm", scn_path=CI_LAB), lab).exit_code == 0
     old = copy.deepcopy(lab)
