@@ -12,9 +12,10 @@ The model, on log values (a relative change is a shift, and noise is closer to s
 - its variance has two parts (GATE.md): runs drift (sigma_b, between-run SD) and repeats scatter
   (sigma_w, within-run SD):  Var = sigma_b^2 (1 + 1/R) + KAPPA sigma_w^2 (1/n + 1/(R n_b)).
   sigma_w is measured (the pooled SD of the baseline runs' repeats; the current run's own where it is
-  larger), and each part's degrees of freedom give Student's t for the interval (Welch-Satterthwaite); sigma_b is measured from the baseline's runs when it has two or more, and never taken
-  below a floor measured on this project's own runs per environment (`gate.DRIFT_FLOOR`), which is also
-  what a one-run baseline assumes, saying so. In one job of interleaved rounds (`iobench ab`) there is no
+  larger), and each part's degrees of freedom give Student's t for the interval (Welch-Satterthwaite);
+  sigma_b is measured from the baseline's runs when it has two or more (moderated toward the environment's
+  drift, `moderated`), and never taken below a floor measured on this project's own runs per
+  environment (`gate.DRIFT_FLOOR`), which is also what a one-run baseline assumes, saying so. In one job of interleaved rounds (`iobench ab`) there is no
   run-to-run drift between A and B: sigma_b = 0 and only the repeats count.
 The decision (three outcomes, as criterion.rs; the family's error held, as asv's small alpha does):
 - *worse*: the change exceeds a small practical threshold (1% by default, or the metric's absolute floor

@@ -179,6 +179,7 @@ def _check_runs(runs: Sequence[results.RunData]) -> None:
     first = environment(runs[0].meta)
     for run in runs[1:]:
         blocking, _ = comparability(first, environment(run.meta))
+        blocking += hostspeed.host_differences(first, environment(run.meta))  # an emulator's speed set by another host
         name = run.meta.get("scenario", {}).get("name"), runs[0].meta.get("scenario", {}).get("name")
         if name[0] != name[1]:
             blocking.append(f"scenario differs: {name[1]} vs {name[0]}")
@@ -371,10 +372,10 @@ def judge(cells: Sequence[_Cell], medians: Sequence[tuple[float, float]], bound:
     """Every cell metric's verdict; Holm's adjustment runs over the family of cells judged together."""
     changes = [c.change() for c in cells]
     family = len(cells)
-    p_worse = decide.holm([ch.p_worse(c.threshold) for ch, c in zip(changes, cells)])
-    p_better = decide.holm([ch.p_better(c.threshold) for ch, c in zip(changes, cells)])
+    p_worse = decide.holm([ch.p_worse(c.threshold) for ch, c in zip(changes, cells, strict=True)])
+    p_better = decide.holm([ch.p_better(c.threshold) for ch, c in zip(changes, cells, strict=True)])
     out = []
-    for c, ch, pw, pb, (mb, mc), hb in zip(cells, changes, p_worse, p_better, medians, bound):
+    for c, ch, pw, pb, (mb, mc), hb in zip(cells, changes, p_worse, p_better, medians, bound, strict=True):
         if pw < decide.ALPHA:
             verdict = "worse"
         elif pb < decide.ALPHA:
@@ -384,8 +385,10 @@ def judge(cells: Sequence[_Cell], medians: Sequence[tuple[float, float]], bound:
         else:
             verdict = "inconclusive"
         low, high = ch.interval()
-        out.append(Verdict(*c.key, mb, mc, round(ch.ratio, 4), round(low, 4), round(high, 4), round(pw, 5),
-                           round(c.threshold, 4), round(decide.detectable(ch.se, c.threshold, family, ch.df), 4),
+        backend, direction, workload, metric = c.key
+        out.append(Verdict(backend, direction, workload, metric, mb, mc, round(ch.ratio, 4), round(low, 4),
+                           round(high, 4), round(pw, 5), round(c.threshold, 4),
+                           round(decide.detectable(ch.se, c.threshold, family, ch.df), 4),
                            decide.repeats_for(c.noise, c.threshold, family, matters), round(c.noise.between, 4),
                            c.drift_source, verdict, hb))
     return out

@@ -286,3 +286,28 @@ def test_an_environment_label_is_checked(tmp_path: Path, capsys) -> None:
     assert "--environment 'Lab Runner': a label of a-z 0-9" in capsys.readouterr().err
     assert main(["run", "--environment", "ci-x", "--accel", "lab", "--out", str(tmp_path)]) == 2
     assert "nested lab's runs are labelled lab" in capsys.readouterr().err
+
+
+def test_ab_refuses_bad_sides_before_running_anything(tmp_path: Path, capsys) -> None:
+    ci_lab = Path(__file__).parent.parent / "scenarios" / "ci-lab.toml"
+    out = tmp_path / "out"
+    assert main(["ab", "--scenario", str(ci_lab), "--a", "virtio", "--b", "virtio", "--out", str(out)]) == 2
+    assert "--a and --b are both virtio" in capsys.readouterr().err
+    assert main(["ab", "--scenario", str(ci_lab), "--a", "virtio", "--b", "virtio-nopveo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "virtio-nopveo is not a backend or variant of" in err and "virtio-nopveoi" in err
+    assert main(["ab", "--scenario", str(tmp_path / "none.toml"), "--a", "e1000", "--b", "virtio"]) == 2
+    assert not out.exists()
+
+
+def test_a_baseline_of_runs_of_different_scenarios_is_refused(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for path, name in ((a, "default"), (b, "other")):
+        shutil.copytree(data / "results-v2-lab", path)
+        meta = json.loads((path / "run.json").read_text())
+        meta["scenario"].update(name=name, repeats=3)  # 6 repeats in all: enough for a baseline
+        (path / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="cannot share a baseline .*scenario"):
+        gate.make_baseline([results.load(a), results.load(b)], "x")

@@ -50,7 +50,7 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     # run.json records every variant's base and knobs
     assert scenario.as_dict(scn)["variants"][0] == {"name": "virtio-packed", "base": "virtio",
                                                    "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {},
-                                                   "queues": 1, "guest": []}
+                                                   "queues": 1, "guest": [], "qemu_args": []}
     # "all" runs the variants too; a vhost variant needs what vhost needs (TCG has no vhost-net)
     chosen, unavailable = select_backends(("all",), "tcg", scn.variants)
     assert chosen == ["e1000", "virtio", "virtio-packed", "e1000-nomit", "native"]
@@ -61,7 +61,9 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     ('[backends.virtio]\nbase = "virtio"\n', "not a built-in name"),
     ('[backends.x]\nbase = "ne2k_pci"\n',
      "base = 'ne2k_pci': expected one of e1000, virtio, vhost, e1000e, rtl8139"),
-    ('[backends.x]\nbase = "virtio"\nmtu = 9000\n', "unknown key 'mtu': allowed are base, device, netdev, queues, guest"),
+    ('[backends.x]\nbase = "virtio"\nmtu = 9000\n',
+     "unknown key 'mtu': allowed are base, device, netdev, queues, guest, qemu_args"),
+    ('[backends.x]\nbase = "virtio"\nqemu_args = "-cpu host"\n', "qemu_args = '-cpu host': expected a list of strings"),
     ('[backends.x]\nbase = "virtio"\nnetdev = { vhost = true }\n', "netdev.vhost is set by iobench itself"),
     ('[backends.x]\nbase = "virtio"\ndevice = { netdev = "n1" }\n', "device.netdev is set by iobench itself"),
     ('[backends.x]\nbase = "virtio"\ndevice = { tx = "timer,x=1" }\n', "without commas"),
@@ -293,3 +295,19 @@ def test_two_queue_pairs_both_carry_traffic_and_a_refused_guest_knob_is_flagged(
     assert rows == {"virtio-mq2", "e1000-coalesce0"}
     report = (run_dir / "report.md").read_text()
     assert "## Packets per queue" in report and "rx_queue_1" in report
+
+
+def test_a_variants_qemu_arguments_go_to_its_vms_only(tmp_path: Path) -> None:
+    """A candidate CPU model or -global judged against its base in one job (iobench ab): the variant's
+    arguments follow the scenario's on its own VMs' command lines, and its summary names them."""
+    from iobench import guest, runner
+
+    scn = _load(tmp_path, '[run]\nbackends = ["virtio", "nopveoi"]\n[guest]\nqemu_args = ["-global", "x.y=1"]\n'
+                          '[backends.nopveoi]\nbase = "virtio"\nqemu_args = ["-cpu", "host,kvm-pv-eoi=off"]\n')
+    cat = backends.catalog(scn.variants)
+    assert "-cpu host,kvm-pv-eoi=off" in cat["nopveoi"].summary
+    image = guest.GuestImage(Path("d"), Path("k"), Path("i"), {})
+    own = runner.vm_config(scn, cat["nopveoi"], "tcg", image, "tap0", "198.18.0.2/30", None).extra_args
+    base = runner.vm_config(scn, cat["virtio"], "tcg", image, "tap0", "198.18.0.2/30", None).extra_args
+    assert own == ("-global", "x.y=1", "-cpu", "host,kvm-pv-eoi=off") and base == ("-global", "x.y=1")
+    assert scenario.as_dict(scn)["variants"][0]["qemu_args"] == ["-cpu", "host,kvm-pv-eoi=off"]
