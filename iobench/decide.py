@@ -15,8 +15,9 @@ The model, on log values (a relative change is a shift, and noise is closer to s
   larger), and each part's degrees of freedom give Student's t for the interval (Welch-Satterthwaite);
   sigma_b is measured from the baseline's runs when it has two or more (moderated toward the environment's
   drift, `moderated`), and never taken below a floor measured on this project's own runs per
-  environment (`gate.DRIFT_FLOOR`), which is also what a one-run baseline assumes, saying so. In one job of interleaved rounds (`iobench ab`) there is no
-  run-to-run drift between A and B: sigma_b = 0 and only the repeats count.
+  environment (`gate.DRIFT_FLOOR`), which is also what a one-run baseline assumes, saying so. In one job
+  of interleaved rounds (`iobench ab`) there is no run-to-run drift between A and B: sigma_b = 0 and only
+  the repeats count.
 The decision (three outcomes, as criterion.rs; the family's error held, as asv's small alpha does):
 - *worse*: the change exceeds a small practical threshold (1% by default, or the metric's absolute floor
   where that is larger) in the bad direction, one-sided, with Holm's step-down adjustment over every cell
