@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Validate a scenario and print its cells and command lines without running them.")
     plan.add_argument("scenario_file", nargs="?", type=Path, help="scenario TOML file")
     _add_scenario_options(plan)
+    plan.add_argument("--power", type=Path, metavar="BASELINE",
+                      help="also say, per cell of this baseline, the smallest change a gate of the scenario's "
+                           "repeats would catch (80%% power) and the repeats 10%% would take (docs/gate.md)")
 
     image = sub.add_parser("image", help="build or show the guest image",
                            description="The guest image: kernel + initramfs from Debian packages.")
@@ -427,7 +430,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     scn = scenario_from_args(args)
     qemudesc.check_variants(scn.variants, scn.source)
     print(plan.describe(scn))
+    if args.power:
+        _print_power(args.power, scn.repeats)
     return 0
+
+
+def _print_power(path: Path, repeats: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from iobench import gate
+
+    baseline = gate.load_baseline(path)
+    rows = gate.power(baseline, repeats)
+    table = Table(title=f"what a gate of {repeats} repeats against {path} can see (80% power, Holm over "
+                        f"{len(rows)} cell metrics)")
+    for h in ("cell", "metric", "within-run SD", "drift", "detects", "n for 10%"):
+        table.add_column(h)
+    for r in rows:
+        table.add_row(f"{r.backend}/{r.direction}/{r.workload}", r.metric, f"{r.within:.1%}", f"{r.drift:.1%}",
+                      f"±{r.detectable:.1%}", "never" if r.repeats_for_10 is None else str(r.repeats_for_10))
+    Console(width=None if Console().is_terminal else 160).print(table)
+    blind = [r for r in rows if r.detectable > 0.10]
+    print(f"power: {len(rows) - len(blind)} of {len(rows)} cell metric(s) would see a 10% change at {repeats} repeats"
+          + (f"; {sum(r.repeats_for_10 is None for r in blind)} never could against this baseline (drift "
+             "between runs: compare in one job, iobench ab)" if any(r.repeats_for_10 is None for r in blind) else ""))
 
 
 def cmd_image(args: argparse.Namespace) -> int:

@@ -341,7 +341,7 @@ def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env:
     key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
     floor = rule["floor"]
     base_runs = [decide.log_values(r, floor) for r in cell.get("runs") or [cell["values"]]]
-    cur = decide.log_values(current, floor)
+    cur = decide.log_values(current, floor) if current else []  # none: planning, before the run
     within, within_df = decide.pooled_within(base_runs)
     between_df: float = math.inf
     if one_job:
@@ -361,10 +361,39 @@ def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env:
     # changes below the metric's absolute floor are noise too; from a median of 0 (a shifted log) one floor is 100%
     threshold = max(decide.THRESHOLD, floor / abs(median)) if median else 1.0
     nb = statistics.mean(len(r) for r in base_runs)
-    own = decide.pooled_within([cur])[0]
+    own = decide.pooled_within([cur])[0] if cur else None
     noise = decide.Noise(within, between, len(base_runs), nb, own, within_df, between_df)
     return _Cell(key, base_runs, cur, noise, source, threshold,
                  -1 if rule["higher_is_better"] else 1)
+
+
+@dataclass(frozen=True)
+class Power:
+    """What one cell metric of a baseline lets a gate see with `repeats` repeats (`iobench plan --power`)."""
+
+    backend: str
+    direction: str
+    workload: str
+    metric: str
+    within: float  # sigma_w of the baseline's runs (log scale)
+    drift: float  # sigma_b used
+    drift_source: str
+    detectable: float  # the smallest change caught with 80% power, relative
+    repeats_for_10: int | None
+
+
+def power(baseline: dict[str, Any], repeats: int, one_job: bool = False) -> list[Power]:
+    """Before a run: per baseline cell metric, the smallest change a run of `repeats` repeats would catch
+    (80% power, Holm over all the baseline's cells) and the repeats 10% would take; the current run's
+    scatter taken as the baseline runs'."""
+    family = len(baseline["cells"])
+    out = []
+    for cell in baseline["cells"]:
+        c = _cell(cell, [], baseline["metrics"][cell["metric"]], baseline["environment"], one_job)
+        out.append(Power(*c.key, round(c.noise.within, 4), round(c.noise.between, 4), c.drift_source,
+                         round(decide.detectable(c.noise.se(repeats), c.threshold, family, c.noise.df(repeats)), 4),
+                         decide.repeats_for(c.noise, c.threshold, family)))
+    return out
 
 
 def judge(cells: Sequence[_Cell], medians: Sequence[tuple[float, float]], bound: Sequence[str],

@@ -311,3 +311,16 @@ def test_a_baseline_of_runs_of_different_scenarios_is_refused(data: Path, tmp_pa
         (path / "run.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="cannot share a baseline .*scenario"):
         gate.make_baseline([results.load(a), results.load(b)], "x")
+
+
+def test_plan_says_what_a_gate_could_see_before_running(data: Path, tmp_path: Path, capsys) -> None:
+    run = lab_run(data)
+    base = tmp_path / "b.json"
+    base.write_text(json.dumps(fake_baseline(run, {})))
+    rows = gate.power(json.loads(base.read_text()), 5)
+    assert rows and all(r.drift == gate.DRIFT_FLOOR["lab"][0] or r.metric in gate.HOST_SPEED_METRICS for r in rows)
+    assert all(r.detectable > 0.10 and r.repeats_for_10 is None for r in rows)  # the lab's drift forbids 10%
+    assert main(["plan", "--power", str(base), "--repeats", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "what a gate of 5 repeats against" in out and "never could against this baseline" in out
+    assert main(["plan", "--power", str(tmp_path / "none.json")]) == 2
