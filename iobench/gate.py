@@ -86,10 +86,11 @@ HOST_SPEED_METRICS = ("throughput_bps", "cpu_us_per_packet")
 #   baseline cannot rule out 10% for that reason: `iobench ab` compares two builds in one L1 instead.
 # - real KVM: no measurement of this project's yet; 2% for device-model metrics and 5% for rates,
 #   the TCG floor (a host with no emulator in the path drifts less, not more).
-DRIFT_FLOOR: dict[str, tuple[float, float]] = {  # environment -> (device-model metrics, rates and CPU time)
-    "tcg": (0.01, 0.10),
-    "lab": (0.12, 0.20),
-    "kvm": (0.02, 0.05),
+DRIFT_FLOOR: dict[str, tuple[float, float, float]] = {
+    # environment -> (device-model metrics, host-bound device-model metrics, rates and CPU time)
+    "tcg": (0.01, 0.03, 0.10),
+    "lab": (0.12, 0.12, 0.20),
+    "kvm": (0.02, 0.02, 0.05),
 }
 
 Key = tuple[str, str, str, str]  # backend, direction, workload, metric
@@ -102,9 +103,11 @@ def drift_kind(env: dict[str, Any]) -> str:
     return "tcg" if hostspeed.emulated(env) else "kvm"
 
 
-def drift_floor(metric: str, env: dict[str, Any]) -> float:
-    device, speed = DRIFT_FLOOR[drift_kind(env)]
-    return speed if metric in HOST_SPEED_METRICS else device
+def drift_floor(metric: str, env: dict[str, Any], host_bound: bool = False) -> float:
+    """The least between-run SD a metric gets in an environment; `host_bound`: the metric follows the
+    host's speed under an emulator (hostspeed), as a saturated stream's per-packet counts do."""
+    device, bound, speed = DRIFT_FLOOR[drift_kind(env)]
+    return speed if metric in HOST_SPEED_METRICS else bound if host_bound else device
 
 
 # --- the exact U test (the native ceiling: has the host's speed moved?) ---------------------
@@ -206,11 +209,12 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
         within, _ = decide.pooled_within(logs)
         between = decide.measured_between(logs, within)
         pooled = [v for r in raw for v in r]
+        bound = hostspeed.host_bound(env, runs[-1].meta.get("scenario", {}), key[0], cell_kind(key[1], key[2]), metric)
         cells.append({"backend": key[0], "direction": key[1], "workload": key[2], "metric": metric,
-                      "runs": raw, "values": pooled, "cv": None if (c := cv(pooled)) is None else round(c, 4),
+                      "host_bound": bound or "", "runs": raw, "values": pooled, "cv": None if (c := cv(pooled)) is None else round(c, 4),
                       "sigma_within": round(within, 5),
                       "sigma_between": None if between is None else round(between, 5)})
-    floors = ", ".join(f"{m}: {drift_floor(m, env):.0%}" for m in ("exits_per_packet", "throughput_bps"))
+    kind = drift_kind(env)
     return {
         "baseline_version": BASELINE_VERSION, "name": name, "run_id": ids[-1], "runs": ids,
         "created": time.strftime("%Y-%m-%d", time.gmtime(runs[-1].meta.get("finished", time.time()))),
@@ -218,15 +222,15 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
                 "within-run SD of log values (pooled SD of each run's repeats) and "
                 + ("the between-run SD of the runs' Hodges-Lehmann locations" if len(ids) > 1 else
                    "no between-run SD of its own (one run)")
-                + f"; between-run SD taken at least its environment's measured drift ({drift_kind(env)}: "
-                f"device-model metrics {DRIFT_FLOOR[drift_kind(env)][0]:.0%}, rates and CPU time "
-                f"{DRIFT_FLOOR[drift_kind(env)][1]:.0%}; gate.DRIFT_FLOOR)"),
+                + f"; between-run SD taken at least its environment's measured drift ({kind}: device-model "
+                f"metrics {DRIFT_FLOOR[kind][0]:.0%}, those that follow the host's speed {DRIFT_FLOOR[kind][1]:.0%}, "
+                f"rates and CPU time {DRIFT_FLOOR[kind][2]:.0%}; gate.DRIFT_FLOOR)"),
         "environment": env,
         "metrics": {m: {"higher_is_better": HIGHER_IS_BETTER[m], "unit": rule.unit, "floor": rule.floor}
                     for m, rule in GATED.items()},
         "cells": cells,
-        "drift_floors": {"kind": drift_kind(env), "device": DRIFT_FLOOR[drift_kind(env)][0],
-                         "rates": DRIFT_FLOOR[drift_kind(env)][1], "shown_for": floors},
+        "drift_floors": {"kind": kind, "device": DRIFT_FLOOR[kind][0], "host_bound": DRIFT_FLOOR[kind][1],
+                         "rates": DRIFT_FLOOR[kind][2]},
     }
 
 
@@ -335,7 +339,7 @@ class _Cell:
 
 
 def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env: dict[str, Any],
-          one_job: bool) -> _Cell:
+          one_job: bool, host_bound: bool = False) -> _Cell:
     """The noise model of one cell metric: within-run SD over the baseline's runs and the current run,
     between-run SD measured (two runs or more) but not below the environment's floor, or none in one job."""
     key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
@@ -348,7 +352,7 @@ def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env:
         between, source = 0.0, "none (A and B in one job)"
     else:
         measured = decide.measured_between(base_runs, within)
-        least = drift_floor(key[3], env)
+        least = drift_floor(key[3], env, host_bound)
         moderated = None if measured is None else decide.moderated(measured, len(base_runs) - 1, least)
         if measured is None:
             between, source = least, f"assumed {least:.0%} (one-run baseline; gate.DRIFT_FLOOR)"
@@ -389,7 +393,8 @@ def power(baseline: dict[str, Any], repeats: int, one_job: bool = False) -> list
     family = len(baseline["cells"])
     out = []
     for cell in baseline["cells"]:
-        c = _cell(cell, [], baseline["metrics"][cell["metric"]], baseline["environment"], one_job)
+        c = _cell(cell, [], baseline["metrics"][cell["metric"]], baseline["environment"], one_job,
+                  bool(cell.get("host_bound")))
         out.append(Power(*c.key, round(c.noise.within, 4), round(c.noise.between, 4), c.drift_source,
                          round(decide.detectable(c.noise.se(repeats), c.threshold, family, c.noise.df(repeats)), 4),
                          decide.repeats_for(c.noise, c.threshold, family)))
@@ -463,7 +468,7 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
             short.append(f"{'/'.join(key)} ({len(current[key])} of {expected})")
         rule = baseline["metrics"][key[3]]
         hb = hostspeed.host_bound(env, scenario, key[0], cell_kind(key[1], key[2]), key[3]) or ""
-        judged = _cell(cell, current[key], rule, baseline["environment"], one_job)
+        judged = _cell(cell, current[key], rule, baseline["environment"], one_job, bool(hb))
         pair = (statistics.median(cell["values"]), statistics.median(current[key]))
         if why and hb:  # follows the host's speed, and the host changed: shown, not judged (nor in the family)
             (v,) = judge([judged], [pair], [hb])
