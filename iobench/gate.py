@@ -212,7 +212,8 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
         bound = hostspeed.host_bound(env, runs[-1].meta.get("scenario", {}), key[0], cell_kind(key[1], key[2]),
                                      metric)
         cells.append({"backend": key[0], "direction": key[1], "workload": key[2], "metric": metric,
-                      "host_bound": bound or "", "runs": raw, "values": pooled, "cv": None if (c := cv(pooled)) is None else round(c, 4),
+                      "host_bound": bound or "", "runs": raw, "values": pooled,
+                      "cv": None if (c := cv(pooled)) is None else round(c, 4),
                       "sigma_within": round(within, 5),
                       "sigma_between": None if between is None else round(between, 5)})
     kind = drift_kind(env)
