@@ -293,7 +293,7 @@ def test_an_environment_label_is_checked(tmp_path: Path, capsys) -> None:
 
 
 def test_ab_refuses_bad_sides_before_running_anything(tmp_path: Path, capsys) -> None:
-    ci_lab = Path(__file__).parent.parent / "scenarios" / "ci-lab.toml"
+    ci_lab = Path(__file__).parent.parent / "scenarios" / "ab-lab.toml"
     out = tmp_path / "out"
     assert main(["ab", "--scenario", str(ci_lab), "--a", "virtio", "--b", "virtio", "--out", str(out)]) == 2
     assert "--a and --b are both virtio" in capsys.readouterr().err
