@@ -65,6 +65,10 @@ def test_the_github_gate_step_maps_exit_codes(code: int, verdict: str | None, jo
     assert (f"verdict={verdict}\n" in outputs) if verdict else outputs == ""
     if annotation:
         assert annotation in result.stdout
+    assert "inconclusive" not in result.stdout  # none in this summary
+    (tmp_path / "summary").write_text("| virtio | tx | tcp | exits_per_packet | ... | inconclusive |\n")
+    again = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == job_exit and "::notice title=iobench gate::1 cell metric(s) inconclusive" in again.stdout
     argv = (tmp_path / "argv").read_text().split()
     assert argv[:3] == ["gate", "--scenario", job["env"]["SCENARIO"]]
     assert argv[argv.index("--baseline") + 1] == job["env"]["BASELINE"] and "--out" in argv
