@@ -16,7 +16,7 @@ the lab (L1 ran at half the transaction rate) e1000's exits per transaction 13.7
 interrupts 1.96 -> 2.76. What held: copies per packet (1.000x), virtio's trap equivalents per
 transaction under TCG (3.1 on both kernels), e1000 with mitigation off (CV 0.4% within a run, and
 in a run slowed by other load), and in the lab virtio's and vhost's exits per transaction (0.96-1.03x)
-and interrupts per transaction (1.07-1.08x, inside their 10% tolerance).
+and interrupts per transaction (1.07-1.08x).
 
 Such metrics cannot judge code against a baseline from another host: `host_bound` says which
 metric of which cell is one, `host_differences` why two runs' hosts differ. A kernel change on
