@@ -834,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": cmd_db,
-                "fleet": cmd_fleet, "host": host_command.run, "ab": ab_command.run}
+                "fleet": cmd_fleet, "host": host_command.run,
+                "ab": lambda a: ab_command.run(a, _run_scenario_for_gate, show_gate)}
     try:
         with stop_signals_unwind():
             return handlers[args.command](args)

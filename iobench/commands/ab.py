@@ -11,7 +11,9 @@ term. A and B are backends or the scenario's variants: a variant can carry its o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from iobench.errors import UserError
 
@@ -34,10 +36,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                     help="judge a run with failed cells on what it has (default: not comparable)")
 
 
-def run(args: argparse.Namespace) -> int:
+# How the CLI runs a scenario (as `iobench run`, the lab included) and shows a gate's verdicts: given by
+# cli.py, which owns both, so that this module does not import it back.
+RunScenario = Callable[..., Path]
+ShowGate = Callable[[argparse.Namespace, Path, Any, dict[str, Any], Any, float | None], int]
+
+
+def run(args: argparse.Namespace, run_scenario: RunScenario, show: ShowGate) -> int:
     import time
 
-    from iobench import cli, gate, results, scenario
+    from iobench import gate, results, scenario
 
     if args.a == args.b:
         raise UserError(f"--a and --b are both {args.a}: name two different backends or variants.")
@@ -49,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
                             f"{', '.join(n for n in names if n != 'native')}.")
     started = time.monotonic()
     extra = ["--order=abba", *([f"--repeats={args.repeats}"] if args.repeats else [])]
-    directory = cli._run_scenario_for_gate(args.scenario, args.out, [args.a, args.b], accel=args.accel, extra=extra)
+    directory = run_scenario(args.scenario, args.out, [args.a, args.b], accel=args.accel, extra=extra)
     data = results.load(directory)
     baseline = gate.ab_baseline(data, args.a, args.b)
     result = gate.gate(data, baseline, allow_partial=args.allow_partial, only_backends=[args.b], one_job=True)
     result.notes[:] = [n for n in result.notes if not n.startswith("cells not in the baseline")]
-    return cli.show_gate(args, directory, data, baseline, result, time.monotonic() - started)
+    return show(args, directory, data, baseline, result, time.monotonic() - started)
