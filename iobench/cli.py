@@ -428,10 +428,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from iobench import plan, qemudesc
 
     scn = scenario_from_args(args)
+    if args.power:  # first: it needs only the baseline, and the plan may not be runnable on this host
+        _print_power(args.power, scn.repeats)
     qemudesc.check_variants(scn.variants, scn.source)
     print(plan.describe(scn))
-    if args.power:
-        _print_power(args.power, scn.repeats)
     return 0
 
 
