@@ -50,11 +50,15 @@ class MetricRule:
     unit: str
 
 
+# The floors are the smallest absolute change that counts; with the interval rule they only matter near
+# zero (a value at or below zero is shifted by its floor before the log). Under the tolerance rule they were
+# 0.002 exits or interrupts and 0.05 copies per packet: 6% of virtio's 0.032 exits per packet and 5% of
+# one copy, a threshold of their own that no repeat count could get under.
 GATED: dict[str, MetricRule] = {
     "throughput_bps": MetricRule(10e6, "bit/s"),
-    "exits_per_packet": MetricRule(0.002, "exits/packet"),
-    "irq_injections_per_packet": MetricRule(0.002, "interrupts/packet"),
-    "copies_per_packet_measured": MetricRule(0.05, "copies/packet"),
+    "exits_per_packet": MetricRule(0.0005, "exits/packet"),
+    "irq_injections_per_packet": MetricRule(0.0005, "interrupts/packet"),
+    "copies_per_packet_measured": MetricRule(0.01, "copies/packet"),
     "cpu_us_per_packet": MetricRule(0.5, "µs/packet"),
     "exits_per_transaction": MetricRule(0.02, "exits/transaction"),
     "irq_injections_per_transaction": MetricRule(0.02, "interrupts/transaction"),
@@ -221,7 +225,7 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
         "baseline_version": BASELINE_VERSION, "name": name, "run_id": ids[-1], "runs": ids,
         "created": time.strftime("%Y-%m-%d", time.gmtime(runs[-1].meta.get("finished", time.time()))),
         "how": (f"{len(ids)} run(s) ({ids[0]}" + (f" .. {ids[-1]}" if len(ids) > 1 else "") + "); per cell: the "
-                "within-run SD of log values (pooled SD of each run's repeats) and "
+                "within-run SD of log values (1.4826 x the median absolute residual from each run's median, pooled) and "
                 + ("the between-run SD of the runs' Hodges-Lehmann locations" if len(ids) > 1 else
                    "no between-run SD of its own (one run)")
                 + f"; between-run SD taken at least its environment's measured drift ({kind}: device-model "
@@ -367,7 +371,7 @@ def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env:
     # changes below the metric's absolute floor are noise too; from a median of 0 (a shifted log) one floor is 100%
     threshold = max(decide.THRESHOLD, floor / abs(median)) if median else 1.0
     nb = statistics.mean(len(r) for r in base_runs)
-    own = decide.pooled_within([cur])[0] if cur else None
+    own = decide.run_sd(cur) if cur else None
     noise = decide.Noise(within, between, len(base_runs), nb, own, within_df, between_df)
     return _Cell(key, base_runs, cur, noise, source, threshold,
                  -1 if rule["higher_is_better"] else 1)

@@ -85,7 +85,7 @@ def test_an_unchanged_rerun_is_rarely_worse_anywhere_and_a_10pct_change_is_caugh
     cvs[0] = 0.02
     trials = [_family(rng, cvs, {0: 1.10}, drift, 3)[0] for _ in range(200)]
     seen = [v for v in trials if v.detectable <= 0.10]  # what the gate said it could see
-    assert len(seen) >= 150 and sum(v.verdict == "worse" for v in seen) / len(seen) >= 0.80
+    assert len(seen) >= 120 and sum(v.verdict == "worse" for v in seen) / len(seen) >= 0.80
     cvs[0] = 0.10  # a cell this noisy says it cannot see 10% with 5 repeats, and how many it would need
     noisy = [_family(rng, cvs, {}, drift, 3)[0] for _ in range(20)]
     assert all(v.detectable > 0.10 and (v.repeats_for_10 is None or v.repeats_for_10 > 5) for v in noisy)
