@@ -56,15 +56,6 @@ def log_values(values: Sequence[float], floor: float) -> list[float]:
     return [math.log(v + shift) if v + shift > 0 else math.log(floor) for v in values]
 
 
-def robust_sd(values: Sequence[float]) -> float:
-    """1.4826 x the median absolute deviation: the SD of normal noise, not set by one wild repeat (shown
-    beside the SD; the decision uses the SD, which a wild repeat can only make more careful)."""
-    if len(values) < 2:
-        return 0.0
-    med = statistics.median(values)
-    return 1.4826 * statistics.median(abs(v - med) for v in values)
-
-
 MAD_EFFICIENCY = 0.37  # of the MAD against the SD under normal noise: its degrees of freedom count for this much
 MIN_ROBUST_RESIDUALS = 12  # fewer (one or two runs of five): the plain pooled SD, whose small df the t quantile knows
 

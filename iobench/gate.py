@@ -164,13 +164,10 @@ def samples(run: results.RunData) -> dict[Key, list[float]]:
     return out
 
 
-def robust_cv(values: Sequence[float]) -> float | None:
-    """1.4826 x median absolute deviation / median: the CV of normal noise, but one disturbed
-    repeat (a nested guest that booted twice, a stolen core) does not set it alone."""
-    med = statistics.median(values)
-    if len(values) < 2 or not med:
-        return None
-    return 1.4826 * statistics.median(abs(v - med) for v in values) / abs(med)
+def _metric_rules() -> dict[str, dict[str, Any]]:
+    """A baseline's "metrics": each gated metric's better direction, unit and absolute floor."""
+    return {m: {"higher_is_better": HIGHER_IS_BETTER[m], "unit": rule.unit, "floor": rule.floor}
+            for m, rule in GATED.items()}
 
 
 def _check_runs(runs: Sequence[results.RunData]) -> None:
@@ -232,8 +229,7 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
                 f"metrics {DRIFT_FLOOR[kind][0]:.0%}, those that follow the host's speed {DRIFT_FLOOR[kind][1]:.0%}, "
                 f"rates and CPU time {DRIFT_FLOOR[kind][2]:.0%}; gate.DRIFT_FLOOR)"),
         "environment": env,
-        "metrics": {m: {"higher_is_better": HIGHER_IS_BETTER[m], "unit": rule.unit, "floor": rule.floor}
-                    for m, rule in GATED.items()},
+        "metrics": _metric_rules(),
         "cells": cells,
         "drift_floors": {"kind": kind, "device": DRIFT_FLOOR[kind][0], "host_bound": DRIFT_FLOOR[kind][1],
                          "rates": DRIFT_FLOOR[kind][2]},
@@ -260,8 +256,7 @@ def ab_baseline(run: results.RunData, a: str, b: str) -> dict[str, Any]:
             "how": f"{a}'s repeats in the same run as {b}, rounds in ABBA order: no between-run drift, "
                    "only the repeats' scatter (within-run SD of log values, both sides pooled)",
             "environment": env,
-            "metrics": {m: {"higher_is_better": HIGHER_IS_BETTER[m], "unit": rule.unit, "floor": rule.floor}
-                        for m, rule in GATED.items()},
+            "metrics": _metric_rules(),
             "cells": [{"backend": b, "direction": k[1], "workload": k[2], "metric": k[3], "runs": [v], "values": v}
                       for k, v in sorted(found.items())]}
 
@@ -360,9 +355,9 @@ def _cell(cell: dict[str, Any], current: list[float], rule: dict[str, Any], env:
         measured = decide.measured_between(base_runs, within)
         least = drift_floor(key[3], env, host_bound)
         moderated = None if measured is None else decide.moderated(measured, len(base_runs) - 1, least)
-        if measured is None:
+        if measured is None or moderated is None:
             between, source = least, f"assumed {least:.0%} (one-run baseline; gate.DRIFT_FLOOR)"
-        elif moderated is not None and moderated > least:
+        elif moderated > least:
             between, source = moderated, f"measured {measured:.1%} over {len(base_runs)} runs (moderated {moderated:.1%})"
             between_df = decide.PRIOR_DF + len(base_runs) - 1
         else:
@@ -535,15 +530,16 @@ def fmt(metric: str, v: float) -> str:
     return f"{v / 1e6:.0f} Mbit/s" if metric == "throughput_bps" else f"{v:.4g}"
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.1%}" if abs(x) < 10 else f"{x + 1:.0f}x"
+def _detects(x: float | None) -> str:
+    """The smallest detectable change: ±5.3%, or 12x past 1000% (a cell that sees nothing)."""
+    return "-" if x is None else f"±{x:.1%}" if x < 10 else f"{x + 1:.0f}x"
 
 
 def table_rows(result: GateResult) -> list[tuple[str, ...]]:
     return [(v.backend, v.direction, v.workload, v.metric, fmt(v.metric, v.baseline), fmt(v.metric, v.current),
              "-" if v.ratio is None else f"{v.ratio:.3f}",
              "-" if v.low is None else f"{v.low:.3f}..{v.high:.3f}",
-             "-" if v.p is None else f"{v.p:.3g}", f"±{_pct(v.detectable)[1:]}",
+             "-" if v.p is None else f"{v.p:.3g}", _detects(v.detectable),
              "-" if v.verdict == NOT_COMPARABLE else ("never" if v.repeats_for_10 is None else str(v.repeats_for_10)),
              f"{v.drift:.1%}", "yes" if v.host_bound else "-", v.verdict.upper() if v.verdict == "worse" else v.verdict)
             for v in result.verdicts]

@@ -32,7 +32,9 @@ def test_holm_matches_its_definition() -> None:
 def test_hodges_lehmann_shrugs_off_one_wild_repeat() -> None:
     assert decide.hodges_lehmann([1, 2, 3]) == 2.0
     assert decide.hodges_lehmann([10, 10.1, 9.9, 10.0, 100]) < 10.2  # an L2 that booted twice
-    assert decide.robust_sd([9, 10, 10, 11, 50]) == pytest.approx(1.4826)
+    # the within-run scale: one wild repeat among three runs' residuals does not set it (plain SD: ~15)
+    scale, df = decide.pooled_within([[9, 10, 10, 11, 50], [10, 10.5, 9.5, 10, 10], [10, 11, 9, 10, 10]])
+    assert scale == pytest.approx(1.4826 * 0.5) and df == pytest.approx(0.37 * 12)
 
 
 def test_repeats_needed_match_the_normal_approximation() -> None:
