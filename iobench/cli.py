@@ -84,6 +84,10 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="times a VM that died or never booted is booted again (default 1)")
     p.add_argument("--order", choices=("fixed", "abba"),
                    help="abba: every other round runs the backends in reverse order, so that drift falls on all alike")
+    p.add_argument("--placement", metavar="auto|none|alternate|ROLE=CPUS,...",
+                   help="pin the vCPUs, vhost worker, QEMU main loop and traffic peer: auto (distinct physical cores), "
+                        "none (unpinned, facts still recorded), alternate (auto and none in ABBA rounds), or e.g. "
+                        "vcpu0=2,vhost=3,peer=4-5")
 
 
 def _add_db_options(p: argparse.ArgumentParser) -> None:
@@ -259,7 +263,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         offloads=None if args.offloads is None else args.offloads == "on",
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
-        exit_reasons=args.exit_reasons, order=args.order,
+        exit_reasons=args.exit_reasons, order=args.order, placement=getattr(args, "placement", None),
     )
 
 
@@ -397,7 +401,8 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
     if scn.retries == type(scn)().retries and not any(a.split("=")[0] == "--retries" for a in run_args):
         run_args += ["--retries", "2"]  # nested guests can die silently (docs/lab.md): two more boots per cell set
     try:
-        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, why, copy_trace=scn.copy_trace)
+        directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, why, copy_trace=scn.copy_trace,
+                            placement_spec=scn.placement)
     except CellFailed as exc:
         _log(f"lab run failed: {exc}")
         return 1

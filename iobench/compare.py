@@ -47,7 +47,8 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
     outer = meta.get("lab", {}).get("outer_host", {})  # the lab: the machine whose speed L1's emulation has
     return {"accel": meta["accel"]["accel"], "exit_source": meta["accel"]["exit_source"],
             "environment": meta.get("environment", "host"), "qemu": host.get("qemu"), "kernel": host.get("kernel"),
-            "cpu_model": host.get("cpu_model"), "outer_kernel": outer.get("kernel"),
+            "cpu_model": host.get("cpu_model"), "placement": scn.get("placement", "none"),  # runs before it: none
+            "outer_kernel": outer.get("kernel"),
             "outer_cpu_model": outer.get("cpu_model"), **_state(outer or host),
             "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
                                                  "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
@@ -76,7 +77,7 @@ def comparability(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list
         blocking.append(f"{kinds[a['virtualized']]} against {kinds[b['virtualized']]}: a VM's CPUs are shared and stolen")
     notes = [f"{what} changed: {a[k]} -> {b[k]}" for k, what in (("qemu", "QEMU"), ("kernel", "host kernel"),
                                                                  ("cpu_model", "CPU model"), ("governor", "governor"),
-                                                                 ("smt", "SMT"))
+                                                                 ("smt", "SMT"), ("placement", "placement"))
              if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]]
     scn_diff = [k for k in a["scenario"] if a["scenario"][k] != b["scenario"].get(k)]
     if scn_diff:

@@ -102,7 +102,12 @@ def connect(path: Path, read_only: bool = False) -> Any:
             time.sleep(0.2)
     if not read_only:
         con.execute(_ddl("runs", RUN_COLUMNS))
-        con.execute(_ddl("rows", {"run_id": "VARCHAR"} | {c: ROW_TYPES[c] for c in COLUMNS if c != "run_id"}))
+        row_columns = {"run_id": "VARCHAR"} | {c: ROW_TYPES[c] for c in COLUMNS if c != "run_id"}
+        con.execute(_ddl("rows", row_columns))
+        have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'rows'").fetchall()}
+        for column in row_columns.keys() - have:  # a database made before a format added columns gains them, empty
+            con.execute(f'ALTER TABLE rows ADD COLUMN "{column}" {row_columns[column]}')
         con.execute(_ddl("summary", {"run_id": "VARCHAR"} | SUMMARY_TYPES))
         con.execute(_ddl("verdicts", VERDICT_COLUMNS))
         con.execute("CREATE TABLE IF NOT EXISTS history_info (key VARCHAR PRIMARY KEY, value VARCHAR)")

@@ -21,7 +21,7 @@ from typing import Any
 CPU = Path("sys/devices/system/cpu")
 
 
-def _read(root: Path, rel: str | Path) -> str | None:
+def read_file(root: Path, rel: str | Path) -> str | None:
     try:
         return (root / rel).read_text().strip()
     except OSError:
@@ -44,14 +44,14 @@ def cpufreq(root: Path, cpus: list[int]) -> tuple[dict[str, Any], str | None]:
         base = CPU / f"cpu{cpu}" / "cpufreq"
         if not (root / base).is_dir():
             continue
-        per[str(cpu)] = {key: _read(root, base / name) for key, name in (
+        per[str(cpu)] = {key: read_file(root, base / name) for key, name in (
             ("governor", "scaling_governor"), ("driver", "scaling_driver"),
             ("epp", "energy_performance_preference"), ("min_khz", "scaling_min_freq"),
             ("max_khz", "scaling_max_freq"), ("cur_khz", "scaling_cur_freq"))}
     if not per:
         return {}, "no cpufreq in /sys (a VM, or a kernel without frequency scaling): governor, boost and EPP unknown"
-    boost = _read(root, CPU / "cpufreq" / "boost")
-    no_turbo = _read(root, CPU / "intel_pstate" / "no_turbo")
+    boost = read_file(root, CPU / "cpufreq" / "boost")
+    no_turbo = read_file(root, CPU / "intel_pstate" / "no_turbo")
     out: dict[str, Any] = {"cpus": per,
                            "boost": boost == "1" if boost is not None else (no_turbo == "0" if no_turbo else None)}
     return out, None
@@ -76,7 +76,7 @@ def running(root: Path, comm: str) -> bool | None:
     except OSError:
         return None
     for entry in entries:
-        if entry.name.isdigit() and _read(proc, f"{entry.name}/comm") == comm:
+        if entry.name.isdigit() and read_file(proc, f"{entry.name}/comm") == comm:
             return True
     return False
 
@@ -102,42 +102,42 @@ def state(root: Path = Path("/"), cpus: list[int] | None = None, flags: list[str
     """The host's state now. `root`: where /sys and /proc are (a captured tree in tests); `cpus`: those
     to describe (default: every online CPU); `flags`: CPU 0's /proc/cpuinfo flags."""
     missing: dict[str, str] = {}
-    online = _read(root, CPU / "online")
+    online = read_file(root, CPU / "online")
     cpus = cpus if cpus is not None else cpulist(online or "")
     out: dict[str, Any] = {"cpus_online": online}
     freq, why = cpufreq(root, cpus)
     if why:
         missing["cpufreq"] = why
     out["cpufreq"] = freq or None
-    smt_active, smt_control = _read(root, CPU / "smt" / "active"), _read(root, CPU / "smt" / "control")
+    smt_active, smt_control = read_file(root, CPU / "smt" / "active"), read_file(root, CPU / "smt" / "control")
     out["smt"] = {"active": smt_active == "1" if smt_active is not None else None, "control": smt_control}
     if smt_active is None:
         missing["smt"] = "no /sys/devices/system/cpu/smt (kernel without SMT control)"
     nodes = sorted((root / "sys/devices/system/node").glob("node[0-9]*"), key=lambda p: int(p.name[4:]))
-    out["numa_nodes"] = {p.name: _read(root, p.relative_to(root) / "cpulist") for p in nodes} or None
+    out["numa_nodes"] = {p.name: read_file(root, p.relative_to(root) / "cpulist") for p in nodes} or None
     if not nodes:
         missing["numa_nodes"] = "no /sys/devices/system/node (kernel without NUMA)"
-    cmdline = _read(root, "proc/cmdline")
+    cmdline = read_file(root, "proc/cmdline")
     out["cmdline"] = cmdline
     out["cmdline_options"] = cmdline_options(cmdline or "")
-    out["isolated_cpus"] = _read(root, CPU / "isolated")
-    out["nohz_full_cpus"] = _read(root, CPU / "nohz_full")
+    out["isolated_cpus"] = read_file(root, CPU / "isolated")
+    out["nohz_full_cpus"] = read_file(root, CPU / "nohz_full")
     if out["nohz_full_cpus"] is None:
         missing["nohz_full_cpus"] = "no /sys/devices/system/cpu/nohz_full (kernel without NO_HZ_FULL)"
     out["irqbalance_running"] = running(root, "irqbalance")
-    profile = _read(root, "etc/tuned/active_profile")
+    profile = read_file(root, "etc/tuned/active_profile")
     out["tuned_profile"] = profile
     if profile is None:
         missing["tuned_profile"] = "no /etc/tuned/active_profile (tuned not installed or never run)"
-    out["thp"] = {"enabled": _bracketed(_read(root, "sys/kernel/mm/transparent_hugepage/enabled")),
-                  "defrag": _bracketed(_read(root, "sys/kernel/mm/transparent_hugepage/defrag"))}
+    out["thp"] = {"enabled": _bracketed(read_file(root, "sys/kernel/mm/transparent_hugepage/enabled")),
+                  "defrag": _bracketed(read_file(root, "sys/kernel/mm/transparent_hugepage/defrag"))}
     params = root / "sys/module/vhost_net/parameters"
-    out["vhost_net_params"] = ({p.name: _read(root, p.relative_to(root)) for p in sorted(params.iterdir())}
+    out["vhost_net_params"] = ({p.name: read_file(root, p.relative_to(root)) for p in sorted(params.iterdir())}
                                if params.is_dir() else None)
     if not params.is_dir():
         missing["vhost_net_params"] = "vhost_net is not loaded"
     out["virtualization"] = virtualization(root, flags or [])
-    out["loadavg"] = _read(root, "proc/loadavg")
+    out["loadavg"] = read_file(root, "proc/loadavg")
     out["missing"] = missing
     return out
 

@@ -25,11 +25,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from iobench import checkpoint, faults, guest, hostinfo, labexports, labwatch, provenance, stale
+from iobench import checkpoint, faults, guest, hostinfo, labexports, labwatch, placement, provenance, stale
 from iobench.check import Check
+from iobench.counters import proc
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
 
@@ -138,7 +140,8 @@ def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
 
 
 def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
-        why: str = "asked for (iobench lab run / --accel lab)", copy_trace: bool = False) -> Path:
+        why: str = "asked for (iobench lab run / --accel lab)", copy_trace: bool = False,
+        placement_spec: str = "none") -> Path:
     """Boot L1, run the inner matrix, publish its results under `out`. Returns the results dir.
 
     L1 is watched phase by phase (labwatch): a stalled L1 is diagnosed (raw/lab/diag-*) and
@@ -147,7 +150,8 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
     the cells done so far are published as a results directory whose status says so.
 
     With `copy_trace`, the copy-trace module is built here for L1's kernel first: L1 has no
-    network for the headers and sees the cache read-only.
+    network for the headers and sees the cache read-only. With a `placement_spec` other than none,
+    L1's vCPU threads are pinned to distinct host cores (the inner run places the threads inside L1).
 
     Raises UserError when the host lacks QEMU, L1Lost when no attempt measured anything.
     """
@@ -168,7 +172,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
                 break
             try:
                 l1_line, l1_boot_s = _attempt(labdir, image, guest_image, run_args, extra_env, attempt, boot_timeout_s,
-                                              log)
+                                              log, placement_spec)
                 break
             except L1Lost as exc:
                 reason = str(exc).splitlines()[0]
@@ -205,7 +209,8 @@ def _cells_done(labdir: Path) -> int:
 
 
 def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImage, run_args: list[str],
-             extra_env: dict[str, str], attempt: int, boot_timeout_s: float, log: Log) -> tuple[str, float]:
+             extra_env: dict[str, str], attempt: int, boot_timeout_s: float, log: Log,
+             placement_spec: str = "none") -> tuple[str, float]:
     """One boot of L1 running the job (resumed from the checkpoint after the first).
     Returns L1's info line and boot time; raises L1Lost."""
     env = {**extra_env, "IOBENCH_L1_ATTEMPT": str(attempt)}
@@ -221,6 +226,8 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
         except CellFailed as exc:
             raise L1Lost(f"L1 did not boot: {exc}", "L1 boot") from exc
         log(f"lab: L1 ready in {l1.boot_seconds:.1f} s: {l1.ready_line.removeprefix('IOBENCH-INFO lab ')}")
+        if placement.parse(placement_spec, "placement").mode != "none":
+            _place_l1(l1, labdir / _logs_name(attempt), log)
         watch = labwatch.Watchdog()
         try:
             fired = labdir / FAULT_FIRED
@@ -231,6 +238,23 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
                 diagnose(l1, labdir / f"diag-attempt{attempt}", exc)
             raise
         return l1.ready_line, l1.boot_seconds
+
+
+def _place_l1(l1: VM, logs: Path, log: Log) -> None:
+    """L1's vCPU threads on distinct host cores (placement auto on the host; its main loop shares what
+    is left), read back and kept in raw/lab/<l1 logs>-placement.json."""
+    threads = {t.tid: t for t in proc.read_threads(l1.pid)}
+    cpus = {f"vcpu{c['cpu-index']}": int(c["thread-id"]) for c in l1.command("query-cpus-fast")}
+    made = placement.plan(placement.Spec("auto"), "auto", [*cpus, "qemu-main"], placement.host_cpus())
+    pinned = [placement.pin(role, tid, threads[tid].comm if tid in threads else "?", made.for_role(role))
+              for role, tid in cpus.items()]
+    pinned += [placement.pin("qemu-main", t.tid, t.comm, made.for_role("qemu-main")) for t in threads.values()
+               if t.tid not in cpus.values()]
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / "placement.json").write_text(json.dumps({"plan": made.as_dict(), "threads": [asdict(p) for p in pinned]},
+                                                    indent=2) + "\n")
+    log("lab: L1 placed on the host: " + ", ".join(f"{p.role} {p.read_back}" for p in pinned if p.role != "qemu-main")
+        + "; " + "; ".join(made.why))
 
 
 # Marks, in the lab directory, that the injected stall has fired: it fires once per job, in whichever L1
@@ -436,7 +460,7 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
     raw = run_dir / "raw" / "lab"
     raw.mkdir(parents=True, exist_ok=True)
     for logs in sorted(labdir.glob("l1*")):
-        for name in ("serial.log", "qemu.stderr", "trace.log"):
+        for name in ("serial.log", "qemu.stderr", "trace.log", "placement.json"):
             if (logs / name).exists():
                 shutil.copyfile(logs / name, raw / f"{logs.name}-{name}")
     for diag in sorted(labdir.glob("diag-*")):

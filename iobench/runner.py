@@ -450,7 +450,7 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
         return None
 
     with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
-        raw = traffic.run(spec, topo.netns, watch=watch, started=window.client_pids.append)
+        raw = traffic.run(spec, topo.netns, watch=watch, started=window.client_pids.append, cpus=window.peer_cpus)
         ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
     got = m.read()
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
@@ -477,7 +477,7 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
                                 PEER_DATA_COUNTERS[cell.direction], cell=cell)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
-                    raw = traffic.run(spec, topo.netns)
+                    raw = traffic.run(spec, topo.netns, started=window.client_pids.append, cpus=window.peer_cpus)
                     ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
                 got = m.read()  # before the server is reaped: only the client's CPU is a child's here
             ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))

@@ -42,6 +42,12 @@ File layout (every key optional; defaults below):
     offloads = true             # false: the guest's init turns TSO/GSO/GRO/checksum offloads off with ethtool
     qemu_args = []              # raw QEMU arguments appended to every VM (e.g. "-global", "e1000.mitigation=off")
 
+    [placement]                 # where the I/O path's threads run (iobench.placement; docs/placement.md)
+    mode = "none"               # none (the scheduler places them; facts still recorded), auto (vCPUs, vhost
+                                # worker and peer on distinct physical cores of one NUMA node), alternate (auto
+                                # in rounds 1, 4, 5, 8..., none in the others: what pinning changes, one run)
+    # or per role, instead of mode: vcpu0 = "2", vhost = "3", peer = "4-5", qemu-main = "0", iothread = "0"
+
     [gate]
     on_host_change = "not-comparable"  # metrics that follow the host's speed under an emulator (hostspeed.py),
                                 # against a baseline from another host kernel or CPU or when the native ceiling
@@ -57,6 +63,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from iobench import placement
 from iobench.backends import BACKENDS, GUEST_TOOLS, RESERVED_DEVICE_PROPS, RESERVED_NETDEV_PROPS, Variant, qemu_value
 from iobench.errors import UserError
 
@@ -127,6 +134,7 @@ class Scenario:
     qemu_args: tuple[str, ...] = field(default=())
     variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
     order: str = "fixed"  # [run]: "abba" reverses the backends' order every other round (iobench ab)
+    placement: str = "none"  # [placement]: none, auto, alternate, or "role=cpus,..." (iobench.placement.parse)
     on_host_change: str = "not-comparable"  # [gate]: what the gate does with host-bound metrics on another host
     source: str = "built-in defaults"
 
@@ -222,6 +230,8 @@ def load(path: Path) -> Scenario:
     values: dict[str, Any] = {"name": path.stem, "source": origin}
     if "backends" in data:
         values["variants"] = _variants(data.pop("backends"), origin)
+    if "placement" in data:
+        values["placement"] = _placement(data.pop("placement"), origin)
     tables = data.pop("workload", None)
     if isinstance(tables, list):  # [[workload]]: the first is the scenario's own, the rest are expanded here
         if not tables or not all(isinstance(t, dict) for t in tables):
@@ -243,6 +253,21 @@ def load(path: Path) -> Scenario:
     scenario = Scenario(**values)
     validate(scenario, origin)
     return scenario
+
+
+def _placement(table: Any, origin: str) -> str:
+    """[placement]: mode = "auto" | "none" | "alternate", or one CPU list per role; as the spec text."""
+    if not isinstance(table, dict) or not table:
+        raise UserError(f"{origin}: [placement] must be a table: mode = \"auto\", or roles such as vcpu0 = \"2\".")
+    if "mode" in table:
+        if len(table) > 1 or not isinstance(table["mode"], str):
+            raise UserError(f"{origin}: [placement] has mode = \"auto\"|\"none\"|\"alternate\" or CPU lists per "
+                            "role, not both.")
+        text = table["mode"]
+    else:
+        text = ",".join(f"{role}={cpus}" for role, cpus in table.items())
+    placement.parse(text, f"{origin}: [placement]")
+    return text
 
 
 def _workload_table(table: dict[str, Any], where: str) -> list[Workload]:
@@ -373,6 +398,7 @@ def validate(s: Scenario, origin: str) -> None:
         raise UserError(f"{origin}: [run] backends: unknown backend {unknown[0]!r}: choose from "
                         f"{', '.join(backend_names(s))} or all.")
     _check_workload(s.kind, s.protocol, s.streams, s.message_bytes, s.rates_pps, origin)
+    placement.parse(s.placement, origin)
 
 
 def as_dict(s: Scenario) -> dict[str, Any]:

@@ -162,6 +162,10 @@ class Row:
     achieved_pps: float | None = None  # paced: datagrams the receiver got per second (its count minus its losses)
     loss_pct: float | None = None  # paced: the receiver's lost datagrams, % of those it counted
     jitter_ms: float | None = None  # paced: the receiver's interarrival jitter (RFC 3550, iperf3's)
+    placement: str | None = None  # the round's placement mode: none, auto, roles (iobench.placement)
+    migrations: int | None = None  # CPU migrations of every role's threads over the window (/proc/<tid>/sched)
+    migrated_roles: str | None = None  # the roles that migrated in the window, comma-separated ("" none)
+    cpu_s_harness: float | None = None  # iobench's own CPU time over the window (instruments.harness)
 
 
 
@@ -222,6 +226,9 @@ def derive(row: Row) -> dict[str, Any]:
     out["cpu_us_per_datagram"] = round(path_cpu * 1e6 / dg, 3) if dg and path_cpu is not None else None
     out["exit_reasons_coverage"] = (round(row.exit_reasons_total / row.exits, 4)
                                     if row.exit_reasons_total is not None and row.exits else None)
+    measured = [v for v in (*cpu_values.values(), row.cpu_s_harness) if v is not None]
+    out["harness_cpu_pct"] = (round(100 * row.cpu_s_harness / sum(measured), 3)
+                              if row.cpu_s_harness is not None and sum(measured) else None)
     return out
 
 
@@ -233,6 +240,7 @@ DERIVED_COLUMNS = [
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
     "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
+    "harness_cpu_pct",
 ]
 def cell_kind(direction: str, workload: str) -> str:
     """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels

@@ -213,7 +213,8 @@ def parse(text: str) -> TrafficResult:
 
 
 def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
-        watch: Callable[[], str | None] | None = None, started: Callable[[int], None] | None = None) -> str:
+        watch: Callable[[], str | None] | None = None, started: Callable[[int], None] | None = None,
+        cpus: list[int] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
     by the caller before `parse`, so a failure keeps iperf3's own output).
 
@@ -222,10 +223,19 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
     about four times a second: the runner also samples its counters there) returns a
     reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
     `started` gets the client's pid (the copy trace charges its copies to iperf3: the kernel
-    may have named that pid python3, from before its exec).
+    may have named that pid python3, from before its exec). `cpus`: the client and every thread it
+    makes run there (the placement's peer): this thread's affinity while it forks, which the child
+    inherits, so the client starts on them rather than being moved there.
     """
-    proc = subprocess.Popen(client_argv(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: enter_netns(netns), start_new_session=True)
+    own = os.sched_getaffinity(0)
+    if cpus:  # the child is born on its CPUs: moved there after the fork, it would start with a migration
+        os.sched_setaffinity(0, cpus)
+    try:
+        proc = subprocess.Popen(client_argv(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: enter_netns(netns), start_new_session=True)
+    finally:
+        if cpus:
+            os.sched_setaffinity(0, own)
     if started:
         started(proc.pid)
     limit = spec.duration_s + spec.omit_s + timeout_extra

@@ -62,14 +62,15 @@ def _qemu_pids() -> set[int]:
 
 @pytest.fixture(scope="session")
 def tcg_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
-    """One real run under TCG (e1000, virtio, native; both directions), shared by the
+    """One real run under TCG (e1000, virtio, native; both directions; placement auto), shared by the
     end-to-end checks and the notebooks. Returns (report, QEMU pids before, VM dirs before)."""
     from iobench.runner import run
     from iobench.scenario import Scenario
 
     before = _qemu_pids()
     vm_dirs_before = set(Path("/tmp").glob("iobench-vm-*"))
-    scn = Scenario(backends=("e1000", "virtio", "native"), accel="tcg", duration_s=3, omit_s=1, repeats=1)
+    scn = Scenario(backends=("e1000", "virtio", "native"), accel="tcg", duration_s=3, omit_s=1, repeats=1,
+                   placement="auto")
     report = run(scn, tmp_path_factory.mktemp("results"), log=lambda m: None)
     return report, before, vm_dirs_before
 

@@ -162,3 +162,36 @@ def test_the_run_produces_the_same_columns_and_files_as_before_the_instruments(t
     assert now["columns"] == before["columns"]
     assert set(now["files"]) ^ set(before["files"]) == set(), sorted(set(now["files"]) ^ set(before["files"]))
     assert now["run_json_keys"] == before["run_json_keys"]
+
+
+def test_every_role_is_placed_read_back_and_its_scheduling_facts_kept(tcg_run) -> None:
+    """placement = "auto": the plan in run.json; per VM, each role's threads pinned and read back equal;
+    per cell and role, the CPUs allowed, the CPU last run on, migrations and context switches; every row
+    says its placement and iobench's own CPU over the window."""
+    report, *_ = tcg_run
+    run_dir = report.directory
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["placement"]["spec"] == "auto" and meta["scenario"]["placement"] == "auto"
+    plans = meta["placement"]["plans"]
+    assert {"e1000:auto", "virtio:auto", "native:auto"} <= set(plans), plans
+    cpus = sorted(os.sched_getaffinity(0))
+    for backend in ("e1000", "virtio"):
+        placed = json.loads((run_dir / "raw" / backend / "r1" / "placement.json").read_text())
+        roles = {t["role"] for t in placed["threads"]}
+        assert {"vcpu0", "qemu-main"} <= roles, roles
+        for t in placed["threads"]:
+            assert t["requested"] is not None and t["requested"] == t["read_back"] and not t["error"], t
+    rows = list(csv.DictReader((run_dir / "rows.csv").open()))
+    for r in rows:
+        assert r["placement"] == "auto"
+        assert float(r["cpu_s_harness"]) > 0 and 0 < float(r["harness_cpu_pct"]) < 50, r["harness_cpu_pct"]
+        assert r["migrations"] != ""  # counted (0 is a count)
+        facts = json.loads((run_dir / "raw" / r["backend"] / f"r1-{r['workload']}-{r['direction']}.sched.json")
+                           .read_text())
+        by_role = {t["role"]: t for t in facts["tasks"]}
+        assert ("vcpu0" in by_role or "server" in by_role) and "peer" in by_role, by_role.keys()
+        for t in facts["tasks"]:
+            if t["role"] != "peer" or t["allowed"] is not None:
+                assert t["requested"] == t["allowed"], t  # pinned, and the kernel says so in this window
+                assert t["last_cpu"] in cpus and t["migrations"] is not None and t["voluntary"] is not None, t
+            assert t["voluntary"] is not None and t["involuntary"] is not None, t

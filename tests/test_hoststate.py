@@ -118,3 +118,7 @@ def test_compare_and_the_gate_block_a_vm_against_bare_metal_and_note_a_changed_g
     assert blocking == ["bare metal against a virtualized host: a VM's CPUs are shared and stolen"]
     old = {"accel": {"accel": "kvm", "exit_source": "kvm-stats"}, "host": {"kernel": "6.1"}}  # before host.state
     assert comparability(environment(old), environment(vm)) == ([], [])
+    # a run before placement existed ran unpinned: against none, no note; against auto, one
+    pinned = {**vm, "scenario": {"placement": "auto"}}
+    assert comparability(environment(old), environment({**vm, "scenario": {"placement": "none"}})) == ([], [])
+    assert "placement changed: none -> auto" in comparability(environment(old), environment(pinned))[1]

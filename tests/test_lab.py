@@ -52,7 +52,8 @@ def lab_run(guest_image, tmp_path_factory: pytest.TempPathFactory):
     relayed: list[str] = []
     mp.setattr("iobench.cli._log", lambda line: relayed.append(f"{time.monotonic():.1f} {line}"))
     argv = ["lab", "run", "--backend", "e1000", "--backend", "virtio", "--backend", "vhost",
-            "--duration", "2", "--omit", "1", "--repeats", "1", "--copy-trace", "--exit-reasons", "--out", str(out)]
+            "--duration", "2", "--omit", "1", "--repeats", "1", "--copy-trace", "--exit-reasons", "--placement", "auto",
+            "--out", str(out)]
     try:
         code = main(argv)
     finally:
@@ -345,3 +346,26 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
     assert (run_dir / "report.md").exists() and "the cells finished so far are in" in text
     assert not list(out.glob(".*"))  # no staging or lab dir left
     test_nothing_of_the_lab_is_left_on_the_host(None)
+
+
+def test_l1_and_the_inner_path_are_placed_and_read_back(lab_run) -> None:
+    """--placement auto in the lab: on the host, L1's vCPU threads on distinct host CPUs; inside L1, the
+    guest's vCPU, the vhost worker and QEMU's main loop pinned as planned and read back per cell."""
+    code, (run_dir,), _, relayed, _ = lab_run
+    assert code == 0
+    l1 = json.loads((run_dir / "raw" / "lab" / "l1-placement.json").read_text())
+    vcpus = [t for t in l1["threads"] if t["role"].startswith("vcpu")]
+    assert len(vcpus) == 2 and all(t["requested"] == t["read_back"] and not t["error"] for t in l1["threads"])
+    assert vcpus[0]["read_back"] != vcpus[1]["read_back"]
+    assert any(line.startswith("lab: L1 placed on the host: vcpu0 ") for line in relayed), relayed[:20]
+    rows = list(csv.DictReader((run_dir / "rows.csv").open()))
+    assert rows and all(r["placement"] == "auto" and r["migrations"] != "" and float(r["cpu_s_harness"]) > 0
+                        for r in rows)
+    vhost = next(r for r in rows if r["backend"] == "vhost")
+    facts = json.loads((run_dir / "raw" / "vhost" / f"r1-{vhost['workload']}-{vhost['direction']}.sched.json")
+                       .read_text())
+    by_role = {t["role"]: t for t in facts["tasks"]}
+    assert {"vcpu0", "vhost", "qemu-main"} <= set(by_role), by_role.keys()
+    for role in ("vcpu0", "vhost", "qemu-main"):
+        assert by_role[role]["requested"] == by_role[role]["allowed"], by_role[role]
+    assert by_role["vcpu0"]["requested"] != by_role["vhost"]["requested"]  # L1's two CPUs: the vCPU alone

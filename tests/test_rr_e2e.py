@@ -50,3 +50,23 @@ def test_rr_reaches_the_summary_report_and_figures(rr_run: Path) -> None:
     assert {p.name for p in (rr_run / "plots").glob("*.png")} >= {"latency-rr.png", "per-transaction-rr.png"}
     meta = json.loads((rr_run / "run.json").read_text())
     assert meta["scenario"]["kind"] == "rr" and meta["status"] == "ok"
+
+
+def test_unpinned_runs_record_the_same_scheduling_facts(rr_run: Path) -> None:
+    """placement none (the default): nothing pinned, and the same facts recorded: each role's threads
+    with the CPUs the kernel allows them (all of iobench's), the CPU last run on, migrations, switches."""
+    import os
+
+    from iobench.hoststate import cpulist
+
+    allowed = sorted(os.sched_getaffinity(0))
+    for r in csv.DictReader((rr_run / "rows.csv").open()):
+        assert r["placement"] == "none" and r["migrations"] != ""
+        facts = json.loads((rr_run / "raw" / r["backend"] / f"r1-{r['workload']}-rr.sched.json").read_text())
+        roles = {t["role"] for t in facts["tasks"]}
+        assert roles >= ({"server"} if r["backend"] == "native" else {"vcpu0", "qemu-main"}), roles
+        for t in facts["tasks"]:
+            assert t["requested"] is None, t
+            if t["allowed"] is not None:  # None: the peer ended between two samples (its switches still counted)
+                assert cpulist(t["allowed"]) == allowed and t["last_cpu"] in allowed, t
+            assert t["voluntary"] is not None, t

@@ -23,8 +23,11 @@ from iobench.instruments.copies import CopyTrace
 from iobench.instruments.exits import ExitReasons
 from iobench.instruments.fault_hook import FaultHook
 from iobench.instruments.guest_driver import GuestDriver
+from iobench.instruments.harness import HarnessCPU
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
+from iobench.instruments.placement import Placement
+from iobench.instruments.sched import SchedFacts
 from iobench.instruments.tcg_traps import TcgTraps
 from iobench.instruments.threads import ProcCounters
 
@@ -46,15 +49,20 @@ def _always(run: RunScope) -> bool:
 
 # In this order: `start` and `read` go down the list, `stop` up it. An instrument may read what one
 # above it put in the window's facts (the link's packets, /proc's threads).
-# The exit sources come first: a window's first sample reads them right after the last `start` (the exit-
-# reason triggers are armed by then), and its last sample, taken in reverse order, reads them right before
-# the first `stop`, so that the kernel's per-window trace and KVM's own count cover the same exits.
+# The harness's own CPU is read first and last: its window holds every other instrument's work.
+# The exit sources come next: a window's first sample reads them right after the last `start` (the exit-
+# reason triggers count from the end of theirs), and its last sample, taken in reverse order, reads them
+# right before the first `stop`, so that the kernel's per-window trace and KVM's own count cover the same
+# exits. Whatever does work in `start` (placement pins a native server) sits above exit-reasons.
 REGISTRY: tuple[Entry, ...] = (
+    Entry("harness", _always, lambda run: HarnessCPU()),
     Entry("kvm-stats", lambda run: run.accel == "kvm", KvmStats),
     Entry("tcg-traps", lambda run: run.accel == "tcg", TcgTraps),
     Entry("link", _always, lambda run: LinkCounters()),
     Entry("proc", _always, ProcCounters),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
+    Entry("placement", _always, Placement),
+    Entry("sched", _always, SchedFacts),
     Entry("copy-trace", _always, CopyTrace),
     Entry("exit-reasons", _always, ExitReasons),
     Entry("guest-driver", _always, GuestDriver),

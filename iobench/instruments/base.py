@@ -84,6 +84,7 @@ class Window:
     boot: Boot | None = None
     client_pids: list[int] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    peer_cpus: list[int] | None = None  # where the traffic tool starts (the placement's `peer`); None: anywhere
 
     @property
     def traffic(self) -> bool:
