@@ -197,9 +197,13 @@ def test_every_exit_is_named_and_the_reasons_add_up_to_kvms_count(lab_run) -> No
         top = max(mine, key=lambda x: int(x["exits"]))
         if backend == "e1000":
             assert top["reason"] == "npf", mine
-        # handling time: most exits' next entry is seen, and each took some time
+        # handling time: most exits' next entry is seen, and each took some time; the handling times start
+        # counting just after the exits do, so an exit in flight then (one per vCPU and window) may be handled
+        # without being counted
         handled = sum(int(x["handled"]) for x in mine)
-        assert 0.9 * total <= handled <= total and sum(int(x["handling_ns"]) for x in mine) > handled, (backend, mine)
+        in_flight = sum(r["backend"] == backend for r in rows)
+        assert 0.9 * total <= handled <= total + in_flight, (backend, handled, total)
+        assert sum(int(x["handling_ns"]) for x in mine) > handled, (backend, mine)
     assert list((run_dir / "raw/e1000").glob("*.exitreasons.hist"))
 
 

@@ -254,26 +254,34 @@ class ExitReasons:
             out += [(self.synth, TIME_TRIGGER), (self.exit, SAVE_TRIGGER), (self.entry, ENTRY_TRIGGER)]
         return out
 
+    def _counting(self) -> list[tuple[Path, str]]:
+        """The triggers that count, in the order they start counting: the sites, the exits, then the
+        handling times (so an exit is handled only while the exits are counted; a trigger that defines
+        variables, as the two of the timing chain do, cannot be paused: the kernel refuses to parse it
+        again, "variable already defined")."""
+        return [*self.sites.values(), (self.exit, EXIT_TRIGGER), *([(self.synth, TIME_TRIGGER)] if self.timed else [])]
+
     def start(self) -> None:
-        """Arm every trigger paused, then let them count, the exit count last.
+        """Arm every trigger, the counting ones paused; then let them count, the exits last but one.
 
         Why in two steps: adding a trigger enables its tracepoint, which patches kernel text (a
         static key: int3 and IPIs to every CPU); in the lab's L1, under TCG, that takes tens of ms
         per event, and the guest exits meanwhile. Armed one by one and counting at once, the exit
         count ran ~40 ms ahead of the window KVM's statistics measure (1.2% more exits than KVM
         counted in one e1000 tx window). `cont` only clears a flag, so the count now starts right
-        before the window's first sample of KVM's statistics (the instruments' order puts it there)."""
-        triggers = self._triggers()
-        for event, trigger in triggers:
-            tracefs.add_trigger(event, f"{trigger}:pause")
-        for event, trigger in [*triggers[1:], triggers[0]]:
+        before the window's first sample of KVM's statistics (the instruments' order puts it there).
+        Of the timing chain, only its counting end (the synthetic event's histogram) is paused."""
+        counting = set(self._counting())
+        for event, trigger in self._triggers():
+            tracefs.add_trigger(event, f"{trigger}:pause" if (event, trigger) in counting else trigger)
+        for event, trigger in self._counting():
             tracefs.add_trigger(event, f"{trigger}:cont")
 
     def stop(self) -> tuple[WindowCounts, str]:
-        """Pause the exit count first (right after the window's last sample of KVM's statistics),
-        then the others; read the histograms and remove the triggers (the counts restart with the
-        next window). Returns the counts and the raw hist texts (kept in raw/)."""
-        for event, trigger in self._triggers():
+        """Pause the counting triggers in the reverse order (the exits right after the window's last
+        sample of KVM's statistics), read the histograms and remove the triggers (the counts restart
+        with the next window). Returns the counts and the raw hist texts (kept in raw/)."""
+        for event, trigger in reversed(self._counting()):
             tracefs.add_trigger(event, f"{trigger}:pause")
         exit_text = (self.exit / "hist").read_text()
         time_text = (self.synth / "hist").read_text() if self.timed else ""
