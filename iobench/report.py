@@ -206,6 +206,12 @@ def markdown(directory: Path) -> str:
                    f"{', '.join(state.get('missing', {})) or 'nothing'})")
     out.append(f"- guest: kernel {kernel_pkg.get('name')} {kernel_pkg.get('version')} "
                f"({image.get('boot_path')}), image {image.get('key')}")
+    if placed := meta.get("placement"):
+        plans = placed.get("plans") or {}
+        out.append(f"- placement: **{placed.get('spec')}**" + "".join(
+            f"; {key}: " + (", ".join(f"{role} on {cpus}" for role, cpus in plan["cpus"].items()) or "nothing pinned")
+            + (f" ({'; '.join(plan['shared'])})" if plan.get("shared") else "") for key, plan in plans.items())
+            + " (raw/*.sched.json: where each thread ran, per window)")
     scn = meta.get("scenario", {})
     out.append(f"- scenario: {scn.get('source')}: {scn.get('repeats')} rounds of {scn.get('duration_s')} s windows "
                f"(warm-up {scn.get('omit_s')} s); packets are MTU-sized (1514 B) equivalents")

@@ -174,6 +174,7 @@ def test_every_role_is_placed_read_back_and_its_scheduling_facts_kept(tcg_run) -
     assert meta["placement"]["spec"] == "auto" and meta["scenario"]["placement"] == "auto"
     plans = meta["placement"]["plans"]
     assert {"e1000:auto", "virtio:auto", "native:auto"} <= set(plans), plans
+    assert "- placement: **auto**; e1000:auto: vcpu0 on " in (run_dir / "report.md").read_text()
     cpus = sorted(os.sched_getaffinity(0))
     for backend in ("e1000", "virtio"):
         placed = json.loads((run_dir / "raw" / backend / "r1" / "placement.json").read_text())
