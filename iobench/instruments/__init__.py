@@ -49,7 +49,8 @@ def _always(run: RunScope) -> bool:
 
 # In this order: `start` and `read` go down the list, `stop` up it. An instrument may read what one
 # above it put in the window's facts (the link's packets, /proc's threads).
-# The harness's own CPU is read first and last: its window holds every other instrument's work.
+# The harness's own CPU is sampled first at a window's first sample and last at its last: every other
+# instrument's reading lies inside its span.
 # The exit sources come next: a window's first sample reads them right after the last `start` (the exit-
 # reason triggers count from the end of theirs), and its last sample, taken in reverse order, reads them
 # right before the first `stop`, so that the kernel's per-window trace and KVM's own count cover the same
