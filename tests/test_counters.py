@@ -84,3 +84,22 @@ def test_a_missing_trace_log_has_no_size(tmp_path: Path) -> None:
 def test_tcg_parser_accepts_the_timestamped_log_format() -> None:
     line = "1234@1700000000.000001:memory_region_ops_write cpu 0 mr 0x1 addr 0x3818 value 0x5 size 4 name 'e1000-mmio'"
     assert tcg.parse([line]).nic == 1
+
+
+def test_known_vhost_workers_are_read_without_a_scan_of_every_process() -> None:
+    """read_threads with the workers found before reads those (the lab's samples spent most of their
+    time scanning /proc for `vhost-<pid>`); with none possible it reads only the process's own tasks."""
+    import os
+    import subprocess
+
+    from iobench.counters import proc
+
+    worker = subprocess.Popen(["sleep", "30"])
+    try:
+        threads = proc.read_threads(os.getpid(), vhost_tids=[worker.pid])
+        assert [t.comm for t in threads if t.kind == "vhost"] == ["sleep"]
+        assert not [t for t in proc.read_threads(os.getpid(), vhost_tids=()) if t.kind == "vhost"]
+    finally:
+        worker.kill()
+        worker.wait()
+    assert not [t for t in proc.read_threads(os.getpid(), vhost_tids=[worker.pid]) if t.kind == "vhost"]  # gone

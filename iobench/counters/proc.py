@@ -9,6 +9,7 @@ removes.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +61,13 @@ def thread_kind(comm: str, tid: int, pid: int) -> str:
     return "other"
 
 
-def read_threads(pid: int) -> list[ThreadCPU]:
+def read_threads(pid: int, vhost_tids: Collection[int] | None = None) -> list[ThreadCPU]:
     """Every thread of `pid`, plus vhost worker kernel threads serving it.
 
     On kernels before 6.4 the vhost worker is a kernel thread named
-    `vhost-<qemu pid>`, not a task of QEMU, so it is found by name.
+    `vhost-<qemu pid>`, not a task of QEMU, so it is found by name: a scan of every
+    process, unless `vhost_tids` says which they are (found before; empty: none can be,
+    as for a backend without vhost). The scan is most of a sample's cost in the lab.
     """
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -75,7 +78,18 @@ def read_threads(pid: int) -> list[ThreadCPU]:
             continue
         tid = int(task.name)
         out.append(ThreadCPU(tid, comm, thread_kind(comm, tid, pid), cpu))
-    return out + vhost_workers(pid)
+    if vhost_tids is None:
+        return out + vhost_workers(pid)
+    return out + [t for t in map(_worker, vhost_tids) if t is not None and t.tid not in {o.tid for o in out}]
+
+
+def _worker(tid: int) -> ThreadCPU | None:
+    """A known vhost worker's CPU time now (None: it is gone)."""
+    try:
+        comm = Path(f"/proc/{tid}/comm").read_text().strip()
+        return ThreadCPU(tid, comm, "vhost", parse_stat_cpu_s(Path(f"/proc/{tid}/stat").read_text()))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def vhost_workers(pid: int) -> list[ThreadCPU]:

@@ -92,7 +92,7 @@ class Placement(Instrument):
         window.peer_cpus = made.for_role("peer") if made else None
         if window.vm is None and made is not None:
             server = [placement.pin("server", t.tid, t.comm, made.for_role("vcpu0"))
-                      for t in proc.read_threads(window.pid)]
+                      for t in proc.read_threads(window.pid, vhost_tids=())]
             window.facts["native_pinned"] = server
 
     def read(self, window: Window, samples: list[Any]) -> Reading:

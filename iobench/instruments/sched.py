@@ -105,7 +105,7 @@ class SchedFacts(Instrument):
         if window.boot is not None:
             roles: dict[str, list[tuple[int, str]]] = dict(window.boot.facts.get("roles", {}))
         else:  # native: the server stands in for the guest
-            roles = {"server": [(t.tid, t.comm) for t in proc.read_threads(window.pid)]}
+            roles = {"server": [(t.tid, t.comm) for t in proc.read_threads(window.pid, vhost_tids=())]}
         if window.client_pids:
             roles["peer"] = [(pid, "peer") for pid in window.client_pids]
         return roles

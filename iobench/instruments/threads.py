@@ -50,11 +50,20 @@ class ProcCounters(Instrument):
 
     def __init__(self, run: RunScope) -> None:
         self.run = run
+        self.vhost_tids: list[int] | None = None  # the window's vhost workers, once found
+
+    def start(self, window: Window) -> None:
+        """A backend without vhost has no worker to look for; one with vhost is looked for once a window."""
+        backend = window.boot.backend if window.boot else None
+        self.vhost_tids = None if backend is not None and backend.vhost else []
 
     def sample(self, window: Window) -> ProcSample:
+        threads = proc.read_threads(window.pid, self.vhost_tids)
+        if self.vhost_tids is None:
+            self.vhost_tids = [t.tid for t in threads if t.kind == "vhost"] or None  # none yet: look again
         if window.vm is None:
-            return ProcSample(proc.read_io(window.pid), proc.read_threads(window.pid), None)
-        return ProcSample(proc.read_io(window.pid), proc.read_threads(window.pid), tcg.log_size(window.vm.trace_log))
+            return ProcSample(proc.read_io(window.pid), threads, None)
+        return ProcSample(proc.read_io(window.pid), threads, tcg.log_size(window.vm.trace_log))
 
     def record(self, sample: Any) -> dict[str, Any]:
         return {"io": sample.io or {}, "threads": [t.__dict__ for t in sample.threads], "trace_offset": sample.trace_offset}
