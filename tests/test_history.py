@@ -40,6 +40,22 @@ def test_older_formats_go_in_upgraded_and_a_second_add_replaces(data: Path, tmp_
     assert history.query(con, "SELECT count(*) AS n FROM rows")["n"].iloc[0] == sum(n for _, n in expected)
 
 
+def test_a_database_made_before_new_row_columns_gains_them(data: Path, tmp_path: Path) -> None:
+    """A history made by an iobench whose rows had fewer columns (here: before placement) takes a run of
+    today's format: the missing columns are added, empty for the runs already in it."""
+    path = tmp_path / "old.duckdb"
+    con = history.connect(path)
+    history.add(con, data / "results-v2-lab")
+    for column in ("placement", "migrations", "migrated_roles", "cpu_s_harness", "harness_cpu_pct"):
+        con.execute(f'ALTER TABLE rows DROP COLUMN "{column}"')
+    con.close()
+    con = history.connect(path)
+    history.add(con, data / "results-v3-tcg-sweep")
+    got = history.query(con, "SELECT count(*) AS n, count(placement) AS placed FROM rows")
+    assert got["n"][0] > 0 and got["placed"][0] == 0
+    con.close()
+
+
 def test_an_unreadable_format_is_refused_with_the_reason(data: Path, tmp_path: Path) -> None:
     old = copy_run(data, "results-v2-lab", tmp_path, format_version=1)
     con = history.connect(tmp_path / "h.duckdb")
