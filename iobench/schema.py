@@ -166,6 +166,7 @@ class Row:
     migrations: int | None = None  # CPU migrations of every role's threads over the window (/proc/<tid>/sched)
     migrated_roles: str | None = None  # the roles that migrated in the window, comma-separated ("" none)
     cpu_s_harness: float | None = None  # iobench's own CPU time over the window (instruments.harness)
+    exit_reasons_kvm_exits: int | None = None  # KVM's exits over the exit-reason count's own span (its reference)
 
 
 
@@ -224,8 +225,9 @@ def derive(row: Row) -> dict[str, Any]:
     out["irq_injections_per_datagram"] = (round(row.irq_injections / dg, 4)
                                           if dg and row.irq_injections is not None else None)
     out["cpu_us_per_datagram"] = round(path_cpu * 1e6 / dg, 3) if dg and path_cpu is not None else None
-    out["exit_reasons_coverage"] = (round(row.exit_reasons_total / row.exits, 4)
-                                    if row.exit_reasons_total is not None and row.exits else None)
+    reference = row.exit_reasons_kvm_exits if row.exit_reasons_kvm_exits is not None else row.exits
+    out["exit_reasons_coverage"] = (round(row.exit_reasons_total / reference, 4)
+                                    if row.exit_reasons_total is not None and reference else None)
     measured = [v for v in (*cpu_values.values(), row.cpu_s_harness) if v is not None]
     out["harness_cpu_pct"] = (round(100 * row.cpu_s_harness / sum(measured), 3)
                               if row.cpu_s_harness is not None and sum(measured) else None)

@@ -97,7 +97,7 @@ def test_known_vhost_workers_are_read_without_a_scan_of_every_process() -> None:
     worker = subprocess.Popen(["sleep", "30"])
     try:
         threads = proc.read_threads(os.getpid(), vhost_tids=[worker.pid])
-        assert [t.comm for t in threads if t.kind == "vhost"] == ["sleep"]
+        assert [t.tid for t in threads if t.kind == "vhost"] == [worker.pid]
         assert not [t for t in proc.read_threads(os.getpid(), vhost_tids=()) if t.kind == "vhost"]
     finally:
         worker.kill()

@@ -271,12 +271,28 @@ def test_the_exit_reasons_instrument_gives_a_real_windows_tables_and_total(site_
                                   site_names=site_names)  # type: ignore[assignment]
     inst.na, inst.address_map = "", amap
     inst.counts = exitreasons.WindowCounts(exits, {}, hists)
+    inst.kvm_at = [1000, 1000 + 9000]  # KVM's exit count as the count started and as it stopped
     w = window("e1000-tx", "e1000")
     w.facts |= {"threads": [ThreadCPU(**t) for t in after["threads"]], "packets": 1234.44}
     got = inst.read(w, [])
     reasons, sites = got.tables["exit_reasons"], got.tables["exit_sites"]
     assert got.columns["exit_reasons_total"] == sum(r["exits"] for r in reasons) > 0
+    assert got.columns["exit_reasons_kvm_exits"] == 9000  # the coverage's reference: KVM over the count's span
     assert {r["phase"] for r in reasons} == {"traffic"} and {r["packets"] for r in reasons} == {1234.4}
     assert {(r["backend"], r["direction"], r["attempt"]) for r in sites} == {("e1000", "tx", 1)}
     assert any(s["register"] == "TDT" and s["access"] == "write" for s in sites)
     assert vcpus == {t["tid"] for t in after["threads"] if t["kind"] == "vcpu"}
+
+
+def test_coverage_is_against_kvms_count_over_the_counts_own_span() -> None:
+    """The reasons are checked against KVM's exits read at the count's own edges; a row without that
+    reference (older runs) falls back to the window's exits."""
+    from dataclasses import fields
+
+    from iobench.schema import Row, derive
+
+    values = {f.name: None for f in fields(Row)} | {"bytes": 15140, "frames": 10, "exits": 9100, "duration_s": 1.0,
+                                                    "cpu_s_iperf3_client": 0.1, "na_reason": "",
+                                                    "exit_reasons_total": 9000, "exit_reasons_kvm_exits": 9000}
+    assert derive(Row(**values))["exit_reasons_coverage"] == 1.0
+    assert derive(Row(**(values | {"exit_reasons_kvm_exits": None})))["exit_reasons_coverage"] == round(9000 / 9100, 4)

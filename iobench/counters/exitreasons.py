@@ -277,12 +277,16 @@ class ExitReasons:
         for event, trigger in self._counting():
             tracefs.add_trigger(event, f"{trigger}:cont")
 
-    def stop(self) -> tuple[WindowCounts, str]:
-        """Pause the counting triggers in the reverse order (the exits right after the window's last
-        sample of KVM's statistics), read the histograms and remove the triggers (the counts restart
-        with the next window). Returns the counts and the raw hist texts (kept in raw/)."""
+    def pause(self) -> None:
+        """Stop counting: the counting triggers paused in the reverse order (the handling times, then
+        the exits, then the sites)."""
         for event, trigger in reversed(self._counting()):
             tracefs.add_trigger(event, f"{trigger}:pause")
+
+    def stop(self) -> tuple[WindowCounts, str]:
+        """Pause (if `pause` was not called), read the histograms and remove the triggers (the counts
+        restart with the next window). Returns the counts and the raw hist texts (kept in raw/)."""
+        self.pause()
         exit_text = (self.exit / "hist").read_text()
         time_text = (self.synth / "hist").read_text() if self.timed else ""
         site_texts = {kind: (event / "hist").read_text() for kind, (event, _) in self.sites.items()}
