@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,9 @@ def test_roles_name_cpus_this_machine_offers(tmp_path: Path) -> None:
 def test_pinning_is_read_back_and_the_scheduling_facts_read() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     child = subprocess.Popen(["sleep", "30"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.01)  # until it has exec'd (before, it is a copy of pytest)
     try:
         got = placement.pin("peer", child.pid, "sleep", [cpus[-1]])
         assert got.requested == got.read_back == str(cpus[-1]) and not got.error
