@@ -233,6 +233,11 @@ class Pinned:
     read_back: str | None  # None: the thread was gone
     error: str = ""
 
+    @property
+    def wrong(self) -> bool:
+        """Refused, or pinned and read back otherwise."""
+        return bool(self.error) or self.requested is not None and self.requested != self.read_back
+
 
 def pin(role: str, tid: int, comm: str, cpus: list[int] | None) -> Pinned:
     """sched_setaffinity on one thread (when `cpus`), then its affinity read back from the kernel."""

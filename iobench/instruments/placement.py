@@ -42,7 +42,6 @@ class Placement(Instrument):
         self.run = run
         self.spec = placement.parse(run.scn.placement, run.scn.source)
         self.host = placement.host_cpus()
-        self.native_plans: dict[str, placement.Plan] = {}
 
     def describe(self) -> dict[str, Any]:
         host = self.host
@@ -66,10 +65,10 @@ class Placement(Instrument):
         mode = self.spec.mode_in(boot.repeat)
         found = vm_threads(boot)
         roles = placement.roles_for(sum(r.startswith("vcpu") for r in found), "vhost" in found, "iothread" in found)
-        made = self._plan(mode if self.spec.mode != "roles" else "roles", roles, f"{boot.backend.name}:{mode}")
+        made = self._plan(mode, roles, f"{boot.backend.name}:{mode}")
         pinned = [placement.pin(role, tid, comm, made.for_role(role)) for role, threads in found.items()
                   for tid, comm in threads]
-        wrong = [p for p in pinned if p.error or (p.requested is not None and p.requested != p.read_back)]
+        wrong = [p for p in pinned if p.wrong]
         for p in wrong:
             self.run.log(f"{boot.tag}: placement of {p.role} (thread {p.tid}) asked {p.requested}, read back "
                          f"{p.read_back}" + (f": {p.error}" if p.error else ""))
@@ -83,7 +82,7 @@ class Placement(Instrument):
             facts = window.boot.facts.get("placement")
             return (facts["mode"], facts["plan"]) if facts else ("none", None)
         mode = self.spec.mode_in(window.repeat)  # native: the server stands in for the guest's vCPU
-        return mode, self._plan(mode if self.spec.mode != "roles" else "roles", ["vcpu0", "peer"], f"native:{mode}")
+        return mode, self._plan(mode, ["vcpu0", "peer"], f"native:{mode}")
 
     def start(self, window: Window) -> None:
         """The peer's CPUs for the runner to start it on; in a native window, the server pinned to vCPU 0's."""
@@ -97,7 +96,7 @@ class Placement(Instrument):
 
     def read(self, window: Window, samples: list[Any]) -> Reading:
         wrong = window.boot.facts.get("placement", {}).get("wrong", []) if window.boot else [
-            p for p in window.facts.get("native_pinned", []) if p.error or p.requested != p.read_back]
+            p for p in window.facts.get("native_pinned", []) if p.wrong]
         return Reading(columns={"placement": window.facts.get("placement_mode", "none")},
                        na=[f"placement: {p.role} thread {p.tid} asked {p.requested}, read back {p.read_back}"
                            + (f" ({p.error})" if p.error else "") for p in wrong])
