@@ -243,17 +243,14 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
 def _place_l1(l1: VM, logs: Path, log: Log) -> None:
     """L1's vCPU threads on distinct host cores (placement auto on the host; its main loop shares what
     is left), read back and kept in raw/lab/<l1 logs>-placement.json."""
-    threads = {t.tid: t for t in proc.read_threads(l1.pid)}
-    cpus = {f"vcpu{c['cpu-index']}": int(c["thread-id"]) for c in l1.command("query-cpus-fast")}
-    made = placement.plan(placement.Spec("auto"), "auto", [*cpus, "qemu-main"], placement.host_cpus())
-    pinned = [placement.pin(role, tid, threads[tid].comm if tid in threads else "?", made.for_role(role))
-              for role, tid in cpus.items()]
-    pinned += [placement.pin("qemu-main", t.tid, t.comm, made.for_role("qemu-main")) for t in threads.values()
-               if t.tid not in cpus.values()]
+    found = placement.vm_threads(l1)
+    made = placement.plan(placement.Spec("auto"), "auto", [r for r in found if r.startswith("vcpu")] + ["qemu-main"],
+                          placement.host_cpus())
+    pinned = placement.pin_all(found, made)
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "placement.json").write_text(json.dumps({"plan": made.as_dict(), "threads": [asdict(p) for p in pinned]},
                                                     indent=2) + "\n")
-    log("lab: L1 placed on the host: " + ", ".join(f"{p.role} {p.read_back}" for p in pinned if p.role != "qemu-main")
+    log("lab: L1 placed on the host: " + ", ".join(f"{p.role} {p.read_back}" for p in pinned if p.role.startswith("vcpu"))
         + "; " + "; ".join(made.why))
 
 
@@ -399,8 +396,6 @@ def _try(call: Callable[[], Any]) -> Any:
 
 def _threads(pid: int) -> dict[int, dict[str, Any]]:
     """L1 QEMU's threads: name, scheduler state (R running, S sleeping, T stopped) and CPU seconds."""
-    from iobench.counters import proc
-
     found: dict[int, dict[str, Any]] = {}
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:

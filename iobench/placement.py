@@ -31,7 +31,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+from iobench.counters import proc
 from iobench.errors import UserError
 from iobench.hoststate import cpulist, read_file
 
@@ -237,6 +239,38 @@ class Pinned:
     def wrong(self) -> bool:
         """Refused, or pinned and read back otherwise."""
         return bool(self.error) or self.requested is not None and self.requested != self.read_back
+
+
+class QemuProcess(Protocol):
+    """What vm_threads needs of a VM: its pid and a QMP command (iobench.vm.VM, the lab's L1)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def command(self, cmd: str, **args: Any) -> Any: ...
+
+
+def vm_threads(vm: QemuProcess) -> dict[str, list[tuple[int, str]]]:
+    """Role -> [(tid, comm)] of one QEMU: vCPUs by QMP's own thread ids, the rest by the names QEMU
+    gives its threads (debug-threads=on) and the vhost worker's name (counters.proc.thread_kind)."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    threads = {t.tid: t for t in proc.read_threads(vm.pid)}
+    for cpu in vm.command("query-cpus-fast"):
+        tid = int(cpu["thread-id"])
+        comm = threads[tid].comm if tid in threads else "?"
+        out[f"vcpu{cpu['cpu-index']}"] = [(tid, comm)]
+    vcpu_tids = {tid for found in out.values() for tid, _ in found}
+    by_kind = {"main": "qemu-main", "other": "qemu-main", "iothread": "iothread", "vhost": "vhost"}
+    for t in threads.values():
+        if t.tid not in vcpu_tids and t.kind in by_kind:
+            out.setdefault(by_kind[t.kind], []).append((t.tid, t.comm))
+    out.setdefault("qemu-main", []).sort(key=lambda tc: tc[0] != vm.pid)  # the main loop first
+    return out
+
+
+def pin_all(found: dict[str, list[tuple[int, str]]], made: Plan) -> list[Pinned]:
+    """Every thread found pinned as the plan says for its role (roles the plan leaves out: read back only)."""
+    return [pin(role, tid, comm, made.for_role(role)) for role, threads in found.items() for tid, comm in threads]
 
 
 def pin(role: str, tid: int, comm: str, cpus: list[int] | None) -> Pinned:

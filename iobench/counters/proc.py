@@ -9,6 +9,7 @@ removes.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +114,22 @@ def cpu_by_kind(threads: list[ThreadCPU]) -> dict[str, float]:
     for t in threads:
         out[t.kind] = out.get(t.kind, 0.0) + t.cpu_s
     return out
+
+
+@dataclass(frozen=True)
+class ChildrenUsage:
+    """What the kernel accounts to this process's reaped children (RUSAGE_CHILDREN): the traffic client
+    is the one child that ends inside a window, so a window's delta is its CPU and context switches."""
+
+    cpu_s: float
+    voluntary: int
+    involuntary: int
+
+    def __sub__(self, other: ChildrenUsage) -> ChildrenUsage:
+        return ChildrenUsage(self.cpu_s - other.cpu_s, self.voluntary - other.voluntary,
+                             self.involuntary - other.involuntary)
+
+
+def children_usage() -> ChildrenUsage:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ChildrenUsage(r.ru_utime + r.ru_stime, r.ru_nvcsw, r.ru_nivcsw)

@@ -6,16 +6,10 @@ a window (the native peer's server is reaped only after its window is read).
 
 from __future__ import annotations
 
-import resource
 from typing import Any
 
+from iobench.counters.proc import children_usage
 from iobench.instruments.base import Instrument, Reading, Window
-
-
-def children_cpu_s() -> float:
-    """CPU seconds of this process's reaped children (the traffic client, once it exited)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 class ClientCPU(Instrument):
@@ -25,9 +19,9 @@ class ClientCPU(Instrument):
         self.start_s = 0.0
 
     def start(self, window: Window) -> None:
-        self.start_s = children_cpu_s()
+        self.start_s = children_usage().cpu_s
 
     def read(self, window: Window, samples: list[Any]) -> Reading:
         if not window.traffic:
             return Reading()
-        return Reading(columns={"cpu_s_iperf3_client": round(children_cpu_s() - self.start_s, 3)})
+        return Reading(columns={"cpu_s_iperf3_client": round(children_usage().cpu_s - self.start_s, 3)})

@@ -17,24 +17,6 @@ from iobench.counters import proc
 from iobench.instruments.base import Boot, Instrument, Reading, RunScope, Window
 
 
-def vm_threads(boot: Boot) -> dict[str, list[tuple[int, str]]]:
-    """Role -> [(tid, comm)] of one VM: vCPUs by QMP's own thread ids, the rest by the names QEMU
-    gives its threads (debug-threads=on) and the vhost worker's name (counters.proc.thread_kind)."""
-    out: dict[str, list[tuple[int, str]]] = {}
-    threads = {t.tid: t for t in proc.read_threads(boot.vm.pid)}
-    for cpu in boot.vm.command("query-cpus-fast"):
-        tid = int(cpu["thread-id"])
-        comm = threads[tid].comm if tid in threads else "?"
-        out[f"vcpu{cpu['cpu-index']}"] = [(tid, comm)]
-    vcpu_tids = {tid for role, found in out.items() for tid, _ in found}
-    by_kind = {"main": "qemu-main", "other": "qemu-main", "iothread": "iothread", "vhost": "vhost"}
-    for t in threads.values():
-        if t.tid not in vcpu_tids and t.kind in by_kind:
-            out.setdefault(by_kind[t.kind], []).append((t.tid, t.comm))
-    out["qemu-main"].sort(key=lambda tc: tc[0] != boot.vm.pid)  # the main loop first
-    return out
-
-
 class Placement(Instrument):
     name = "placement"
 
@@ -63,11 +45,10 @@ class Placement(Instrument):
     def after_boot(self, boot: Boot) -> None:
         """Find the VM's threads by role, pin them as this round's plan says, read every affinity back."""
         mode = self.spec.mode_in(boot.repeat)
-        found = vm_threads(boot)
+        found = placement.vm_threads(boot.vm)
         roles = placement.roles_for(sum(r.startswith("vcpu") for r in found), "vhost" in found, "iothread" in found)
         made = self._plan(mode, roles, f"{boot.backend.name}:{mode}")
-        pinned = [placement.pin(role, tid, comm, made.for_role(role)) for role, threads in found.items()
-                  for tid, comm in threads]
+        pinned = placement.pin_all(found, made)
         wrong = [p for p in pinned if p.wrong]
         for p in wrong:
             self.run.log(f"{boot.tag}: placement of {p.role} (thread {p.tid}) asked {p.requested}, read back "

@@ -15,7 +15,6 @@ last sample taken while it ran (a timeline tick), and missing with the reason wh
 
 from __future__ import annotations
 
-import resource
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,17 +87,12 @@ def _over(now: TaskSched, before: TaskSched | None) -> dict[str, int | None]:
     return {name: delta(name) for name in ("migrations", "voluntary", "involuntary")}
 
 
-def children_switches() -> tuple[int, int]:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_nvcsw, r.ru_nivcsw
-
-
 class SchedFacts(Instrument):
     name = "sched"
 
     def __init__(self, run: RunScope) -> None:
         self.run = run
-        self.children_at_start = (0, 0)
+        self.children_at_start = proc.ChildrenUsage(0.0, 0, 0)
 
     @staticmethod
     def _roles(window: Window) -> dict[str, list[tuple[int, str]]]:
@@ -111,7 +105,7 @@ class SchedFacts(Instrument):
         return roles
 
     def start(self, window: Window) -> None:
-        self.children_at_start = children_switches()
+        self.children_at_start = proc.children_usage()
 
     def sample(self, window: Window) -> dict[int, tuple[str, TaskSched]]:
         out = {}
@@ -137,7 +131,8 @@ class SchedFacts(Instrument):
                           "last_cpu": now.last_cpu, **_over(now, first.get(tid, (role, None))[1])})
         na = []
         if window.client_pids and window.traffic:
-            vol, invol = (a - b for a, b in zip(children_switches(), self.children_at_start, strict=True))
+            used = proc.children_usage() - self.children_at_start
+            vol, invol = used.voluntary, used.involuntary
             seen = [t for t in tasks if t["role"] == "peer"]
             for t in seen:
                 t["voluntary"], t["involuntary"], t["as_of"] = vol, invol, "cpu and migrations: the last sample it ran at"
