@@ -37,9 +37,10 @@ class Progress:
     exit_reasons: list[dict[str, Any]] = field(default_factory=list)
     exit_sites: list[dict[str, Any]] = field(default_factory=list)
 
-    def done(self) -> set[tuple[str, str, int, str]]:
-        """(backend, direction, repeat, workload) of every cell with an outcome (ok or failed)."""
-        return {(c["backend"], c["direction"], int(c["repeat"]), c["workload"]) for c in self.cells}
+    def done(self) -> set[tuple[str, str, int, str, str]]:
+        """(backend, direction, repeat, workload, topology) of every cell with an outcome (ok or failed)."""
+        return {(c["backend"], c["direction"], int(c["repeat"]), c["workload"], c.get("topology", "direct"))
+                for c in self.cells}
 
     def reopen_failed(self) -> list[dict[str, Any]]:
         """Give the failed cells another chance, when the run resumes in a new L1. Why: an L1 that stalls

@@ -21,6 +21,7 @@ from iobench import __version__
 from iobench.commands import ab as ab_command
 from iobench.commands import host as host_command
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
+from iobench.topologies import TOPOLOGIES
 
 ENVIRONMENT_LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -88,6 +89,9 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="pin the vCPUs, vhost worker, QEMU main loop and traffic peer: auto (distinct physical cores), "
                         "none (unpinned, facts still recorded), alternate (auto and none in ABBA rounds), or e.g. "
                         "vcpu0=2,vhost=3,peer=4-5")
+    p.add_argument("--topology", action="append", choices=tuple(TOPOLOGIES),
+                   help="what the guest's tap is attached to on the host (repeatable; default direct): direct (the "
+                        "peer on the tap), bridge (tap and the peer's veth on a Linux bridge); native runs over each")
 
 
 def _add_db_options(p: argparse.ArgumentParser) -> None:
@@ -264,6 +268,7 @@ def scenario_from_args(args: argparse.Namespace) -> Any:
         qemu_args=(*base.qemu_args, *args.qemu_arg) if args.qemu_arg else None,
         boot_timeout_s=args.boot_timeout, retries=args.retries, copy_trace=args.copy_trace,
         exit_reasons=args.exit_reasons, order=args.order, placement=getattr(args, "placement", None),
+        topology=tuple(args.topology) if getattr(args, "topology", None) else None,
     )
 
 

@@ -1,6 +1,7 @@
 """`iobench compare A B`: the same cells of two runs side by side, with ratios.
 
-Cells are matched by backend x direction x workload on the summary medians;
+Cells are matched by backend x direction x workload (x topology, in the backend's label:
+"vhost@bridge") on the summary medians;
 which way a metric is better is the schema's. Whether two runs can be compared
 at all is one rule (`comparability`), shared with the gate.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iobench import exitsites, hoststate, results
+from iobench import exitsites, hoststate, results, topologies
 from iobench.errors import UserError
 from iobench.schema import HIGHER_IS_BETTER
 
@@ -36,7 +37,7 @@ def _load(directory: Path) -> tuple[dict[str, Any], dict[tuple[str, str, str, st
         raise UserError(f"{directory} has no summary.csv rows to compare.")
     records: list[dict[str, Any]] = data.summary.to_dict("records")  # type: ignore[assignment]
     medians = {(str(r["backend"]), str(r["direction"]), str(r["workload"]), str(r["metric"])): float(r["median"])
-               for r in records}
+               for r in topologies.labelled(records)}
     return data.meta, medians
 
 

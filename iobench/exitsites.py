@@ -23,6 +23,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from iobench import topologies
+
 # The local APIC's MMIO page (IA32_APIC_BASE's reset value; Linux never moves it). KVM emulates it
 # in the kernel, so QEMU's memory map shows only the MSI window ("apic-msi"/"kvm-apic-msi") there.
 LAPIC_BASE = 0xFEE00000
@@ -253,7 +255,7 @@ def traffic_sums(records: Iterable[Mapping[str, object]], key: Callable[[Mapping
     for r in records:
         if r["phase"] != "traffic" or r.get("access") == "unsatisfied-read":
             continue
-        cell = (str(r["backend"]), str(r["direction"]))
+        cell = (topologies.label(str(r["backend"]), r.get("topology")), str(r["direction"]))
         slot = sums.setdefault(cell, {}).setdefault(key(r), [0.0] * len(fields))
         for i, f in enumerate(fields):
             slot[i] += _number(r[f])

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iobench import decide, hostspeed, results
+from iobench import decide, hostspeed, results, topologies
 from iobench.compare import comparability, environment
 from iobench.errors import UserError
 from iobench.schema import HIGHER_IS_BETTER, cell_kind
@@ -160,7 +160,8 @@ def samples(run: results.RunData) -> dict[Key, list[float]]:
             v = r.get(metric)
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
-            out.setdefault((str(r["backend"]), str(r["direction"]), str(r["workload"]), metric), []).append(float(v))
+            out.setdefault((topologies.label(str(r["backend"]), r.get("topology")), str(r["direction"]), str(r["workload"]),
+                            metric), []).append(float(v))
     return out
 
 
@@ -210,7 +211,8 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
         within, _ = decide.pooled_within(logs)
         between = decide.measured_between(logs, within)
         pooled = [v for r in raw for v in r]
-        bound = hostspeed.host_bound(env, runs[-1].meta.get("scenario", {}), key[0], cell_kind(key[1], key[2]),
+        bound = hostspeed.host_bound(env, runs[-1].meta.get("scenario", {}), topologies.backend_of(key[0]),
+                                     cell_kind(key[1], key[2]),
                                      metric)
         cells.append({"backend": key[0], "direction": key[1], "workload": key[2], "metric": metric,
                       "host_bound": bound or "", "runs": raw, "values": pooled,
@@ -439,13 +441,13 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
     env, scenario = environment(run.meta), run.meta.get("scenario", {})
     blocking, notes = comparability(baseline["environment"], env)
     if only_backends:
-        skipped = sorted({c["backend"] for c in baseline["cells"]} - set(only_backends))
-        baseline = dict(baseline, cells=[c for c in baseline["cells"] if c["backend"] in only_backends])
+        skipped = sorted({c["backend"] for c in baseline["cells"] if topologies.backend_of(c["backend"]) not in only_backends})
+        baseline = dict(baseline, cells=[c for c in baseline["cells"] if topologies.backend_of(c["backend"]) in only_backends])
         if skipped:
             notes.append(f"backends of the baseline not run by choice (not gated): {', '.join(skipped)}")
     partial = blocking if not allow_partial else notes
     status = run.meta.get("status", "ok")
-    failed = [f"{c['backend']}/{c['direction']}/r{c['repeat']}" for c in run.meta.get("cells", [])
+    failed = [f"{c['backend']}/{c['direction']}/r{c['repeat']}" for c in topologies.labelled(run.meta.get("cells", []))
               if c.get("status") != "ok"]
     if status != "ok" or failed:
         partial.append(f"the run's status is {status}" + (f", {len(failed)} failed cell(s): {_listed(failed)}"
@@ -468,7 +470,7 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
         if len(current[key]) < expected:
             short.append(f"{'/'.join(key)} ({len(current[key])} of {expected})")
         rule = baseline["metrics"][key[3]]
-        hb = hostspeed.host_bound(env, scenario, key[0], cell_kind(key[1], key[2]), key[3]) or ""
+        hb = hostspeed.host_bound(env, scenario, topologies.backend_of(key[0]), cell_kind(key[1], key[2]), key[3]) or ""
         judged = _cell(cell, current[key], rule, baseline["environment"], one_job, bool(hb))
         pair = (statistics.median(cell["values"]), statistics.median(current[key]))
         if why and hb:  # follows the host's speed, and the host changed: shown, not judged (nor in the family)
@@ -499,7 +501,7 @@ def _speed_moved(cells: list[dict[str, Any]], current: dict[Key, list[float]]) -
     out = []
     for cell in cells:
         key: Key = (cell["backend"], cell["direction"], cell["workload"], cell["metric"])
-        if key[0] != "native" or key[3] != "throughput_bps" or key not in current:
+        if topologies.backend_of(key[0]) != "native" or key[3] != "throughput_bps" or key not in current:
             continue
         ratio = statistics.median(current[key]) / statistics.median(cell["values"])
         p = mann_whitney_p(cell["values"], current[key])

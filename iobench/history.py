@@ -29,6 +29,7 @@ from typing import Any
 from iobench import results
 from iobench.errors import UserError
 from iobench.schema import COLUMNS, DERIVED_COLUMNS, SUMMARY_COLUMNS, Row
+from iobench.topologies import DEFAULT as DEFAULT_TOPOLOGY
 
 DB_NAME = "iobench.duckdb"
 HISTORY_VERSION = 1
@@ -58,7 +59,8 @@ RUN_COLUMNS = {
     "added": "TIMESTAMP", "meta": "JSON",
 }
 SUMMARY_TYPES = {"backend": "VARCHAR", "direction": "VARCHAR", "workload": "VARCHAR", "metric": "VARCHAR", "n": "INTEGER",
-                 "median": "DOUBLE", "min": "DOUBLE", "max": "DOUBLE", "cv": "DOUBLE", "flagged": "BOOLEAN"}
+                 "median": "DOUBLE", "min": "DOUBLE", "max": "DOUBLE", "cv": "DOUBLE", "flagged": "BOOLEAN",
+                 "topology": "VARCHAR"}
 VERDICT_COLUMNS = {
     "run_id": "VARCHAR", "baseline": "VARCHAR", "baseline_run_id": "VARCHAR", "judged": "TIMESTAMP",
     "backend": "VARCHAR", "direction": "VARCHAR", "workload": "VARCHAR", "metric": "VARCHAR",
@@ -104,15 +106,23 @@ def connect(path: Path, read_only: bool = False) -> Any:
         con.execute(_ddl("runs", RUN_COLUMNS))
         row_columns = {"run_id": "VARCHAR"} | {c: ROW_TYPES[c] for c in COLUMNS if c != "run_id"}
         con.execute(_ddl("rows", row_columns))
-        have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                          "WHERE table_name = 'rows'").fetchall()}
-        for column in row_columns.keys() - have:  # a database made before a format added columns gains them, empty
-            con.execute(f'ALTER TABLE rows ADD COLUMN "{column}" {row_columns[column]}')
+        _gain_columns(con, "rows", row_columns)
         con.execute(_ddl("summary", {"run_id": "VARCHAR"} | SUMMARY_TYPES))
+        _gain_columns(con, "summary", {"run_id": "VARCHAR"} | SUMMARY_TYPES)
         con.execute(_ddl("verdicts", VERDICT_COLUMNS))
         con.execute("CREATE TABLE IF NOT EXISTS history_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
         con.execute("INSERT OR REPLACE INTO history_info VALUES ('version', ?)", [str(HISTORY_VERSION)])
     return con
+
+
+def _gain_columns(con: Any, table: str, columns: dict[str, str]) -> None:
+    """A database made before a format added columns gains them: empty, except `topology`, which every
+    earlier run measured `direct`."""
+    have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                      [table]).fetchall()}
+    for column in [c for c in columns if c not in have]:
+        default = f" DEFAULT '{DEFAULT_TOPOLOGY}'" if column == "topology" else ""
+        con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {columns[column]}{default}')
 
 
 def _ts(value: Any) -> Any:

@@ -35,7 +35,9 @@ from iobench.counters import proc
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
 
-LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "9pnet_virtio", "9p", "virtio_pci"), (),
+# L1's modules: KVM, vhost-net, tap and veth for the inner run's topology (bridge for --topology bridge,
+# docs/topology.md), and 9p for the shared cache and results.
+LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "bridge", "9pnet_virtio", "9p", "virtio_pci"), (),
                       "lab-init.sh")
 L1_CPU = "EPYC"
 L1_VCPUS = 2

@@ -37,15 +37,21 @@ class CellId:
     workload: Workload
     offloads: bool
     vcpus: int
+    topology: str = "direct"
+
+    @property
+    def where(self) -> str:
+        """The backend, and the topology when it is not `direct` ("vhost@bridge"): names of raw files."""
+        return self.backend if self.topology == "direct" else f"{self.backend}@{self.topology}"
 
     @property
     def name(self) -> str:
-        return f"{self.backend}/r{self.repeat}-{self.workload.label}-{self.direction}"
+        return f"{self.where}/r{self.repeat}-{self.workload.label}-{self.direction}"
 
     @property
-    def key(self) -> tuple[str, str, int, str]:
+    def key(self) -> tuple[str, str, int, str, str]:
         """How a cell outcome names its cell (checkpoint.Progress.done)."""
-        return (self.backend, self.direction, self.repeat, self.workload.label)
+        return (self.backend, self.direction, self.repeat, self.workload.label, self.topology)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ def _window(run_id: str, cell: CellId, accel: str, exit_source: str, duration_s:
     w = cell.workload
     return {"run_id": run_id, "backend": cell.backend, "direction": cell.direction, "repeat": cell.repeat,
             "workload": w.label, "protocol": w.protocol, "streams": w.streams, "message_bytes": w.message_bytes,
-            "offloads": cell.offloads, "vcpus": cell.vcpus, "accel": accel, "exit_source": exit_source,
+            "offloads": cell.offloads, "vcpus": cell.vcpus, "topology": cell.topology, "accel": accel, "exit_source": exit_source,
             "duration_s": duration_s,
             "throughput_bps": traffic.bits_per_second, "iperf3_bytes": traffic.bytes_received,
             "retransmits": traffic.retransmits,

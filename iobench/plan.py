@@ -41,12 +41,13 @@ def describe(scn: Scenario) -> str:
     plan = AddressPlan.for_run("<run-id>")
     lines = [f"scenario: {scn.source}", f"accel: {accel_name} ({why})"]
     lines += [f"{n}: unavailable: {r}" for n, r in unavailable.items()]
-    n_cells = scn.repeats * len(chosen) * scn.cells_per_backend_round
+    n_cells = scn.repeats * len(chosen) * len(scn.topology) * scn.cells_per_backend_round
     rr = sum(1 for w in scn.workloads if w.kind == "rr")
     one_way = len(scn.workloads) - rr
     per_round = " + ".join(([f"{one_way} workloads x {len(scn.directions)} directions"] if one_way else [])
                            + ([f"{rr} request/response workloads"] if rr else []))
-    lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends x {per_round}; "
+    over = f" x {len(scn.topology)} topologies ({', '.join(scn.topology)})" if len(scn.topology) > 1 else ""
+    lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends{over} x {per_round}; "
                  f"each VM boot also has a {scn.duration_s} s idle window")
     for name in chosen:
         lines.append(f"\n[{name}]")

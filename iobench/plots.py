@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench.schema import MEANING, TRAP_KINDS, VM_CPU_KINDS, cell_kind
+from iobench.topologies import DEFAULT as DEFAULT_TOPOLOGY
 
 BACKEND_ORDER = ("e1000", "e1000e", "rtl8139", "virtio", "vhost", "native")
 BACKEND_COLOURS = {"e1000": "#c0392b", "e1000e": "#e74c3c", "rtl8139": "#7b241c", "virtio": "#2980b9",
@@ -133,7 +134,8 @@ def _workload_line(rows: Sequence[dict[str, Any]]) -> str:
     """The workload of the figure in words (every bar figure shows one workload)."""
     r = rows[0]
     size = f"{int(r['message_bytes'])}-byte writes" if int(r["message_bytes"]) else "iperf3's default write size"
-    return f"{str(r['protocol']).upper()}, {int(r['streams'])} stream(s), {size}"
+    over = f", over {r['topology']}" if r.get("topology", DEFAULT_TOPOLOGY) != DEFAULT_TOPOLOGY else ""
+    return f"{str(r['protocol']).upper()}, {int(r['streams'])} stream(s), {size}{over}"
 
 
 def _finish(fig: Any, ax: Any, pairs: list[tuple[str, str]], x: list[int], ylabel: str, title: str,
@@ -483,50 +485,98 @@ def paced_figure(rows: Sequence[dict[str, Any]], exit_source: str, path: Path | 
     return _save(fig, path)
 
 
+TOPOLOGY_FIGURE = "topology-cost.png"
+TOPOLOGY_PANELS = (("exits_per_packet", "exits (or TCG traps) / packet"), ("cpu_us_per_packet", "QEMU + vhost CPU µs / packet"),
+                   ("host_softirq_us_per_packet", "host softirq µs / packet (every CPU)"))
+TOPOLOGY_HATCH = ("", "//", "..", "xx")
+
+
+def topology_figure(rows: Sequence[dict[str, Any]], path: Path | None = None) -> Any:
+    """What each topology adds over direct, per packet of the stream cells: one panel per metric, per VM
+    backend and direction one bar per topology (hatched by topology, coloured by backend)."""
+    rows = stream_rows(rows)
+    kinds = list(dict.fromkeys(str(r["topology"]) for r in rows))
+    pairs = cells(rows, vm_only=True)
+    fig, axes = _plt().subplots(1, len(TOPOLOGY_PANELS), figsize=(5 * len(TOPOLOGY_PANELS), 4.8))
+    width = 0.8 / max(len(kinds), 1)
+    for ax, (column, ylabel) in zip(axes, TOPOLOGY_PANELS, strict=True):
+        for i, kind in enumerate(kinds):
+            mine = [r for r in rows if r["topology"] == kind]
+            x = [j + (i - (len(kinds) - 1) / 2) * width for j in range(len(pairs))]
+            heights = [_median(_values(mine, b, d, column)) for b, d in pairs]
+            ax.bar(x, heights, width, color=[colour(b) for b, _ in pairs], edgecolor="black", linewidth=0.5,
+                   hatch=TOPOLOGY_HATCH[i % len(TOPOLOGY_HATCH)], label=kind)
+            _mark_gaps(ax, x, heights)
+        ax.set_xticks(range(len(pairs)), [_label(b, d) for b, d in pairs], fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8, title="topology")
+    fig.suptitle("What the host side adds, per MTU-sized packet (medians over rounds)")
+    return _save(fig, path)
+
+
 def draw_all(directory: Path) -> list[Path]:
     """Draw every figure of a results directory into its plots/ folder; returns the paths.
 
     One workload: the four bar figures. Several (a message-size sweep): the four per
     workload (suffixed with its label) plus one sweep figure per headline metric.
-    A timeline figure where the run sampled one."""
+    A timeline figure where the run sampled one. Every topology is a facet of its own: the
+    figures of `direct` keep their names, another's are suffixed with it ("throughput-bridge.png")."""
     from iobench import results
 
     data = results.load(directory)
-    rows = data.records()
-    out = directory / "plots"
+    every = data.records()
+    exit_source = data.meta["accel"]["exit_source"]
+    paths: list[Path] = []
+    for kind in dict.fromkeys(str(r["topology"]) for r in every):
+        def mine(frame: Any, _kind: str = kind) -> Any:
+            return frame[frame["topology"] == _kind] if "topology" in frame.columns else frame
+
+        suffix = "" if kind == DEFAULT_TOPOLOGY else f"-{kind}"
+        paths += _draw_topology([r for r in every if r["topology"] == kind], exit_source, directory / "plots", suffix,
+                                mine(data.exit_reasons).to_dict("records"), mine(data.exit_sites).to_dict("records"),
+                                mine(data.timeline))
+    if len({str(r["topology"]) for r in every}) > 1 and [r for r in stream_rows(every) if r["backend"] != "native"]:
+        topology_figure(every, directory / "plots" / TOPOLOGY_FIGURE)
+        paths.append(directory / "plots" / TOPOLOGY_FIGURE)
+    return paths
+
+
+def _draw_topology(rows: list[dict[str, Any]], exit_source: str, out: Path, suffix: str,
+                   reasons: list[dict[str, Any]], sites: list[dict[str, Any]], slices: Any) -> list[Path]:
+    def named(name: str) -> Path:
+        return out / name.replace(".png", f"{suffix}.png")
+
     if not [r for r in rows if r["backend"] != "native"]:
         return []
-    exit_source = data.meta["accel"]["exit_source"]
     paths: list[Path] = []
     rr = [r for r in rows if r["direction"] == "rr"]
     if rr:
-        paths += [latency_figure(rr, exit_source, out / RR_FIGURES[0]), per_transaction_figure(rr, exit_source,
-                                                                                              out / RR_FIGURES[1])]
+        paths += [latency_figure(rr, exit_source, named(RR_FIGURES[0])),
+                  per_transaction_figure(rr, exit_source, named(RR_FIGURES[1]))]
     paced = paced_rows(rows)
     if paced:
-        paths.append(paced_figure(paced, exit_source, out / PACED_FIGURE))
+        paths.append(paced_figure(paced, exit_source, named(PACED_FIGURE)))
     rows = stream_rows(rows)
     order = workloads(rows)
     for w in order:
         sub = [r for r in rows if r["workload"] == w]
         names = FIGURES if len(order) == 1 else tuple(n.replace(".png", f"-{w}.png") for n in FIGURES)
-        drawn = [out / n for n in names]
-        exits_figure(sub, exit_source, drawn[0], reasons=data.exit_reasons.to_dict("records"))
+        drawn = [named(n) for n in names]
+        exits_figure(sub, exit_source, drawn[0], reasons=reasons)
         copies_figure(sub, drawn[1])
         throughput_figure(sub, drawn[2])
         cpu_figure(sub, drawn[3])
         paths += drawn
     if len(order) > 1:
         for column in SWEEP_METRICS:
-            path = out / f"sweep-{column.replace('_', '-')}.png"
+            path = named(f"sweep-{column.replace('_', '-')}.png")
             sweep_figure(rows, column, path)
             paths.append(path)
-    sites = data.exit_sites.to_dict("records")
     for backend in sorted({str(s["backend"]) for s in sites if s["phase"] == "traffic" and s["direction"] != "rr"}):
-        path = out / REGISTERS_FIGURE.format(backend=backend)
+        path = named(REGISTERS_FIGURE.format(backend=backend))
         registers_figure([s for s in sites if s["direction"] != "rr"], backend, path)
         paths.append(path)
-    if not data.timeline.empty:
-        timeline_figure(data.timeline, out / TIMELINE_FIGURE)
-        paths.append(out / TIMELINE_FIGURE)
+    if not slices.empty:
+        timeline_figure(slices, named(TIMELINE_FIGURE))
+        paths.append(named(TIMELINE_FIGURE))
     return paths

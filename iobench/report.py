@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from iobench import exitsites, hoststate, results
+from iobench import exitsites, hoststate, results, topologies
 from iobench.schema import cell_kind
 
 HEADERS = ("backend", "dir", "workload", "Mbit/s (min-max)", "of native", "exits/pkt", "net exits/pkt",
@@ -137,8 +137,10 @@ def _kernel(m: dict[str, dict[str, Any]]) -> str:
 def load(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """run.json, rows and summary of a results directory (any readable format) as plain dicts."""
     data = results.load(directory)
-    summary = [{str(k): v for k, v in r.items()} for r in data.summary.to_dict("records")]
-    return data.meta, data.records(), summary
+    summary = topologies.labelled({str(k): v for k, v in r.items()} for r in data.summary.to_dict("records"))
+    meta = {**data.meta, "cells": topologies.labelled(data.meta.get("cells", [])),
+            "flagged": topologies.labelled(data.meta.get("flagged", []))}
+    return meta, topologies.labelled(data.records()), summary
 
 
 def print_run(directory: Path, console: Console | None = None) -> None:
@@ -249,6 +251,7 @@ def markdown(directory: Path) -> str:
     out += exit_reason_lines(directory)
     out += exit_site_lines(directory)
     out += perturbation_lines(directory)
+    out += topology_lines(summary)
     figures = sorted((directory / "plots").glob("*.png")) if (directory / "plots").exists() else []
     if figures:
         out += ["", "## Figures", ""] + [f"![{p.stem}](plots/{p.name})" for p in figures]
@@ -319,6 +322,41 @@ def exit_site_lines(directory: Path, top: int = 10) -> list[str]:
     return out
 
 
+TOPOLOGY_METRICS = (("throughput_bps", "Mbit/s", 1e-6, ".0f"), ("exits_per_packet", "exits/pkt", 1.0, ".3f"),
+                    ("copies_per_packet_measured", "copies/pkt", 1.0, ".2f"), ("cpu_us_per_packet", "cpu µs/pkt", 1.0, ".2f"),
+                    ("host_softirq_us_per_packet", "host softirq µs/pkt", 1.0, ".2f"))
+
+
+def topology_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """With more than one topology: per backend, direction and workload, each topology's medians beside
+    `direct`'s and the ratio: what the host side adds (docs/topology.md). Request/response cells by
+    transaction: their packets go both ways."""
+    medians: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
+    for s in summary:
+        where = (topologies.backend_of(str(s["backend"])), str(s["direction"]), str(s["workload"]))
+        medians.setdefault(where, {}).setdefault(str(s.get("topology", "direct")), {})[str(s["metric"])] = s["median"]
+    others = sorted({t for by in medians.values() for t in by} - {topologies.DEFAULT})
+    if not others:
+        return []
+    out = ["", "## What each topology adds over direct (medians; ratio to direct in parentheses)", "",
+           "| backend | dir | workload | topology | " + " | ".join(label for _, label, _, _ in TOPOLOGY_METRICS) + " |",
+           "|---|---|---|---|" + "---|" * len(TOPOLOGY_METRICS)]
+    for (backend, direction, workload), by in medians.items():
+        base = by.get(topologies.DEFAULT, {})
+        for topo in [t for t in others if t in by]:
+            cells = []
+            for column, _, scale, fmt in TOPOLOGY_METRICS:
+                metric = column if direction != "rr" else column.replace("_per_packet", "_per_transaction")
+                v, b = by[topo].get(metric), base.get(metric)
+                if v is None or not _present(v):
+                    cells.append("-")
+                    continue
+                ratio = f" ({v / b:.2f}x)" if b is not None and _present(b) and b else ""
+                cells.append(format(v * scale, fmt) + ratio)
+            out.append(f"| {backend} | {direction} | {workload} | {topo} | " + " | ".join(cells) + " |")
+    return out
+
+
 PERTURBATION_METRICS = (("throughput_bps", "Mbit/s", 1e-6, ".0f"), ("exits_per_packet", "exits/pkt", 1.0, ".3f"),
                         ("cpu_us_per_packet", "cpu µs/pkt", 1.0, ".2f"))
 
@@ -334,7 +372,7 @@ def perturbation_lines(directory: Path) -> list[str]:
         return []
     groups: dict[tuple[str, str], dict[bool, list[dict[str, Any]]]] = {}
     for r in rows:
-        if r["backend"] != "native" and r["direction"] != "rr":
+        if topologies.backend_of(r["backend"]) != "native" and r["direction"] != "rr":
             groups.setdefault((r["backend"], r["direction"]), {}).setdefault(_present(r["exit_reasons_total"]), []).append(r)
     out = ["", "## What counting exits by reason costs (exit_reasons = \"alternate\": "
            "rounds 1, 4, 5, 8... on, 2, 3, 6, 7... off)", "",

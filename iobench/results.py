@@ -22,6 +22,7 @@ from iobench.schema import (
     SUMMARY_COLUMNS,
     TIMELINE_COLUMNS,
 )
+from iobench.topologies import DEFAULT as DEFAULT_TOPOLOGY
 
 
 def load_meta(directory: Path) -> dict[str, Any]:
@@ -77,6 +78,9 @@ def load(directory: Path | str) -> RunData:
     reasons = pd.read_csv(reasons_path) if reasons_path.exists() else pd.DataFrame(columns=EXIT_REASON_COLUMNS)
     sites_path = directory / "exit_sites.csv"
     sites = pd.read_csv(sites_path) if sites_path.exists() else pd.DataFrame(columns=EXIT_SITE_COLUMNS)
+    for frame in (rows, summary, slices, reasons, sites):  # before format 6 every run was `direct`
+        old = frame["topology"].astype(object) if "topology" in frame.columns else None
+        frame["topology"] = old.where(old.notna(), DEFAULT_TOPOLOGY) if old is not None else DEFAULT_TOPOLOGY
     return RunData(directory, meta, rows, summary, slices, reasons, sites)
 
 

@@ -67,6 +67,7 @@ class CellOutcome:
     status: str
     reason: str = ""
     l1_attempt: int | None = None
+    topology: str = "direct"
 
 
 @dataclass
@@ -114,12 +115,14 @@ def select_backends(requested: tuple[str, ...], accel_name: str,
     return chosen, unavailable
 
 
-def preflight(accel_name: str = "auto", kinds: Collection[str] = ("stream",)) -> None:
+def preflight(accel_name: str = "auto", kinds: Collection[str] = ("stream",),
+              topologies: Collection[str] = ("direct",)) -> None:
     """Checks that must pass before anything is created: every missing privilege in one sentence."""
     problems = []
     ok, why = topology.can_create_netns()
     if not ok:
         problems.append(f"cannot create the run's network namespace: {why}")
+    problems += [p for kind in topologies if (p := topology.support_problem(kind))]
     if accel_name == "kvm" and (kvm := accel.kvm_device_problem()):
         problems.append(f"--accel kvm is impossible: {kvm}")
     if problems:
@@ -144,7 +147,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     cells without an outcome are run, in the same rounds.
     """
     labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
-    preflight(scn.accel, scn.kinds)
+    preflight(scn.accel, scn.kinds, scn.topology)
     qemudesc.check_variants(scn.variants, scn.source)
     image = guest.build(log=log)
     guest.verify(image)
@@ -163,7 +166,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     host = hostinfo.describe()
     cpu_hz = hostinfo.cpu_hz(host)
     ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
-                   total=scn.repeats * len(chosen) * scn.cells_per_backend_round, progress=progress,
+                   total=scn.repeats * len(chosen) * len(scn.topology) * scn.cells_per_backend_round, progress=progress,
                    l1_attempt=int(os.environ["IOBENCH_L1_ATTEMPT"]) if os.environ.get("IOBENCH_L1_ATTEMPT") else None)
     ctx.state = prior or checkpoint.Progress({
         "iobench_version": __version__, "iobench_revision": provenance.revision(), "run_id": run_id, "started": time.time(),
@@ -189,13 +192,17 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         ctx.state.meta.setdefault(key, value)
     status, interrupted_by, error = "failed", None, None
     try:
-        with stop_signals_unwind(), topology.tap_topology(run_id, native=NATIVE in chosen) as topo:
+        with stop_signals_unwind():
             for repeat in range(1, scn.repeats + 1):
-                for name in (chosen[::-1] if scn.order == "abba" and repeat % 2 == 0 else chosen):
-                    if name == NATIVE:
-                        _run_native(ctx, topo, repeat)
-                    else:
-                        _run_vm(ctx, topo, backends.catalog(scn.variants)[name], repeat)
+                for kind in scn.topology:  # built again every round: a round's cells share its state
+                    if not ctx.cell_ids_of_round(chosen, repeat, kind):
+                        continue  # a resumed run: this round of this topology was measured before
+                    with topology.tap_topology(run_id, native=NATIVE in chosen, kind=kind) as topo:
+                        for name in (chosen[::-1] if scn.order == "abba" and repeat % 2 == 0 else chosen):
+                            if name == NATIVE:
+                                _run_native(ctx, topo, repeat)
+                            else:
+                                _run_vm(ctx, topo, backends.catalog(scn.variants)[name], repeat)
         status = "ok" if all(c["status"] == "ok" for c in ctx.state.cells) else "partial"
     except KeyboardInterrupt:
         status, interrupted_by = "interrupted", "SIGINT"
@@ -275,11 +282,15 @@ class _Context:
     scope: RunScope | None = None
     instruments: list[Instrument] = field(default_factory=list)  # this run's, in registry order
 
-    def cell_ids(self, backend: str, repeat: int) -> list[CellId]:
-        """This backend's cells of one round that have no outcome yet (all of them, unless resumed)."""
+    def cell_ids(self, backend: str, repeat: int, kind: str) -> list[CellId]:
+        """This backend's cells of one round over topology `kind` that have no outcome yet (all of
+        them, unless resumed)."""
         done = self.state.done()
         return [c for w in self.scn.workloads for d in self.scn.cell_directions(w)
-                if (c := CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus)).key not in done]
+                if (c := CellId(backend, d, repeat, w, self.scn.offloads, self.scn.vcpus, kind)).key not in done]
+
+    def cell_ids_of_round(self, backends_: list[str], repeat: int, kind: str) -> list[CellId]:
+        return [c for b in backends_ for c in self.cell_ids(b, repeat, kind)]
 
     @property
     def timeline(self) -> list[dict[str, Any]]:
@@ -290,11 +301,13 @@ class _Context:
         self.save()
 
     def fail(self, cell: CellId, reason: str) -> None:
-        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason))
+        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "failed", reason,
+                                  topology=cell.topology))
 
     def ok(self, cell: CellId, row: Row) -> None:
         self.state.rows.append(asdict(replace(row, l1_attempt=self.l1_attempt)))
-        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok"))
+        self._outcome(CellOutcome(cell.backend, cell.direction, cell.repeat, cell.workload.label, "ok",
+                                  topology=cell.topology))
 
     def _outcome(self, outcome: CellOutcome) -> None:
         record = asdict(outcome)
@@ -346,11 +359,16 @@ def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> tra
                                w.message_bytes, w.udp_bitrate, kind=w.kind, rate_pps=w.rate_pps)
 
 
+def _where(backend: str, topo: topology.Topology) -> str:
+    """A VM's tag's first part: the backend, and the topology unless it is `direct` (CellId.where)."""
+    return backend if topo.kind == "direct" else f"{backend}@{topo.kind}"
+
+
 def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:
     """Run this backend's cells of one round; a VM that dies or never boots is booted
     again (at most `retries` times) for the cells it left, and each lost attempt is
     recorded with its logs under raw/."""
-    pending = ctx.cell_ids(backend.name, repeat)
+    pending = ctx.cell_ids(backend.name, repeat, topo.kind)
     if not pending:  # a resumed run: this round of this backend was measured before
         return
     for attempt in range(1, ctx.scn.retries + 2):
@@ -358,9 +376,9 @@ def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, r
         if not pending:
             return
         ctx.lost_attempt({"backend": backend.name, "repeat": repeat, "attempt": attempt, "reason": reason,
-                          "cells_left": [c.name for c in pending]})
+                          "cells_left": [c.name for c in pending], "topology": topo.kind})
         if attempt <= ctx.scn.retries:
-            ctx.log(f"{backend.name}/r{repeat}: attempt {attempt} lost ({reason.splitlines()[0]}); booting again")
+            ctx.log(f"{_where(backend.name, topo)}/r{repeat}: attempt {attempt} lost ({reason.splitlines()[0]}); booting again")
     for cell in pending:
         ctx.fail(cell, f"gave up after {ctx.scn.retries + 1} attempts: {reason}")
 
@@ -373,7 +391,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
                     topo.netns)
     topo.tap_for(backend.queues)
-    tag = (f"{backend.name}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    tag = (f"{_where(backend.name, topo)}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
            + (f"-l1attempt{ctx.l1_attempt}" if ctx.l1_attempt and ctx.l1_attempt > 1 else ""))
     with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
         try:
@@ -412,14 +430,15 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
 
 def _idle_window(ctx: _Context, topo: topology.Topology, boot: Boot) -> IdleWindow:
     """The same VM with no traffic for one window, sampled like a traffic window."""
-    name = f"{boot.backend.name}/r{boot.repeat}" + (f"-attempt{boot.attempt}" if boot.attempt > 1 else "")
+    name = f"{_where(boot.backend.name, topo)}/r{boot.repeat}" + (f"-attempt{boot.attempt}" if boot.attempt > 1 else "")
     window = Window("idle", boot.backend.name, boot.repeat, boot.attempt, f"{name}-idle", boot.vm.pid,
-                    topo.link_stats, (TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot)
+                    topo.link_stats, (TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot,
+                    topology=topo.kind, port_stats=topo.port_stats)
     with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
         m.sleep(ctx.scn.duration_s)
     got = m.read()
     _keep_tables(ctx, got.tables)
-    ident = timeline.SliceId(ctx.run_id, boot.backend.name, boot.repeat, boot.attempt, "", "", "idle")
+    ident = timeline.SliceId(ctx.run_id, boot.backend.name, boot.repeat, boot.attempt, "", "", "idle", topo.kind)
     ctx.timeline.extend(timeline.rows(ident, m.times, got.slices))
     return idle_window(got.duration_s, got.columns)
 
@@ -441,7 +460,8 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
     spec = faults.adjust_spec(traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload), cell.backend,
                               cell.direction)
     window = Window("traffic", cell.backend, cell.repeat, boot.attempt, cell.name, vm.pid, topo.link_stats,
-                    TAP_DATA_COUNTERS[cell.direction], cell=cell, vm=vm, boot=boot)
+                    TAP_DATA_COUNTERS[cell.direction], cell=cell, vm=vm, boot=boot, topology=cell.topology,
+                    port_stats=topo.port_stats)
 
     def watch() -> str | None:
         if not vm.alive():
@@ -450,14 +470,15 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
         return None
 
     with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
-        raw = traffic.run(spec, topo.netns, watch=watch, started=window.client_pids.append, cpus=window.peer_cpus)
+        raw = traffic.run(spec, topo.client_netns, watch=watch, started=window.client_pids.append,
+                          cpus=window.peer_cpus)
         ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
     got = m.read()
     ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
     ctx.writer.write_raw(f"{cell.name}.counters.json", m.edges())
     _keep_tables(ctx, got.tables)
     ident = timeline.SliceId(ctx.run_id, cell.backend, cell.repeat, boot.attempt, cell.workload.label, cell.direction,
-                             "traffic")
+                             "traffic", cell.topology)
     ctx.timeline.extend(timeline.rows(ident, m.times, got.slices))
     return vm_row(run_id=ctx.run_id, cell=cell, backend=boot.backend, accel=ctx.choice.accel,
                   traffic=traffic.parse_output(raw, spec), measured=got.columns, na=got.na,
@@ -467,17 +488,19 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
 def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
     pair = topo.native
     assert pair is not None
-    for cell in ctx.cell_ids(NATIVE, repeat):
-        ctx.log(f"native/r{repeat}: {cell.workload.label} {cell.direction}: {ctx.scn.duration_s} s of traffic")
-        labwatch.announce(f"native/r{repeat}: {cell.workload.label} {cell.direction} traffic",
+    for cell in ctx.cell_ids(NATIVE, repeat, topo.kind):
+        ctx.log(f"{cell.where}/r{repeat}: {cell.workload.label} {cell.direction}: {ctx.scn.duration_s} s of traffic")
+        labwatch.announce(f"{cell.where}/r{repeat}: {cell.workload.label} {cell.direction} traffic",
                           labwatch.traffic_budget(ctx.scn.duration_s, ctx.scn.omit_s))
-        spec = traffic_spec(str(pair.plan.guest), cell.direction, ctx.scn, cell.workload)
+        spec = traffic_spec(str(pair.server), cell.direction, ctx.scn, cell.workload)
         try:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
-                                PEER_DATA_COUNTERS[cell.direction], cell=cell)
+                                PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
+                                port_stats=topo.port_stats)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
-                    raw = traffic.run(spec, topo.netns, started=window.client_pids.append, cpus=window.peer_cpus)
+                    raw = traffic.run(spec, topo.client_netns, started=window.client_pids.append,
+                                      cpus=window.peer_cpus)
                     ctx.writer.write_raw(f"{cell.name}.{spec.raw_name}", raw)
                 got = m.read()  # before the server is reaped: only the client's CPU is a child's here
             ctx.writer.write_raw(f"{cell.name}.iperf3-argv.json", traffic.client_argv(spec))
@@ -486,5 +509,5 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
                              measured=got.columns, duration_s=got.duration_s, cpu_hz=ctx.cpu_hz)
             ctx.ok(cell, row)
         except CellFailed as exc:
-            ctx.log(f"native/r{repeat}: {cell.direction} failed: {exc}")
+            ctx.log(f"{cell.where}/r{repeat}: {cell.direction} failed: {exc}")
             ctx.fail(cell, str(exc))

@@ -21,6 +21,9 @@ File layout (every key optional; defaults below):
                                 # off by default: suspected of raising the lab's L1 stall rate (docs/metrics.md);
                                 # "alternate": on in rounds 1, 4, 5, 8..., off in 2, 3, 6, 7... (its own cost, measured)
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
+    topology = ["direct"]       # what the guest's tap is attached to on the host, every one in every round:
+                                # direct (the peer on the tap itself), bridge (tap and the peer's veth on a
+                                # Linux bridge); native runs over each too (docs/topology.md)
 
     [workload]
     kind = "stream"             # stream (iperf3 bulk transfer), rr (sockperf ping-pong: one request in flight)
@@ -63,7 +66,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from iobench import placement
+from iobench import placement, topologies
 from iobench.backends import BACKENDS, GUEST_TOOLS, RESERVED_DEVICE_PROPS, RESERVED_NETDEV_PROPS, Variant, qemu_value
 from iobench.errors import UserError
 
@@ -134,6 +137,7 @@ class Scenario:
     qemu_args: tuple[str, ...] = field(default=())
     variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
     order: str = "fixed"  # [run]: "abba" reverses the backends' order every other round (iobench ab)
+    topology: tuple[str, ...] = (topologies.DEFAULT,)  # [run]: the host side of the tap (iobench.topologies)
     placement: str = "none"  # [placement]: none, auto, alternate, or "role=cpus,..." (iobench.placement.parse)
     on_host_change: str = "not-comparable"  # [gate]: what the gate does with host-bound metrics on another host
     source: str = "built-in defaults"
@@ -178,6 +182,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "exit_reasons": (object, lambda v: isinstance(v, bool) or v == "alternate",
                          'true, false or "alternate" (on in half the rounds, ABBA: the tracing\'s own cost)'),
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
+        "topology": (list, lambda v: v and all(t in topologies.TOPOLOGIES for t in v) and len(set(v)) == len(v),
+                     f"a non-empty list of distinct topologies: {', '.join(topologies.TOPOLOGIES)}"),
         "order": (str, lambda v: v in ("fixed", "abba"),
                   '"fixed" (every round in the backends\' order) or "abba" (every other round reversed: drift '
                   'falls on every backend alike; what `iobench ab` runs)'),

@@ -29,8 +29,11 @@ from typing import Any
 #       Formats 2 and 3 are read with an empty `l1_attempt` and the column renamed.
 #   5 - paced rows (iperf3 UDP at a fixed offered rate): `datagrams`, `offered_pps`, `achieved_pps`,
 #       `loss_pct`, `jitter_ms` and the per-datagram figures. Older formats are read with them empty.
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (2, 3, 4, 5)
+#   6 - a `topology` column (the host side of the tap: direct, bridge; iobench.topologies) in rows,
+#       summary, timeline, exit reasons and sites. Older formats are read with it `direct`, what
+#       every earlier run measured.
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 
 # The per-vCPU KVM statistics iobench keeps (QMP query-stats), `exits` first; the rest are its kinds.
 KVM_STATS = (
@@ -167,6 +170,13 @@ class Row:
     migrated_roles: str | None = None  # the roles that migrated in the window, comma-separated ("" none)
     cpu_s_harness: float | None = None  # iobench's own CPU time over the window (instruments.harness)
     exit_reasons_kvm_exits: int | None = None  # KVM's exits over the exit-reason count's own span (its reference)
+    topology: str = "direct"  # the host side of the tap (iobench.topologies); rows of older runs read as direct
+    host_softirq_s: float | None = None  # softirq time of every host CPU over the window (/proc/stat; host-wide)
+    host_net_rx_softirqs: int | None = None  # NET_RX softirqs raised on every host CPU (/proc/softirqs)
+    host_net_tx_softirqs: int | None = None  # NET_TX softirqs raised
+    softnet_dropped: int | None = None  # frames the host's backlog dropped (/proc/net/softnet_stat)
+    softnet_time_squeeze: int | None = None  # times net_rx_action ran out of budget with work left
+    bridge_port_drops: int | None = None  # rx_dropped + tx_dropped over the bridge's ports (bridge only)
 
 
 
@@ -231,10 +241,11 @@ def derive(row: Row) -> dict[str, Any]:
     measured = [v for v in (*cpu_values.values(), row.cpu_s_harness) if v is not None]
     out["harness_cpu_pct"] = (round(100 * row.cpu_s_harness / sum(measured), 3)
                               if row.cpu_s_harness is not None and sum(measured) else None)
+    out["host_softirq_us_per_packet"] = _per(row.host_softirq_s, packets, 1e6, 3)
     return out
 
 
-SUMMARY_COLUMNS = ["backend", "direction", "workload", "metric", "n", "median", "min", "max", "cv", "flagged"]
+SUMMARY_COLUMNS = ["backend", "direction", "workload", "metric", "n", "median", "min", "max", "cv", "flagged", "topology"]
 DERIVED_COLUMNS = [
     "packets", "bytes_per_frame", "exits_per_packet", "exits_idle_rate", "irq_injections_idle_rate",
     "net_exits_per_packet", *(f"{k}_per_packet" for k in EXIT_KINDS), "copies_per_packet_measured",
@@ -242,7 +253,7 @@ DERIVED_COLUMNS = [
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
     "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
-    "harness_cpu_pct",
+    "harness_cpu_pct", "host_softirq_us_per_packet",
 ]
 def cell_kind(direction: str, workload: str) -> str:
     """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels
@@ -258,18 +269,18 @@ INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None
 # timeline.csv: the same counters per time slice of every window (timeline.rows fills it).
 TIMELINE_COLUMNS = ["run_id", "backend", "repeat", "attempt", "workload", "direction", "phase", "slice", "t_start_s",
                     "interval_s", "bytes", "packets", "exits", *KVM_KINDS, *TRAP_KINDS,
-                    *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet"]
+                    *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet", "topology"]
 TIMELINE_INT_COLUMNS = ["repeat", "attempt", "slice", "bytes", "exits", *KVM_KINDS, *TRAP_KINDS]
 
 # exit_reasons.csv: one line per window x exit reason (counters.exitreasons); `handled` exits are those
 # whose next VM entry was seen, `handling_ns` their summed time from exit to entry. phase: idle/traffic.
 EXIT_REASON_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
-                       "reason", "exits", "handled", "handling_ns", "packets"]
+                       "reason", "exits", "handled", "handling_ns", "packets", "topology"]
 EXIT_REASON_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "exits", "handled", "handling_ns"]
 # exit_sites.csv: one line per window x place the VM's vCPUs touched (exitsites): kind mmio/pio/msr
 # (guest accesses; `address` the guest-physical address, port or MSR index in hex) or userspace (exits
 # to QEMU by KVM_EXIT_* reason, in `access`); `device` and `register` name the address.
 EXIT_SITE_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
-                     "kind", "access", "address", "device", "register", "count", "packets"]
+                     "kind", "access", "address", "device", "register", "count", "packets", "topology"]
 EXIT_SITE_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "count"]
 EXIT_REASON_MISMATCH = 0.01  # the reasons must sum to the stats' exits within 1% (exit_reasons_coverage)

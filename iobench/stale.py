@@ -35,7 +35,7 @@ from iobench import kmod
 NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 LOCK_DIR = Path("/run/iobench")
-OUR_PROGRAMS = ("qemu-system-x86", "iperf3")
+OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf")
 # The copy trace's kernel module and its owner's lock (counters.copytrace loads it under this lock)
 COPYTRACE_MODULE = "iobench_copies"
 COPYTRACE_LOCK = LOCK_DIR / "copytrace.lock"
@@ -82,9 +82,13 @@ def in_use(path: Path) -> bool:
     return False
 
 
+PEER_SUFFIX = "-peer"  # the traffic peer's namespace (bridge), or the native stand-in's (direct)
+NATIVE_SUFFIX = "-native"  # the native stand-in's namespace where the peer has one of its own (bridge)
+
+
 def netns_lock(name: str) -> Path:
-    """The lock file of a run's namespaces (the peer namespace shares its run's)."""
-    return LOCK_DIR / f"{name.removesuffix('-peer')}.lock"
+    """The lock file of a run's namespaces (its peer and stand-in namespaces share the run's)."""
+    return LOCK_DIR / f"{name.removesuffix(PEER_SUFFIX).removesuffix(NATIVE_SUFFIX)}.lock"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Statistics over repeats: median, spread and coefficient of variation per cell group.
 
-A group is backend x direction x workload; its repeats are the rounds. The
+A group is backend x direction x workload x topology; its repeats are the rounds. The
 summary is tidy (one line per group x metric) so that reports, notebooks and the
 regression gate read the same table. A group whose repeats disagree (CV above
 CV_FLAG on a headline metric) is flagged rather than silently averaged.
@@ -25,7 +25,7 @@ RR_HEADLINE = ("transactions_per_s", "latency_p50_us", "latency_p99_us", "exits_
 PACED_HEADLINE = ("achieved_pps", "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram")
 # Summarized too, never flagged: present only in --copy-trace, rr and paced runs (a loss near 0 has no useful CV).
 ALSO = ("kernel_copies_per_packet_qemu", "kernel_copies_per_packet_vhost", "latency_p90_us", "latency_p999_us",
-        "latency_max_us", "exit_reasons_coverage", "offered_pps", "loss_pct", "jitter_ms")
+        "latency_max_us", "exit_reasons_coverage", "offered_pps", "loss_pct", "jitter_ms", "host_softirq_us_per_packet")
 FLAGGED = (*HEADLINE, *RR_HEADLINE, *PACED_HEADLINE)
 CV_FLAG = 0.10
 
@@ -42,6 +42,7 @@ class Stat:
     max: float
     cv: float | None
     flagged: bool
+    topology: str = "direct"
 
 
 def cv(values: Sequence[float]) -> float | None:
@@ -50,31 +51,36 @@ def cv(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / abs(mean) if len(values) >= 2 and mean else None
 
 
-def _stat(key: tuple[str, str, str], metric: str, values: Sequence[float], flag: bool = True) -> Stat | None:
+Group = tuple[str, str, str, str]  # backend, direction, workload, topology
+
+
+def _stat(key: Group, metric: str, values: Sequence[float], flag: bool = True) -> Stat | None:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return None
     cv_ = cv(vals)
-    return Stat(*key, metric, len(vals), statistics.median(vals), min(vals), max(vals),
-                round(cv_, 4) if cv_ is not None else None, bool(flag and cv_ is not None and cv_ > CV_FLAG))
+    return Stat(*key[:3], metric, len(vals), statistics.median(vals), min(vals), max(vals),
+                round(cv_, 4) if cv_ is not None else None, bool(flag and cv_ is not None and cv_ > CV_FLAG),
+                key[3])
 
 
 def summarize(rows: Sequence[Row]) -> list[Stat]:
-    """Headline metrics per group, plus throughput as a fraction of the native ceiling."""
+    """Headline metrics per group, plus throughput as a fraction of the native ceiling over the same
+    topology."""
     tidy = [derive(r) for r in rows]
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[Group, list[dict[str, Any]]] = {}
     for r in tidy:
-        groups.setdefault((r["backend"], r["direction"], r["workload"]), []).append(r)
+        groups.setdefault((r["backend"], r["direction"], r["workload"], r["topology"]), []).append(r)
     out: list[Stat] = []
     for key, members in groups.items():
         for metric in (*FLAGGED, *ALSO):
             st = _stat(key, metric, [m[metric] for m in members], flag=metric in FLAGGED)
             if st:
                 out.append(st)
-    native = {(k[1], k[2]): statistics.median(float(m["throughput_bps"]) for m in ms)
+    native = {k[1:]: statistics.median(float(m["throughput_bps"]) for m in ms)
               for k, ms in groups.items() if k[0] == "native"}
     for key, members in groups.items():
-        ceiling = native.get((key[1], key[2]))
+        ceiling = native.get(key[1:])
         if ceiling and key[0] != "native":
             st = _stat(key, "throughput_vs_native", [float(m["throughput_bps"]) / ceiling for m in members])
             if st:
@@ -85,4 +91,5 @@ def summarize(rows: Sequence[Row]) -> list[Stat]:
 def flagged(stats: Sequence[Stat]) -> list[dict[str, Any]]:
     """Groups whose repeats disagree, for run.json."""
     return [{"backend": s.backend, "direction": s.direction, "workload": s.workload, "metric": s.metric,
-             "cv": s.cv, "n": s.n} for s in stats if s.flagged]
+             "cv": s.cv, "n": s.n, **({"topology": s.topology} if s.topology != "direct" else {})}
+            for s in stats if s.flagged]

@@ -32,6 +32,7 @@ class SliceId:
     workload: str
     direction: str  # "" for the idle window: it belongs to the VM, not to a direction
     phase: str  # "idle" or "traffic"
+    topology: str = "direct"
 
 
 def rows(ident: SliceId, times: Sequence[float], slices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,7 +47,8 @@ def rows(ident: SliceId, times: Sequence[float], slices: Sequence[dict[str, Any]
         interval = b - a
         row: dict[str, Any] = {
             "run_id": ident.run_id, "backend": ident.backend, "repeat": ident.repeat, "attempt": ident.attempt,
-            "workload": ident.workload, "direction": ident.direction, "phase": ident.phase, "slice": i,
+            "workload": ident.workload, "direction": ident.direction, "phase": ident.phase, "topology": ident.topology,
+            "slice": i,
             "t_start_s": round(a - t0, 3), "interval_s": round(interval, 3), **part}
         row["exits_per_s"] = round(row["exits"] / interval, 1) if interval > 0 else None
         row["exits_per_packet"] = round(row["exits"] / row["packets"], 4) if row.get("packets") else None

@@ -1,8 +1,20 @@
-"""The run's private network: one namespace, one tap, addresses from 198.18.0.0/15.
+"""The run's private network: namespaces, the guest's tap and what it is attached to, addresses from
+198.18.0.0/15.
 
-Why a namespace per run: the host's own interfaces and routes are never touched,
-two runs can coexist, and removing the namespace removes everything in it. All
-netlink work goes through pyroute2.
+Why a namespace per run: the host's own interfaces and routes are never touched, two runs can coexist,
+and removing the namespaces removes everything in them. All netlink work goes through pyroute2.
+
+A topology is what sits on the host side of the guest's tap (data, like a backend: iobench.topologies):
+
+- `direct`: the tap holds the host's address and the traffic peer runs in the tap's own namespace, so
+  nothing but the tap is between QEMU (or vhost) and the peer's socket;
+- `bridge`: the tap and one end of a veth are ports of a Linux bridge (STP off, forward delay 0) in the
+  run's namespace; the peer runs in its own namespace behind the veth's other end, as on a host whose
+  guests hang off `virbr0`: the bridge's forwarding, FDB lookup and the veth hop are on the path.
+
+The `native` ceiling runs over the same topology: for `direct` a veth from the run's namespace to a
+namespace standing in for the guest; for `bridge` a second veth port on the same bridge, so the
+peer's packets cross the bridge and a veth as the guest's do, like with like.
 """
 
 from __future__ import annotations
@@ -12,10 +24,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from iobench.stale import NETNS_PREFIX, hold, netns_lock, release
+from iobench import topologies
+from iobench.stale import NATIVE_SUFFIX, NETNS_PREFIX, PEER_SUFFIX, hold, netns_lock, release
 
 BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
 
@@ -39,6 +53,11 @@ class AddressPlan:
     @property
     def guest(self) -> ipaddress.IPv4Address:
         return self.subnet.network_address + 2
+
+    @property
+    def stand_in(self) -> ipaddress.IPv4Address:
+        """The native row's stand-in for the guest where it shares the guest's subnet (bridge)."""
+        return self.subnet.network_address + 3
 
     @property
     def prefixlen(self) -> int:
@@ -65,6 +84,13 @@ class Topology:
     ipr: IPRoute
     native: NativePair | None = None
     multi_queue: bool = False  # how the tap was created (QEMU must open it the same way)
+    kind: str = "direct"
+    client_netns: str = ""  # where the traffic peer runs (direct: the tap's namespace)
+    bridge: str | None = None  # the bridge the tap is a port of (bridge)
+    ports: tuple[str, ...] = ()  # the bridge's other ports in the run's namespace (for their counters)
+
+    def __post_init__(self) -> None:
+        self.client_netns = self.client_netns or self.netns
 
     def tap_for(self, queues: int) -> None:
         """Make the tap match the next VM's queues: the kernel lets QEMU attach to a persistent tap only
@@ -74,8 +100,15 @@ class Topology:
         if multi == self.multi_queue:
             return
         self.ipr.link("del", index=self.ipr.link_lookup(ifname=self.tap)[0])
-        _add_tap(self.ipr, self.tap, self.plan, multi)
+        _add_tap(self.ipr, self.tap, self.plan if self.bridge is None else None, multi)
+        if self.bridge is not None:
+            _enslave(self.ipr, self.tap, self.bridge)
         self.multi_queue = multi
+
+    def port_stats(self) -> dict[str, dict[str, int]]:
+        """The counters of every port of the bridge besides the tap (the peer's and the native stand-in's
+        veths); empty without a bridge."""
+        return {port: self.link_stats(port) for port in self.ports}
 
     def link_stats(self, ifname: str | None = None) -> dict[str, int]:
         """The kernel's 64-bit counters of one interface (the tap by default)."""
@@ -89,13 +122,14 @@ class Topology:
 
 @dataclass(frozen=True)
 class NativePair:
-    """The `native` ceiling: a veth from the run's namespace to a peer namespace that
-    plays the guest (its own /24, next to the tap's)."""
+    """The `native` ceiling: a veth into a namespace that plays the guest (`peer_netns`, the server's),
+    reached at `server` from the topology's client namespace: for `direct` from the run's namespace
+    over the veth (its own /24, next to the tap's), for `bridge` through the bridge."""
 
     peer_netns: str
     veth: str
     peer_veth: str
-    plan: AddressPlan
+    server: ipaddress.IPv4Address
     peer_ipr: IPRoute
 
     def peer_link_stats(self) -> dict[str, int]:
@@ -139,47 +173,89 @@ def _write_sysctl_in(name: str, settings: dict[str, str]) -> None:
 
 
 @contextmanager
-def tap_topology(run_id: str, native: bool = False) -> Iterator[Topology]:
-    """Create the run's namespace with a vnet_hdr tap holding the host-side address
-    (and, for the `native` row, a veth to a peer namespace); remove the namespaces
-    (and with them the tap and veth) on exit, whatever happened."""
+def tap_topology(run_id: str, native: bool = False, kind: str = "direct") -> Iterator[Topology]:
+    """Create the run's namespace with a vnet_hdr tap and what `kind` attaches it to (and, for the
+    `native` row, a namespace standing in for the guest); remove the namespaces (and with them the
+    tap, bridge and veths) on exit, whatever happened."""
+    topologies.check([kind], "topology")
     name = netns_name(run_id)
     plan = AddressPlan.for_run(run_id)
     tap = tap_name(run_id)
-    peer = f"{name}-peer"
+    peer, stand_in = f"{name}{PEER_SUFFIX}", f"{name}{NATIVE_SUFFIX}"
     lock = hold(netns_lock(name))  # says "a live run owns these namespaces" to `iobench clean`
-    peer_ipr = None
+    opened: list[IPRoute] = []
     try:
-        netns.create(name)
-        # IPv6 off keeps router solicitations and DAD out of the idle windows.
-        _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
+        _quiet_netns(name)
         with IPRoute(netns=name) as ipr:
-            _add_tap(ipr, tap, plan, multi_queue=False)
-            lo = ipr.link_lookup(ifname="lo")[0]
-            ipr.link("set", index=lo, state="up")
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            if kind == "direct":
+                _add_tap(ipr, tap, plan, multi_queue=False)
+                pair = None
+                if native:
+                    _quiet_netns(peer)
+                    opened.append(peer_ipr := IPRoute(netns=peer))
+                    pair = _native_pair(run_id, ipr, peer, peer_ipr, plan)
+                yield Topology(name, tap, plan, ipr, pair)
+                return
+            bridge = f"ibb{run_id[-8:]}"[:15]
+            ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+            ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
+            _add_tap(ipr, tap, None, multi_queue=False)
+            _enslave(ipr, tap, bridge)
+            _quiet_netns(peer)
+            opened.append(peer_ipr := IPRoute(netns=peer))
+            veth = _bridge_port(ipr, bridge, f"ibv{run_id[-8:]}a"[:15], f"ibv{run_id[-8:]}b"[:15], peer, peer_ipr,
+                                plan.host, plan.prefixlen)
+            ports = [veth]
             pair = None
             if native:
-                netns.create(peer)
-                _write_sysctl_in(peer, {"net.ipv6.conf.all.disable_ipv6": "1",
-                                        "net.ipv6.conf.default.disable_ipv6": "1"})
-                peer_ipr = IPRoute(netns=peer)
-                pair = _native_pair(run_id, ipr, peer, peer_ipr, plan)
-            yield Topology(name, tap, plan, ipr, pair)
+                _quiet_netns(stand_in)
+                opened.append(stand_ipr := IPRoute(netns=stand_in))
+                server_veth, stand_veth = f"ibw{run_id[-8:]}a"[:15], f"ibw{run_id[-8:]}b"[:15]
+                ports.append(_bridge_port(ipr, bridge, server_veth, stand_veth, stand_in, stand_ipr, plan.stand_in,
+                                          plan.prefixlen))
+                pair = NativePair(stand_in, server_veth, stand_veth, plan.stand_in, stand_ipr)
+            yield Topology(name, tap, plan, ipr, pair, kind=kind, client_netns=peer, bridge=bridge, ports=tuple(ports))
     finally:
-        if peer_ipr is not None:
-            peer_ipr.close()
-        remove_netns(peer)
-        remove_netns(name)
+        for opened_ipr in opened:
+            opened_ipr.close()
+        for ns in (stand_in, peer, name):
+            remove_netns(ns)
         release(lock, netns_lock(name))
 
 
-def _add_tap(ipr: IPRoute, tap: str, plan: AddressPlan, multi_queue: bool) -> None:
-    """The run's vnet_hdr tap with the host-side address, up."""
+def _quiet_netns(name: str) -> None:
+    """A new namespace of ours with IPv6 off: router solicitations and DAD stay out of the idle windows."""
+    netns.create(name)
+    _write_sysctl_in(name, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
+
+
+def _add_tap(ipr: IPRoute, tap: str, plan: AddressPlan | None, multi_queue: bool) -> None:
+    """The run's vnet_hdr tap, up; with the host-side address unless it is a bridge port (`plan` None)."""
     ipr.link("add", ifname=tap, kind="tuntap", mode="tap",
              ifr={"vnet_hdr": True, "no_pi": True, "one_queue": False, "multi_queue": multi_queue})
     idx = ipr.link_lookup(ifname=tap)[0]
-    ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
+    if plan is not None:
+        ipr.addr("add", index=idx, address=str(plan.host), prefixlen=plan.prefixlen)
     ipr.link("set", index=idx, state="up")
+
+
+def _enslave(ipr: IPRoute, port: str, bridge: str) -> None:
+    ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=ipr.link_lookup(ifname=bridge)[0])
+
+
+def _bridge_port(ipr: IPRoute, bridge: str, port: str, far: str, far_ns: str, far_ipr: IPRoute,
+                 address: ipaddress.IPv4Address, prefixlen: int) -> str:
+    """A veth whose `port` end is a port of `bridge` and whose `far` end, in namespace `far_ns`,
+    holds `address`; both up. Returns the port's name."""
+    ipr.link("add", ifname=port, kind="veth", peer={"ifname": far, "net_ns_fd": far_ns})
+    _enslave(ipr, port, bridge)
+    ipr.link("set", index=ipr.link_lookup(ifname=port)[0], state="up")
+    fidx = far_ipr.link_lookup(ifname=far)[0]
+    far_ipr.addr("add", index=fidx, address=str(address), prefixlen=prefixlen)
+    far_ipr.link("set", index=fidx, state="up")
+    far_ipr.link("set", index=far_ipr.link_lookup(ifname="lo")[0], state="up")
+    return port
 
 
 def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_plan: AddressPlan) -> NativePair:
@@ -196,7 +272,7 @@ def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_pl
     peer_ipr.addr("add", index=pidx, address=str(plan.guest), prefixlen=24)
     peer_ipr.link("set", index=pidx, state="up")
     peer_ipr.link("set", index=peer_ipr.link_lookup(ifname="lo")[0], state="up")
-    return NativePair(peer, veth, peer_veth, plan, peer_ipr)
+    return NativePair(peer, veth, peer_veth, plan.guest, peer_ipr)
 
 
 def remove_netns(name: str) -> None:
@@ -216,6 +292,29 @@ def missing_capabilities(status: str | None = None) -> list[str]:
     text = status if status is not None else open("/proc/self/status").read()
     eff = int(next(line.split()[1] for line in text.splitlines() if line.startswith("CapEff:")), 16)
     return [name for bit, name in CAPABILITIES if not eff >> bit & 1]
+
+
+# The kernel module each topology needs beyond tun and veth, and where its driver lives in the tree.
+MODULES = {"bridge": ("bridge", "net/bridge/bridge.ko")}
+
+
+def support_problem(kind: str, sys_module: Path = Path("/sys/module"), lib_modules: Path | None = None) -> str | None:
+    """Why this kernel cannot build topology `kind` (None: it can): its module is neither loaded nor
+    built in nor installed (modules.builtin / modules.dep of the running kernel)."""
+    if kind not in MODULES:
+        return None
+    name, path = MODULES[kind]
+    if (sys_module / name).exists():
+        return None
+    lib = lib_modules or Path("/lib/modules") / os.uname().release
+    for listing in ("modules.builtin", "modules.dep"):
+        try:
+            if path in (lib / listing).read_text():
+                return None
+        except OSError:
+            continue
+    return (f"topology {kind} needs the kernel's {name} module, which this kernel ({os.uname().release}) has neither "
+            f"loaded, built in nor installed: install the kernel's modules package or use --topology direct")
 
 
 def can_create_netns() -> tuple[bool, str]:

@@ -16,7 +16,7 @@ def test_default_toml_is_the_built_in_default() -> None:
     assert scenario.as_dict(loaded) | {"source": "x"} == scenario.as_dict(scenario.Scenario()) | {"source": "x"}
 
 
-@pytest.mark.parametrize("name", ["default", "quick", "msgsize"])
+@pytest.mark.parametrize("name", ["default", "quick", "msgsize", "topology"])
 def test_shipped_scenarios_load(name: str) -> None:
     s = scenario.load(ROOT / f"scenarios/{name}.toml")
     assert s.name == name and s.workloads
@@ -76,3 +76,14 @@ def test_plan_prints_cells_and_command_lines(capsys) -> None:
     assert "qemu-system-x86_64 -name e1000,debug-threads=on" in out
     assert "iperf3 -c" in out and " -R" in out
     assert "cells: 4 = 1 rounds x 2 backends x 1 workloads x 2 directions" in out
+
+
+def test_topologies_are_checked_and_counted(tmp_path: Path) -> None:
+    s = scenario.load(ROOT / "scenarios/topology.toml")
+    assert s.topology == ("direct", "bridge") and scenario.Scenario().topology == ("direct",)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[run]\ntopology = ["direct", "ovs-dpdk"]\n')
+    with pytest.raises(UserError, match=r"\[run\] topology = \['direct', 'ovs-dpdk'\] is not allowed: expected a "
+                                        "non-empty list of distinct topologies: direct, bridge"):
+        scenario.load(bad)
+    assert main(["plan", str(ROOT / "scenarios/topology.toml"), "--accel", "tcg", "--backend", "e1000"]) == 0

@@ -28,11 +28,14 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int) -> None:
+@pytest.mark.parametrize(("sig", "code", "topology"), [(signal.SIGINT, 130, "bridge"), (signal.SIGTERM, 143, "direct"),
+                                                      (signal.SIGHUP, 129, "direct")])
+def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int,
+                                                  topology: str) -> None:
+    """Ctrl-C is sent over the bridge topology: its bridge, veths and peer namespace go too."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", "e1000", "--direction", "rx",
-         "--duration", "6", "--repeats", "1", "--out", str(tmp_path)],
+         "--duration", "6", "--repeats", "1", "--topology", topology, "--out", str(tmp_path)],
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
@@ -49,4 +52,6 @@ def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, s
     run_id = meta["run_id"]
     assert not [n for n in netns.listnetns() if run_id in n]
     assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU holding the run's tap
+    assert not [i for i in os.listdir("/sys/class/net") if i.endswith((f"{run_id[-8:]}a", f"{run_id[-8:]}b"))
+                or i == f"ibb{run_id[-8:]}"]  # no bridge or veth of the run's left in the root namespace
     assert not list(tmp_path.glob(".*partial"))

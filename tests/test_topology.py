@@ -44,3 +44,98 @@ def test_topology_creates_a_vnet_hdr_tap_in_its_own_namespace_and_removes_it(vm_
         with IPRoute() as root:
             assert not root.link_lookup(ifname=topo.tap)
     assert topo.netns not in netns.listnetns()
+
+
+def test_bridge_topology_puts_the_tap_and_the_peers_veth_on_one_bridge_and_removes_everything(vm_host: None) -> None:
+    import socket
+
+    from pyroute2 import IPRoute
+
+    from iobench import traffic
+
+    run_id = "test-topo-0002"
+    with topology.tap_topology(run_id, native=True, kind="bridge") as topo:
+        assert topo.kind == "bridge" and topo.client_netns == f"{topo.netns}-peer" and topo.native is not None
+        links = {link.get_attr("IFLA_IFNAME"): link for link in topo.ipr.get_links()}
+        bridge = links[topo.bridge]
+        info = dict(bridge.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")["attrs"])
+        assert info["IFLA_BR_STP_STATE"] == 0 and info["IFLA_BR_FORWARD_DELAY"] == 0
+        for port in (topo.tap, *topo.ports):  # the tap, the peer's veth and the native stand-in's veth
+            assert links[port].get_attr("IFLA_MASTER") == bridge["index"], port
+        assert not topo.ipr.get_addr(index=links[topo.tap]["index"])  # a bridge port holds no address
+        with IPRoute(netns=topo.client_netns) as peer:
+            addrs = [a.get_attr("IFA_ADDRESS") for a in peer.get_addr(family=2) if a.get_attr("IFA_ADDRESS") != "127.0.0.1"]
+        assert addrs == [str(topo.plan.host)]
+        # The peer reaches the native stand-in through the bridge, as it reaches the guest: a TCP
+        # connection from the peer's namespace to an iperf3 server in the stand-in's.
+        with traffic.server(topo.native.peer_netns):
+            netns.pushns(topo.client_netns)
+            try:
+                socket.create_connection((str(topo.native.server), traffic.IPERF3_PORT), timeout=5).close()
+            finally:
+                netns.popns()
+        assert topo.native.server in topo.plan.subnet and topo.native.server not in (topo.plan.host, topo.plan.guest)
+        topo.tap_for(2)  # made again multi-queue: still a port of the bridge
+        links = {link.get_attr("IFLA_IFNAME"): link for link in topo.ipr.get_links()}
+        assert links[topo.tap].get_attr("IFLA_MASTER") == bridge["index"]
+        names = {topo.netns, topo.client_netns, topo.native.peer_netns}
+        assert names <= set(netns.listnetns())
+    assert not names & set(netns.listnetns())
+
+
+def test_unknown_topology_and_missing_module_are_one_sentence(tmp_path) -> None:
+    from iobench import topologies
+    from iobench.errors import UserError
+
+    with pytest.raises(UserError, match="unknown topology 'ovs-dpdk': choose from direct, bridge"):
+        topologies.check(["direct", "ovs-dpdk"], "scenario.toml")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "modules.dep").write_text("kernel/net/ipv4/tunnel4.ko:\n")
+    why = topology.support_problem("bridge", sys_module=tmp_path / "sys", lib_modules=tmp_path / "lib")
+    assert why is not None and "needs the kernel's bridge module" in why and "--topology direct" in why
+    (tmp_path / "lib" / "modules.builtin").write_text("kernel/net/bridge/bridge.ko\n")
+    assert topology.support_problem("bridge", sys_module=tmp_path / "sys", lib_modules=tmp_path / "lib") is None
+    assert topology.support_problem("direct") is None
+
+
+@pytest.mark.slow
+def test_direct_and_bridge_in_one_run_under_tcg_each_with_its_own_native_and_nothing_left(guest_image, tmp_path,
+                                                                                           qemu_pids) -> None:
+    """One round over both topologies: each cell ok, rows, summary, report and figures keep them apart,
+    the native ceiling runs over each, and no namespace, bridge, veth or process is left."""
+    import csv
+    import os
+
+    from iobench import stale
+    from iobench.runner import run
+    from iobench.scenario import Scenario
+
+    before = qemu_pids()
+    scn = Scenario(backends=("e1000", "native"), directions=("rx",), accel="tcg", duration_s=2, omit_s=0, repeats=1,
+                   topology=("direct", "bridge"))
+    report = run(scn, tmp_path, log=lambda m: None)
+    assert report.status == "ok", report.cells
+    rows = list(csv.DictReader((report.directory / "rows.csv").open()))
+    assert sorted((r["backend"], r["topology"]) for r in rows) == [
+        ("e1000", "bridge"), ("e1000", "direct"), ("native", "bridge"), ("native", "direct")]
+    for r in rows:
+        assert float(r["throughput_bps"]) > 0 and int(r["bytes"]) > 0, r
+    vm = {r["topology"]: r for r in rows if r["backend"] == "e1000"}
+    assert int(vm["bridge"]["traps_nic"]) > 0  # the guest's side is the same device either way
+    for r in rows:  # the host side, read in every window; the bridge's ports only where there is one
+        assert r["host_softirq_s"] != "" and int(r["host_net_rx_softirqs"]) > 0
+        assert (r["bridge_port_drops"] != "") == (r["topology"] == "bridge"), r
+    raw = report.directory / "raw"
+    assert (raw / "e1000@bridge" / "r1" / "qemu-cmdline.json").exists() and (raw / "e1000" / "r1").is_dir()
+    shares = {(s["backend"], s["topology"]) for s in csv.DictReader((report.directory / "summary.csv").open())
+              if s["metric"] == "throughput_vs_native"}
+    assert shares == {("e1000", "direct"), ("e1000", "bridge")}  # each against the native of its own topology
+    md = (report.directory / "report.md").read_text()
+    assert "| e1000@bridge | rx |" in md and "| native@bridge | rx |" in md
+    assert (report.directory / "plots" / "throughput-bridge.png").exists()
+    assert (report.directory / "plots" / "throughput.png").exists()
+    assert (report.directory / "plots" / "topology-cost.png").exists()
+    assert "## What each topology adds over direct" in md
+    assert not [n for n in netns.listnetns() if report.meta["run_id"] in n]
+    assert not [i for i in os.listdir("/sys/class/net") if i.startswith(("ibb", "ibv", "ibw", "ibt"))]
+    assert stale.find([tmp_path]) == [] and qemu_pids() <= before

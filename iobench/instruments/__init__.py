@@ -24,6 +24,7 @@ from iobench.instruments.exits import ExitReasons
 from iobench.instruments.fault_hook import FaultHook
 from iobench.instruments.guest_driver import GuestDriver
 from iobench.instruments.harness import HarnessCPU
+from iobench.instruments.host_side import HostSide
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
 from iobench.instruments.placement import Placement
@@ -60,6 +61,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("kvm-stats", lambda run: run.accel == "kvm", KvmStats),
     Entry("tcg-traps", lambda run: run.accel == "tcg", TcgTraps),
     Entry("link", _always, lambda run: LinkCounters()),
+    Entry("host-side", _always, lambda run: HostSide()),
     Entry("proc", _always, ProcCounters),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
     Entry("placement", _always, Placement),

@@ -85,6 +85,8 @@ class Window:
     client_pids: list[int] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     peer_cpus: list[int] | None = None  # where the traffic tool starts (the placement's `peer`); None: anywhere
+    topology: str = "direct"  # the host side of the tap the window runs over (iobench.topologies)
+    port_stats: Callable[[], dict[str, dict[str, int]]] | None = None  # the bridge's ports' counters, by name
 
     @property
     def traffic(self) -> bool:

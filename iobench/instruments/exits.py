@@ -117,7 +117,8 @@ class ExitReasons(Instrument):
                            na=[f"exit_reasons_total: {why}"]) if window.traffic else Reading()
         cell = window.cell
         ident = {"backend": window.backend, "direction": cell.direction if cell else "", "repeat": window.repeat,
-                 "workload": cell.workload.label if cell else "", "phase": window.phase, "attempt": window.attempt}
+                 "workload": cell.workload.label if cell else "", "phase": window.phase, "attempt": window.attempt,
+                 "topology": window.topology}
         vcpus = {t.tid for t in window.facts.get("threads", ()) if t.kind == "vcpu"}
         found = exitreasons.by_reason(self.counts.exits, self.counts.times, vcpus, tracer.names)
         packets = window.facts.get("packets") if window.traffic else None

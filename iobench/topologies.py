@@ -1,0 +1,46 @@
+"""The topologies a scenario can name: what sits on the host side of the guest's tap.
+
+Data only (like backends), so that a scenario is checked without netlink; iobench.topology builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from iobench.errors import UserError
+
+TOPOLOGIES = {
+    "direct": "tap only: the traffic peer in the tap's namespace holds the host's address",
+    "bridge": "tap and a veth on a Linux bridge (STP off); the peer behind the veth, in its own namespace",
+}
+DEFAULT = "direct"
+
+
+def check(names: Sequence[str], where: str) -> None:
+    """Unknown topologies are one sentence, exit 2, before anything starts."""
+    if not names:
+        raise UserError(f"{where}: topology is empty: name at least one of {', '.join(TOPOLOGIES)}.")
+    for name in names:
+        if name not in TOPOLOGIES:
+            raise UserError(f"{where}: unknown topology {name!r}: choose from {', '.join(TOPOLOGIES)}.")
+    if len(set(names)) != len(names):
+        raise UserError(f"{where}: topology names one twice: {', '.join(names)}.")
+
+
+def label(backend: str, topology: object = DEFAULT) -> str:
+    """How views and the gate name a cell's backend: the backend alone over `direct` (so every older run
+    and baseline keeps its names), "vhost@bridge" over another topology."""
+    topo = str(topology) if isinstance(topology, str) and topology else DEFAULT  # NaN, None: older data
+    return backend if topo == DEFAULT else f"{backend}@{topo}"
+
+
+def backend_of(name: str) -> str:
+    """The backend of a label ("vhost@bridge" -> "vhost")."""
+    return name.split("@", 1)[0]
+
+
+def labelled(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Records (rows, summary lines, cell outcomes) with `backend` as its label: what the report's tables,
+    `compare` and the gate key on, so that a bridge cell never mixes with its direct twin."""
+    return [{**r, "backend": label(str(r["backend"]), r.get("topology"))} for r in records]
