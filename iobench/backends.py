@@ -169,14 +169,17 @@ def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:
     return {**BACKENDS, **{v.name: make(v) for v in variants}}
 
 
-def nic_args(backend: Backend, tap: str) -> tuple[str, ...]:
+def nic_args(backend: Backend, tap: str, fd: int | None = None, mac: str | None = None) -> tuple[str, ...]:
     """QEMU -netdev/-device arguments: a vnet_hdr tap, no option ROM (direct kernel boot needs none),
-    then a variant's own knobs."""
-    netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on"
+    then a variant's own knobs. With `fd`, the tap is a file QEMU inherits (a macvtap's device) instead
+    of one it opens by name; `mac`, the device's address (a macvtap's must be it)."""
+    netdev = (f"tap,id=n0,fd={fd},vnet_hdr=on" if fd is not None
+              else f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on")
     if backend.device.startswith("virtio"):
         netdev += f",vhost={'on' if backend.vhost else 'off'}"
     netdev += "".join(f",{k}={v}" for k, v in backend.netdev_props)
-    device = f"{backend.device},netdev=n0,romfile=" + "".join(f",{k}={v}" for k, v in backend.device_props)
+    device = (f"{backend.device},netdev=n0,romfile=" + (f",mac={mac}" if mac else "")
+              + "".join(f",{k}={v}" for k, v in backend.device_props))
     if backend.queues > 1:  # N tap queues, the device's mq, and MSI-X vectors: one per queue, config, control
         netdev += f",queues={backend.queues}"
         device += f",mq=on,vectors={2 * backend.queues + 2}"

@@ -91,7 +91,8 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
                         "vcpu0=2,vhost=3,peer=4-5")
     p.add_argument("--topology", action="append", choices=tuple(TOPOLOGIES),
                    help="what the guest's tap is attached to on the host (repeatable; default direct): direct (the "
-                        "peer on the tap), bridge (tap and the peer's veth on a Linux bridge); native runs over each")
+                        "peer on the tap), bridge (tap and the peer's veth on a Linux bridge), macvtap (a macvtap on "
+                        "the peer's veth instead of a tap); native runs over each")
 
 
 def _add_db_options(p: argparse.ArgumentParser) -> None:

@@ -41,7 +41,6 @@ from iobench.instruments import Boot, Instrument, Measurement, RunScope, Window
 from iobench.measure import (
     PEER_DATA_COUNTERS,
     TAP_BYTES_BOTH,
-    TAP_DATA_COUNTERS,
     CellId,
     IdleWindow,
     idle_window,
@@ -156,6 +155,10 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     chosen, unavailable = select_backends(scn.backends, choice.accel, scn.variants)
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
+    multi = [n for n in chosen if n != NATIVE and backends.catalog(scn.variants)[n].queues > 1]
+    if "macvtap" in scn.topology and multi:
+        raise UserError(f"topology macvtap gives QEMU one queue of the macvtap, and {', '.join(multi)} asks for "
+                        "several: run multiqueue variants over direct or bridge.")
     prior = checkpoint.load(resume) if resume is not None else None
     if resume is not None and prior is not None:
         run_id = prior.meta["run_id"]
@@ -345,10 +348,13 @@ os.register_at_fork(after_in_child=_default_signals_in_child)
 
 
 def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image: guest.GuestImage,
-              topo_tap: str, guest_cidr: str, netns: str | None) -> VMConfig:
+              topo_tap: str, guest_cidr: str, netns: str | None, tap_fd: int | None = None) -> VMConfig:
+    """One VM's configuration; `tap_fd`: the macvtap device QEMU inherits (its MAC is the guest's)."""
+    mac = topology.GUEST_MAC if tap_fd is not None else None
     return VMConfig(
-        name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap),
+        name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap, tap_fd, mac),
         guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns,
+        pass_fds=(tap_fd,) if tap_fd is not None else (),
         extra_args=(*scn.qemu_args, *backend.qemu_args),
         cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
     )
@@ -387,10 +393,16 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
                 cells: list[CellId], attempt: int) -> tuple[list[CellId], str]:
     """Boot one VM, measure its idle window, then the cells. Returns the cells left
     undone because the VM died or never booted (empty when none), and why."""
-    scn, log = ctx.scn, ctx.log
-    cfg = vm_config(scn, backend, ctx.choice.accel, ctx.image, topo.tap, f"{topo.plan.guest}/{topo.plan.prefixlen}",
-                    topo.netns)
     topo.tap_for(backend.queues)
+    with topo.open_tap() as tap_fd:
+        cfg = vm_config(ctx.scn, backend, ctx.choice.accel, ctx.image, topo.tap,
+                        f"{topo.plan.guest}/{topo.plan.prefixlen}", topo.netns, tap_fd)
+        return _vm_boot_and_measure(ctx, topo, backend, repeat, cells, attempt, cfg)
+
+
+def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int,
+                         cells: list[CellId], attempt: int, cfg: VMConfig) -> tuple[list[CellId], str]:
+    scn, log = ctx.scn, ctx.log
     tag = (f"{_where(backend.name, topo)}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
            + (f"-l1attempt{ctx.l1_attempt}" if ctx.l1_attempt and ctx.l1_attempt > 1 else ""))
     with VM(cfg, logs_dest=ctx.writer.raw / tag) as vm:
@@ -460,7 +472,7 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
     spec = faults.adjust_spec(traffic_spec(str(topo.plan.guest), cell.direction, ctx.scn, cell.workload), cell.backend,
                               cell.direction)
     window = Window("traffic", cell.backend, cell.repeat, boot.attempt, cell.name, vm.pid, topo.link_stats,
-                    TAP_DATA_COUNTERS[cell.direction], cell=cell, vm=vm, boot=boot, topology=cell.topology,
+                    topo.data_counters(cell.direction), cell=cell, vm=vm, boot=boot, topology=cell.topology,
                     port_stats=topo.port_stats)
 
     def watch() -> str | None:

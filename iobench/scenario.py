@@ -23,7 +23,8 @@ File layout (every key optional; defaults below):
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
     topology = ["direct"]       # what the guest's tap is attached to on the host, every one in every round:
                                 # direct (the peer on the tap itself), bridge (tap and the peer's veth on a
-                                # Linux bridge); native runs over each too (docs/topology.md)
+                                # Linux bridge), macvtap (a macvtap on the peer's veth instead of a tap);
+                                # native runs over each too (docs/topology.md)
 
     [workload]
     kind = "stream"             # stream (iperf3 bulk transfer), rr (sockperf ping-pong: one request in flight)

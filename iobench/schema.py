@@ -176,7 +176,7 @@ class Row:
     host_net_tx_softirqs: int | None = None  # NET_TX softirqs raised
     softnet_dropped: int | None = None  # frames the host's backlog dropped (/proc/net/softnet_stat)
     softnet_time_squeeze: int | None = None  # times net_rx_action ran out of budget with work left
-    bridge_port_drops: int | None = None  # rx_dropped + tx_dropped over the bridge's ports (bridge only)
+    port_drops: int | None = None  # rx_dropped + tx_dropped of the host-side ports (a bridge's, a macvtap's lower)
 
 
 

@@ -13,6 +13,7 @@ from iobench.errors import UserError
 TOPOLOGIES = {
     "direct": "tap only: the traffic peer in the tap's namespace holds the host's address",
     "bridge": "tap and a veth on a Linux bridge (STP off); the peer behind the veth, in its own namespace",
+    "macvtap": "a macvtap (bridge mode) on a veth, its device passed to QEMU as a file; the peer behind the veth",
 }
 DEFAULT = "direct"
 

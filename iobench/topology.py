@@ -10,18 +10,24 @@ A topology is what sits on the host side of the guest's tap (data, like a backen
   nothing but the tap is between QEMU (or vhost) and the peer's socket;
 - `bridge`: the tap and one end of a veth are ports of a Linux bridge (STP off, forward delay 0) in the
   run's namespace; the peer runs in its own namespace behind the veth's other end, as on a host whose
-  guests hang off `virbr0`: the bridge's forwarding, FDB lookup and the veth hop are on the path.
+  guests hang off `virbr0`: the bridge's forwarding, FDB lookup and the veth hop are on the path;
+- `macvtap`: no tap and no bridge: a macvtap in bridge mode on one end of a veth (libvirt's
+  `type='direct'`), its character device handed to QEMU as a file descriptor; the peer behind the
+  veth's other end.
 
 The `native` ceiling runs over the same topology: for `direct` a veth from the run's namespace to a
-namespace standing in for the guest; for `bridge` a second veth port on the same bridge, so the
-peer's packets cross the bridge and a veth as the guest's do, like with like.
+namespace standing in for the guest; for `bridge` a second veth port on the same bridge, for
+`macvtap` a macvlan on the same veth, so the peer's packets cross what the guest's do, like with like.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,9 @@ from iobench import topologies
 from iobench.stale import NATIVE_SUFFIX, NETNS_PREFIX, PEER_SUFFIX, hold, netns_lock, release
 
 BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
+# The guest NIC's MAC: QEMU's default for the first NIC, set explicitly on the device over macvtap, whose
+# address it must be (a macvtap passes on only frames for its own address).
+GUEST_MAC = "52:54:00:12:34:56"
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,40 @@ class Topology:
     kind: str = "direct"
     client_netns: str = ""  # where the traffic peer runs (direct: the tap's namespace)
     bridge: str | None = None  # the bridge the tap is a port of (bridge)
-    ports: tuple[str, ...] = ()  # the bridge's other ports in the run's namespace (for their counters)
+    ports: tuple[str, ...] = ()  # the host-side ports in the run's namespace (for their counters)
+    char_device: tuple[int, int] | None = None  # macvtap: (major, minor) of the device QEMU gets as a file
+
+    @contextmanager
+    def open_tap(self) -> Iterator[int | None]:
+        """The macvtap's character device, open, for one QEMU (`-netdev tap,fd=N`; None for a tap, which
+        QEMU opens by name). A device node made for the moment in a private directory and unlinked
+        at once: the open file is all QEMU needs, and nothing is left in /dev or anywhere else."""
+        if self.char_device is None:
+            yield None
+            return
+        where = tempfile.mkdtemp(prefix="iobench-macvtap-")
+        node = os.path.join(where, "tap")
+        try:
+            os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(*self.char_device))
+            fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+        finally:
+            if os.path.exists(node):
+                os.unlink(node)
+            os.rmdir(where)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def data_counters(self, direction: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The guest-side device's counters that carry `direction`'s data. A tap *receives* what the
+        guest sends (QEMU writes into it); a macvtap *transmits* it (written frames leave through the
+        macvlan) and receives what is queued for the guest: its counters are the tap's mirrored."""
+        keys = {"rx": (("tx_bytes",), ("tx_packets",)), "tx": (("rx_bytes",), ("rx_packets",)),
+                "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
+        if self.char_device is not None and direction in ("rx", "tx"):
+            direction = "tx" if direction == "rx" else "rx"
+        return keys[direction]
 
     def __post_init__(self) -> None:
         self.client_netns = self.client_netns or self.netns
@@ -95,9 +137,10 @@ class Topology:
     def tap_for(self, queues: int) -> None:
         """Make the tap match the next VM's queues: the kernel lets QEMU attach to a persistent tap only
         with the same IFF_MULTI_QUEUE flag it was created with, and QEMU asks for it only when
-        queues > 1. The tap is made again (same name, address and state) when the mode changes."""
+        queues > 1. The tap is made again (same name, address and state) when the mode changes.
+        (A macvtap has no such flag: the run refuses multiqueue variants over it before starting.)"""
         multi = queues > 1
-        if multi == self.multi_queue:
+        if multi == self.multi_queue or self.char_device is not None:
             return
         self.ipr.link("del", index=self.ipr.link_lookup(ifname=self.tap)[0])
         _add_tap(self.ipr, self.tap, self.plan if self.bridge is None else None, multi)
@@ -174,54 +217,125 @@ def _write_sysctl_in(name: str, settings: dict[str, str]) -> None:
 
 @contextmanager
 def tap_topology(run_id: str, native: bool = False, kind: str = "direct") -> Iterator[Topology]:
-    """Create the run's namespace with a vnet_hdr tap and what `kind` attaches it to (and, for the
+    """Create the run's namespace with the guest's tap and what `kind` attaches it to (and, for the
     `native` row, a namespace standing in for the guest); remove the namespaces (and with them the
-    tap, bridge and veths) on exit, whatever happened."""
+    tap, bridge, macvtap and veths) on exit, whatever happened."""
     topologies.check([kind], "topology")
     name = netns_name(run_id)
-    plan = AddressPlan.for_run(run_id)
-    tap = tap_name(run_id)
-    peer, stand_in = f"{name}{PEER_SUFFIX}", f"{name}{NATIVE_SUFFIX}"
+    names = _Names(run_id, name)
     lock = hold(netns_lock(name))  # says "a live run owns these namespaces" to `iobench clean`
     opened: list[IPRoute] = []
+
+    def namespace(ns: str) -> IPRoute:
+        """A namespace of the run's, with a netlink socket opened in it (closed on exit)."""
+        _quiet_netns(ns)
+        opened.append(ipr := IPRoute(netns=ns))
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return ipr
+
     try:
-        _quiet_netns(name)
-        with IPRoute(netns=name) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            if kind == "direct":
-                _add_tap(ipr, tap, plan, multi_queue=False)
-                pair = None
-                if native:
-                    _quiet_netns(peer)
-                    opened.append(peer_ipr := IPRoute(netns=peer))
-                    pair = _native_pair(run_id, ipr, peer, peer_ipr, plan)
-                yield Topology(name, tap, plan, ipr, pair)
-                return
-            bridge = f"ibb{run_id[-8:]}"[:15]
-            ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
-            ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
-            _add_tap(ipr, tap, None, multi_queue=False)
-            _enslave(ipr, tap, bridge)
-            _quiet_netns(peer)
-            opened.append(peer_ipr := IPRoute(netns=peer))
-            veth = _bridge_port(ipr, bridge, f"ibv{run_id[-8:]}a"[:15], f"ibv{run_id[-8:]}b"[:15], peer, peer_ipr,
-                                plan.host, plan.prefixlen)
-            ports = [veth]
-            pair = None
-            if native:
-                _quiet_netns(stand_in)
-                opened.append(stand_ipr := IPRoute(netns=stand_in))
-                server_veth, stand_veth = f"ibw{run_id[-8:]}a"[:15], f"ibw{run_id[-8:]}b"[:15]
-                ports.append(_bridge_port(ipr, bridge, server_veth, stand_veth, stand_in, stand_ipr, plan.stand_in,
-                                          plan.prefixlen))
-                pair = NativePair(stand_in, server_veth, stand_veth, plan.stand_in, stand_ipr)
-            yield Topology(name, tap, plan, ipr, pair, kind=kind, client_netns=peer, bridge=bridge, ports=tuple(ports))
+        ipr = namespace(name)
+        yield _BUILDERS[kind](names, ipr, namespace, native)
     finally:
         for opened_ipr in opened:
             opened_ipr.close()
-        for ns in (stand_in, peer, name):
+        for ns in (names.stand_in, names.peer, name):
             remove_netns(ns)
         release(lock, netns_lock(name))
+
+
+@dataclass(frozen=True)
+class _Names:
+    """A run's namespaces and interfaces (15 characters at most; the run id's tail keeps them unique)."""
+
+    run_id: str
+    netns: str
+
+    @property
+    def peer(self) -> str:
+        return f"{self.netns}{PEER_SUFFIX}"
+
+    @property
+    def stand_in(self) -> str:
+        return f"{self.netns}{NATIVE_SUFFIX}"
+
+    def link(self, prefix: str, end: str = "") -> str:
+        return f"{prefix}{self.run_id[-8:]}{end}"[:15]
+
+
+def _direct(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+    """The tap holds the host's address; the native stand-in behind a veth on the next /24."""
+    plan = AddressPlan.for_run(names.run_id)
+    _add_tap(ipr, tap_name(names.run_id), plan, multi_queue=False)
+    pair = _native_pair(names.run_id, ipr, names.peer, namespace(names.peer), plan) if native else None
+    return Topology(names.netns, tap_name(names.run_id), plan, ipr, pair)
+
+
+def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+    """A Linux bridge (STP off, no forward delay) with the tap and the peer's veth as ports; the native
+    stand-in on a second veth port of the same bridge."""
+    plan, tap, bridge = AddressPlan.for_run(names.run_id), tap_name(names.run_id), names.link("ibb")
+    ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+    ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
+    _add_tap(ipr, tap, None, multi_queue=False)
+    _enslave(ipr, tap, bridge)
+    ports = [_bridge_port(ipr, bridge, names.link("ibv", "a"), names.link("ibv", "b"), names.peer,
+                          namespace(names.peer), plan.host, plan.prefixlen)]
+    pair = None
+    if native:
+        stand_ipr = namespace(names.stand_in)
+        ports.append(_bridge_port(ipr, bridge, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in,
+                                  stand_ipr, plan.stand_in, plan.prefixlen))
+        pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
+    return Topology(names.netns, tap, plan, ipr, pair, kind="bridge", client_netns=names.peer, bridge=bridge,
+                    ports=tuple(ports))
+
+
+def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+    """A macvtap in bridge mode on one end of a veth (libvirt's `type='direct'`), the peer behind the
+    veth's other end; QEMU gets the macvtap's character device as a file descriptor (Topology.open_tap).
+    The native stand-in is a macvlan in bridge mode on the same veth, moved into its own namespace: the
+    same macvlan switching, without the character device."""
+    plan, tap = AddressPlan.for_run(names.run_id), tap_name(names.run_id)
+    lower = names.link("ibv", "a")
+    peer_ipr = namespace(names.peer)
+    ipr.link("add", ifname=lower, kind="veth", peer={"ifname": names.link("ibv", "b"), "net_ns_fd": names.peer})
+    low = ipr.link_lookup(ifname=lower)[0]
+    ipr.link("set", index=low, state="up")
+    far = peer_ipr.link_lookup(ifname=names.link("ibv", "b"))[0]
+    peer_ipr.addr("add", index=far, address=str(plan.host), prefixlen=plan.prefixlen)
+    peer_ipr.link("set", index=far, state="up")
+    ipr.link("add", ifname=tap, kind="macvtap", link=low, macvtap_mode="bridge", address=GUEST_MAC)
+    ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], state="up")
+    pair = None
+    if native:
+        stand_ipr = namespace(names.stand_in)
+        stand = names.link("ibw", "a")
+        ipr.link("add", ifname=stand, kind="macvlan", link=low, macvlan_mode="bridge")
+        ipr.link("set", index=ipr.link_lookup(ifname=stand)[0], net_ns_fd=names.stand_in)
+        sidx = stand_ipr.link_lookup(ifname=stand)[0]
+        stand_ipr.addr("add", index=sidx, address=str(plan.stand_in), prefixlen=plan.prefixlen)
+        stand_ipr.link("set", index=sidx, state="up")
+        pair = NativePair(names.stand_in, stand, stand, plan.stand_in, stand_ipr)
+    return Topology(names.netns, tap, plan, ipr, pair, kind="macvtap", client_netns=names.peer, ports=(lower,),
+                    char_device=_char_device(names.netns, tap))
+
+
+_BUILDERS: dict[str, Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool], Topology]] = {
+    "direct": _direct, "bridge": _bridge, "macvtap": _macvtap}
+
+
+def _char_device(ns: str, ifname: str) -> tuple[int, int]:
+    """The macvtap's character device (major, minor): sysfs shows it only from inside its namespace, so
+    `ip netns exec` (which mounts that namespace's sysfs for the command) reads it."""
+    got = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"cat /sys/class/net/{ifname}/macvtap/*/dev"],
+                         capture_output=True, text=True, timeout=10)
+    try:
+        major, minor = (int(x) for x in got.stdout.strip().split(":"))
+    except ValueError as exc:
+        raise RuntimeError(f"cannot find the character device of macvtap {ifname} in {ns}: "
+                           f"{(got.stderr or got.stdout).strip()[:200]}") from exc
+    return major, minor
 
 
 def _quiet_netns(name: str) -> None:
@@ -295,16 +409,28 @@ def missing_capabilities(status: str | None = None) -> list[str]:
 
 
 # The kernel module each topology needs beyond tun and veth, and where its driver lives in the tree.
-MODULES = {"bridge": ("bridge", "net/bridge/bridge.ko")}
+MODULES = {"bridge": ("bridge", "net/bridge/bridge.ko"), "macvtap": ("macvtap", "drivers/net/macvtap.ko")}
 
 
-def support_problem(kind: str, sys_module: Path = Path("/sys/module"), lib_modules: Path | None = None) -> str | None:
+def _char_majors(path: Path) -> set[str]:
+    """The character device drivers the kernel has registered (/proc/devices): a built-in macvtap shows
+    here even where /sys/module and /lib/modules say nothing of it."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return set()
+    part = text.split("Block devices:")[0]
+    return {line.split()[1] for line in part.splitlines() if len(line.split()) == 2 and line.split()[0].isdigit()}
+
+
+def support_problem(kind: str, sys_module: Path = Path("/sys/module"), lib_modules: Path | None = None,
+                    proc_devices: Path = Path("/proc/devices")) -> str | None:
     """Why this kernel cannot build topology `kind` (None: it can): its module is neither loaded nor
     built in nor installed (modules.builtin / modules.dep of the running kernel)."""
     if kind not in MODULES:
         return None
     name, path = MODULES[kind]
-    if (sys_module / name).exists():
+    if (sys_module / name).exists() or name in _char_majors(proc_devices):
         return None
     lib = lib_modules or Path("/lib/modules") / os.uname().release
     for listing in ("modules.builtin", "modules.dep"):

@@ -67,6 +67,7 @@ class VMConfig:
     extra_args: tuple[str, ...] = ()
     cmdline_extra: tuple[str, ...] = ()
     qemu: str = QEMU_BINARY  # another build only for the lab's L1 A/B studies (lab.L1_QEMU_ENV)
+    pass_fds: tuple[int, ...] = ()  # files QEMU inherits under the same numbers (a macvtap's device)
 
 
 def accel_args(accel: str) -> list[str]:
@@ -169,7 +170,7 @@ class VM:
         with self.qemu_log.open("wb") as err:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                preexec_fn=(lambda: enter_netns(ns)) if ns else None,
+                preexec_fn=(lambda: enter_netns(ns)) if ns else None, pass_fds=self.cfg.pass_fds,
                 start_new_session=True,  # Ctrl-C reaches iobench, which then stops QEMU in order
             )
         try:

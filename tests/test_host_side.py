@@ -31,14 +31,14 @@ def _window(ports: list[dict[str, dict[str, int]]], topology: str) -> Window:
                   port_stats=(lambda: next(it)) if ports else None)
 
 
-def test_bridge_port_drops_are_the_ports_deltas_and_direct_says_why_it_has_none() -> None:
+def test_port_drops_are_the_ports_deltas_and_direct_says_why_it_has_none() -> None:
     inst = HostSide()
     port = {"ibv1a": {"rx_dropped": 1, "tx_dropped": 0}, "ibw1a": {"rx_dropped": 0, "tx_dropped": 2}}
     later = {"ibv1a": {"rx_dropped": 4, "tx_dropped": 0}, "ibw1a": {"rx_dropped": 0, "tx_dropped": 7}}
     w = _window([port, later], "bridge")
     got = inst.read(w, [inst.sample(w), inst.sample(w)])
-    assert got.columns["bridge_port_drops"] == 3 + 5
+    assert got.columns["port_drops"] == 3 + 5
     assert got.columns["host_softirq_s"] >= 0 and got.columns["host_net_rx_softirqs"] >= 0
     w = _window([], "direct")
     got = inst.read(w, [inst.sample(w), inst.sample(w)])
-    assert got.columns["bridge_port_drops"] is None and got.na == ["bridge_port_drops: no bridge in topology direct"]
+    assert got.columns["port_drops"] is None and got.na == ["port_drops: no host-side port in topology direct"]

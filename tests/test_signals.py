@@ -28,11 +28,12 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize(("sig", "code", "topology"), [(signal.SIGINT, 130, "bridge"), (signal.SIGTERM, 143, "direct"),
+@pytest.mark.parametrize(("sig", "code", "topology"), [(signal.SIGINT, 130, "bridge"), (signal.SIGTERM, 143, "macvtap"),
                                                       (signal.SIGHUP, 129, "direct")])
 def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int,
                                                   topology: str) -> None:
-    """Ctrl-C is sent over the bridge topology: its bridge, veths and peer namespace go too."""
+    """Ctrl-C is sent over the bridge topology, SIGTERM over macvtap: their bridge, macvtap, veths and
+    peer namespaces go too."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", "e1000", "--direction", "rx",
          "--duration", "6", "--repeats", "1", "--topology", topology, "--out", str(tmp_path)],

@@ -4,8 +4,9 @@ Why: a topology (iobench.topologies) changes only what sits behind the guest's t
 shows on the host, not in the guest's exits: the bridge forwards in softirq context (NET_RX on the CPU
 that received the frame), a veth hop is one more backlog enqueue, a full backlog drops
 (`softnet_stat`) or defers (time squeeze). Read per window from /proc (host-wide: every CPU, every
-namespace — the machine's other traffic counts too, which the idle window of each VM shows) and, for
-a bridge, the kernel's 64-bit counters of each of its ports over netlink.
+namespace — the machine's other traffic counts too, which the idle window of each VM shows) and the
+kernel's 64-bit counters of the topology's host-side ports over netlink (a bridge's ports besides the
+tap, a macvtap's lower veth).
 """
 
 from __future__ import annotations
@@ -86,10 +87,10 @@ class HostSide(Instrument):
             na.append("host softirq: /proc/stat, /proc/softirqs or /proc/net/softnet_stat unreadable here")
         ports = [p for p in last["ports"] if p in first["ports"]]
         if ports:
-            columns["bridge_port_drops"] = sum(last["ports"][p][k] - first["ports"][p][k] for p in ports
+            columns["port_drops"] = sum(last["ports"][p][k] - first["ports"][p][k] for p in ports
                                                for k in ("rx_dropped", "tx_dropped"))
         else:
-            columns["bridge_port_drops"] = None
+            columns["port_drops"] = None
             if window.traffic:
-                na.append(f"bridge_port_drops: no bridge in topology {window.topology}")
+                na.append(f"port_drops: no host-side port in topology {window.topology}")
         return Reading(columns=columns, na=na)
