@@ -34,6 +34,7 @@ from iobench import kmod
 
 NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
+NODE_DIR_PREFIX = "iobench-macvtap-"  # a macvtap's device node, made and unlinked at once (topology.open_tap)
 LOCK_DIR = Path("/run/iobench")
 OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf")
 # The copy trace's kernel module and its owner's lock (counters.copytrace loads it under this lock)
@@ -93,7 +94,7 @@ def netns_lock(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # netns, vm-dir, staging-dir, module
+    kind: str  # netns, vm-dir, staging-dir, node-dir, module
     name: str
     in_use: bool
     detail: str = ""
@@ -161,6 +162,9 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         busy = in_use(vm_dir)
         pid = _qemu_of(vm_dir)
         found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
+    for node_dir in sorted(Path(tempfile.gettempdir()).glob(f"{NODE_DIR_PREFIX}*")):
+        fresh = time.time() - node_dir.stat().st_mtime < 10  # a live run's, between its mknod and its unlink
+        found.append(Leftover("node-dir", str(node_dir), fresh, "a macvtap device node of a run killed while opening it"))
     for staging in _staging_dirs(out_roots):
         found.append(Leftover("staging-dir", str(staging), in_use(staging), "unpublished results of a run"))
     if kmod.loaded(COPYTRACE_MODULE):
@@ -201,7 +205,7 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
             done.append(f"unloaded kernel module {item.name}")
             if not dry_run:
                 kmod.remove(COPYTRACE_MODULE)
-        elif item.kind == "staging-dir":
+        elif item.kind in ("staging-dir", "node-dir"):
             done.append(f"removed {item.name}")
             if not dry_run:
                 shutil.rmtree(item.name, ignore_errors=True)

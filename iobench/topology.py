@@ -35,7 +35,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from iobench import topologies
-from iobench.stale import NATIVE_SUFFIX, NETNS_PREFIX, PEER_SUFFIX, hold, netns_lock, release
+from iobench.stale import NATIVE_SUFFIX, NETNS_PREFIX, NODE_DIR_PREFIX, PEER_SUFFIX, hold, netns_lock, release
 
 BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
 # The guest NIC's MAC: QEMU's default for the first NIC, set explicitly on the device over macvtap, whose
@@ -107,7 +107,7 @@ class Topology:
         if self.char_device is None:
             yield None
             return
-        where = tempfile.mkdtemp(prefix="iobench-macvtap-")
+        where = tempfile.mkdtemp(prefix=NODE_DIR_PREFIX)
         node = os.path.join(where, "tap")
         try:
             os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(*self.char_device))

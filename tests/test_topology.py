@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+from pathlib import Path
 
 import pytest
 from pyroute2 import netns
@@ -179,3 +180,24 @@ def test_macvtap_topology_hands_qemu_a_device_file_and_leaves_nothing(vm_host: N
                 netns.popns()
         names = {topo.netns, topo.client_netns, topo.native.peer_netns}
     assert not names & set(netns.listnetns())
+
+
+def test_a_device_node_left_by_a_killed_run_is_found_and_cleaned(tmp_path) -> None:
+    import tempfile
+    import time
+
+    from iobench import stale
+
+    left = Path(tempfile.mkdtemp(prefix=stale.NODE_DIR_PREFIX))
+    (left / "tap").write_text("")
+    try:
+        found = [x for x in stale.find([tmp_path]) if x.kind == "node-dir"]
+        assert [x.name for x in found] == [str(left)] and found[0].in_use  # fresh: a live run may be opening it
+        old = time.time() - 60
+        os.utime(left, (old, old))
+        assert f"removed {left}" in stale.clean([tmp_path])
+        assert not left.exists()
+    finally:
+        if left.exists():
+            import shutil
+            shutil.rmtree(left)
