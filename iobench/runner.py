@@ -414,7 +414,7 @@ def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backen
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
-            boot = Boot(vm, backend, tag, repeat, attempt)
+            boot = Boot(vm, backend, tag, repeat, attempt, host_offloads=topo.offloads)
             instruments.after_boot(ctx.instruments, boot)
             labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
@@ -509,7 +509,7 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
                                 PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
-                                port_stats=topo.port_stats)
+                                port_stats=topo.port_stats, host_offloads=topo.offloads)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
                     raw = traffic.run(spec, topo.client_netns, started=window.client_pids.append,
                                       cpus=window.peer_cpus)

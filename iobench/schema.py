@@ -177,6 +177,7 @@ class Row:
     softnet_dropped: int | None = None  # frames the host's backlog dropped (/proc/net/softnet_stat)
     softnet_time_squeeze: int | None = None  # times net_rx_action ran out of budget with work left
     port_drops: int | None = None  # rx_dropped + tx_dropped of the host-side ports (a bridge's, a macvtap's lower)
+    offloads_off: str | None = None  # host-side interfaces' offloads found off ("port:tso,..."; "" none)
 
 
 

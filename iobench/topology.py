@@ -148,6 +148,19 @@ class Topology:
             _enslave(self.ipr, self.tap, self.bridge)
         self.multi_queue = multi
 
+    def offloads(self) -> dict[str, dict[str, bool | None]]:
+        """Whether each host-side interface of the path does TSO, GSO, GRO, checksum offload and
+        scatter-gather (ethtool's features, read in its namespace): a topology that silently switches
+        an offload off changes every per-packet figure. QEMU sets the tap's as the guest negotiated, so
+        this is read after each boot."""
+        where = [(self.netns, [self.tap, *([self.bridge] if self.bridge else []), *self.ports])]
+        if self.client_netns != self.netns:
+            where.append((self.client_netns, [p[:-1] + "b" for p in self.ports if p.startswith("ibv")]))
+        out: dict[str, dict[str, bool | None]] = {}
+        for ns, names in where:
+            out.update(_features_in(ns, names))
+        return out
+
     def port_stats(self) -> dict[str, dict[str, int]]:
         """The counters of every port of the bridge besides the tap (the peer's and the native stand-in's
         veths); empty without a bridge."""
@@ -323,6 +336,30 @@ def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], n
 
 _BUILDERS: dict[str, Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool], Topology]] = {
     "direct": _direct, "bridge": _bridge, "macvtap": _macvtap}
+
+
+OFFLOADS = {"tso": "tx-tcp-segmentation", "gso": "tx-generic-segmentation", "gro": "rx-gro",
+            "tx-csum": "tx-checksum-ip-generic", "rx-csum": "rx-checksum", "sg": "tx-scatter-gather"}
+
+
+def _features_in(ns: str, names: list[str]) -> dict[str, dict[str, bool | None]]:
+    """OFFLOADS of each interface of namespace `ns` (None: the kernel does not list the feature for it)."""
+    from pyroute2.ethtool import Ethtool
+
+    netns.pushns(ns)  # ethtool's sockets answer for the namespace they are opened in
+    try:
+        tool = Ethtool()
+    finally:
+        netns.popns()
+    out: dict[str, dict[str, bool | None]] = {}
+    try:
+        for name in names:
+            features = tool.get_features(name).features
+            out[name] = {short: (features[long].enable if long in features else None)
+                         for short, long in OFFLOADS.items()}
+    finally:
+        tool.close()
+    return out
 
 
 def _char_device(ns: str, ifname: str) -> tuple[int, int]:

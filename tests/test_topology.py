@@ -65,6 +65,9 @@ def test_bridge_topology_puts_the_tap_and_the_peers_veth_on_one_bridge_and_remov
         for port in (topo.tap, *topo.ports):  # the tap, the peer's veth and the native stand-in's veth
             assert links[port].get_attr("IFLA_MASTER") == bridge["index"], port
         assert not topo.ipr.get_addr(index=links[topo.tap]["index"])  # a bridge port holds no address
+        offloads = topo.offloads()  # every host-side interface of the path, the peer's veth end included
+        assert set(offloads) == {topo.tap, topo.bridge, *topo.ports, topo.ports[0][:-1] + "b"}
+        assert all(isinstance(f["tso"], bool) and isinstance(f["gro"], bool) for f in offloads.values())
         with IPRoute(netns=topo.client_netns) as peer:
             addrs = [a.get_attr("IFA_ADDRESS") for a in peer.get_addr(family=2) if a.get_attr("IFA_ADDRESS") != "127.0.0.1"]
         assert addrs == [str(topo.plan.host)]

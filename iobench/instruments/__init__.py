@@ -61,7 +61,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("kvm-stats", lambda run: run.accel == "kvm", KvmStats),
     Entry("tcg-traps", lambda run: run.accel == "tcg", TcgTraps),
     Entry("link", _always, lambda run: LinkCounters()),
-    Entry("host-side", _always, lambda run: HostSide()),
+    Entry("host-side", _always, HostSide),
     Entry("proc", _always, ProcCounters),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
     Entry("placement", _always, Placement),

@@ -61,6 +61,7 @@ class Boot:
     repeat: int
     attempt: int
     facts: dict[str, Any] = field(default_factory=dict)
+    host_offloads: Callable[[], dict[str, dict[str, bool | None]]] | None = None  # the topology's interfaces'
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Window:
     peer_cpus: list[int] | None = None  # where the traffic tool starts (the placement's `peer`); None: anywhere
     topology: str = "direct"  # the host side of the tap the window runs over (iobench.topologies)
     port_stats: Callable[[], dict[str, dict[str, int]]] | None = None  # the bridge's ports' counters, by name
+    host_offloads: Callable[[], dict[str, dict[str, bool | None]]] | None = None  # as Boot's (native windows)
 
     @property
     def traffic(self) -> bool:

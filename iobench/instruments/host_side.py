@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from iobench.instruments.base import Instrument, Reading, Window
+from iobench.instruments.base import Boot, Instrument, Reading, RunScope, Window
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
@@ -56,8 +56,28 @@ def _read(path: str) -> str | None:
         return None
 
 
+def offloads_off(found: dict[str, dict[str, bool | None]]) -> str:
+    """"ibv1a:tso,ibv1a:gso" for every offload found off ("" none): the row's record of it."""
+    return ",".join(f"{port}:{name}" for port, feats in found.items() for name, on in feats.items() if on is False)
+
+
 class HostSide(Instrument):
     name = "host-side"
+
+    def __init__(self, run: RunScope) -> None:
+        self.run = run
+
+    def after_boot(self, boot: Boot) -> None:
+        """The offloads of the path's host-side interfaces as this VM left them (QEMU sets the tap's)."""
+        if boot.host_offloads is None:
+            return
+        found = boot.host_offloads()
+        boot.facts["host_offloads"] = found
+        self.run.writer.write_raw(f"{boot.tag}/host-offloads.json", found)
+
+    def start(self, window: Window) -> None:
+        if window.boot is None and window.host_offloads is not None:  # native: no boot, read per window
+            window.facts["host_offloads"] = window.host_offloads()
 
     def sample(self, window: Window) -> dict[str, Any]:
         stat, softirqs, softnet = _read("/proc/stat"), _read("/proc/softirqs"), _read("/proc/net/softnet_stat")
@@ -93,4 +113,6 @@ class HostSide(Instrument):
             columns["port_drops"] = None
             if window.traffic:
                 na.append(f"port_drops: no host-side port in topology {window.topology}")
+        found = window.boot.facts.get("host_offloads") if window.boot else window.facts.get("host_offloads")
+        columns["offloads_off"] = offloads_off(found) if found is not None else None
         return Reading(columns=columns, na=na)
