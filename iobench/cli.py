@@ -19,6 +19,7 @@ from typing import Any
 
 from iobench import __version__
 from iobench.commands import ab as ab_command
+from iobench.commands import db as db_command
 from iobench.commands import host as host_command
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.topologies import TOPOLOGIES
@@ -222,20 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     host_command.add_parser(sub)
     ab_command.add_parser(sub)
-    db = sub.add_parser("db", help="the history database: every run, queryable with SQL (DuckDB)",
-                        description="Index results directories into a DuckDB file (tables runs, rows, summary, "
-                                    "verdicts) and query it. Finished runs and gate verdicts are added automatically.")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_add = db_sub.add_parser("add", help="import results directories (runs, fleet dirs or results roots)",
-                               description="Add results directories of any readable format (upgraded on import).")
-    db_add.add_argument("paths", nargs="+", type=Path)
-    db_q = db_sub.add_parser("query", help="answer a SQL query from the history",
-                             description="Run SQL against the history (tables runs, rows, summary, verdicts).")
-    db_q.add_argument("sql")
-    db_q.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    for p_ in (db_add, db_q):
-        p_.add_argument("--db", type=Path, default=Path("results") / "iobench.duckdb",
-                        help="history database (default results/iobench.duckdb)")
+    db_command.add_parser(sub)
 
     bk = sub.add_parser("backends", help="list the built-in backends and a scenario's variants with their QEMU arguments",
                         description="Every backend a scenario can run: the built-ins and its [backends.<name>] "
@@ -732,30 +720,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 130 if meta["status"] == "interrupted" else 0 if meta["status"] == "ok" else 1
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    from iobench import history
-
-    if args.db_command == "add":
-        found = history.directories(args.paths)
-        if not found:
-            raise UserError(f"no results directories under {', '.join(map(str, args.paths))}.")
-        with history.connect(args.db) as con:
-            for directory, labels in found:
-                run_id = history.add(con, directory, labels)
-                print(f"added {run_id} ({directory}{', host ' + labels.host if labels.host else ''})")
-        print(f"history: {args.db}")
-        return 0
-    with history.connect(args.db, read_only=True) as con:
-        frame = history.query(con, args.sql)
-    if args.format == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
-    elif args.format == "json":
-        sys.stdout.write(frame.to_json(orient="records", date_format="iso") + "\n")
-    else:
-        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
-    return 0
-
-
 def cmd_gate(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -844,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     args.raw_argv = argv
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
-                "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": cmd_db,
+                "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": db_command.run,
                 "fleet": cmd_fleet, "host": host_command.run,
                 "ab": lambda a: ab_command.run(a, _run_scenario_for_gate, show_gate)}
     try:
