@@ -48,12 +48,25 @@ def test_topology_creates_a_vnet_hdr_tap_in_its_own_namespace_and_removes_it(vm_
     assert topo.netns not in netns.listnetns()
 
 
-def test_bridge_topology_puts_the_tap_and_the_peers_veth_on_one_bridge_and_removes_everything(vm_host: None) -> None:
+def peer_reaches_native(topo: topology.Topology) -> None:
+    """A TCP connection from the peer's namespace to an iperf3 server in the native stand-in's."""
     import socket
+
+    from iobench import traffic
+
+    assert topo.native is not None
+    with traffic.server(topo.native.peer_netns):
+        netns.pushns(topo.client_netns)
+        try:
+            socket.create_connection((str(topo.native.server), traffic.IPERF3_PORT), timeout=5).close()
+        finally:
+            netns.popns()
+
+
+def test_bridge_topology_puts_the_tap_and_the_peers_veth_on_one_bridge_and_removes_everything(vm_host: None) -> None:
 
     from pyroute2 import IPRoute
 
-    from iobench import traffic
 
     run_id = "test-topo-0002"
     with topology.tap_topology(run_id, native=True, kind="bridge") as topo:
@@ -71,14 +84,7 @@ def test_bridge_topology_puts_the_tap_and_the_peers_veth_on_one_bridge_and_remov
         with IPRoute(netns=topo.client_netns) as peer:
             addrs = [a.get_attr("IFA_ADDRESS") for a in peer.get_addr(family=2) if a.get_attr("IFA_ADDRESS") != "127.0.0.1"]
         assert addrs == [str(topo.plan.host)]
-        # The peer reaches the native stand-in through the bridge, as it reaches the guest: a TCP
-        # connection from the peer's namespace to an iperf3 server in the stand-in's.
-        with traffic.server(topo.native.peer_netns):
-            netns.pushns(topo.client_netns)
-            try:
-                socket.create_connection((str(topo.native.server), traffic.IPERF3_PORT), timeout=5).close()
-            finally:
-                netns.popns()
+        peer_reaches_native(topo)  # through the bridge, as it reaches the guest
         assert topo.native.server in topo.plan.subnet and topo.native.server not in (topo.plan.host, topo.plan.guest)
         topo.tap_for(2)  # made again multi-queue: still a port of the bridge
         links = {link.get_attr("IFLA_IFNAME"): link for link in topo.ipr.get_links()}
@@ -155,11 +161,9 @@ def test_macvtap_topology_hands_qemu_a_device_file_and_leaves_nothing(vm_host: N
     """The macvtap sits on a veth whose far end the peer holds; its character device opens through a node
     that is gone at once; the native stand-in is a macvlan on the same veth; all of it goes on exit."""
     import glob
-    import socket
 
     from pyroute2 import IPRoute
 
-    from iobench import traffic
 
     run_id = "test-topo-0003"
     with topology.tap_topology(run_id, native=True, kind="macvtap") as topo:
@@ -175,12 +179,7 @@ def test_macvtap_topology_hands_qemu_a_device_file_and_leaves_nothing(vm_host: N
         assert topo.data_counters("rx") == (("rx_bytes",), ("rx_packets",))  # mirrored: a macvtap receives
         with IPRoute(netns=topo.client_netns) as peer:
             assert str(topo.plan.host) in [a.get_attr("IFA_ADDRESS") for a in peer.get_addr(family=2)]
-        with traffic.server(topo.native.peer_netns):
-            netns.pushns(topo.client_netns)
-            try:
-                socket.create_connection((str(topo.native.server), traffic.IPERF3_PORT), timeout=5).close()
-            finally:
-                netns.popns()
+        peer_reaches_native(topo)  # through the macvlan switching of the same veth
         names = {topo.netns, topo.client_netns, topo.native.peer_netns}
     assert not names & set(netns.listnetns())
 
