@@ -173,7 +173,7 @@ def nic_args(backend: Backend, tap: str, fd: int | None = None, mac: str | None 
     """QEMU -netdev/-device arguments: a vnet_hdr tap, no option ROM (direct kernel boot needs none),
     then a variant's own knobs. With `fd`, the tap is a file QEMU inherits (a macvtap's device) instead
     of one it opens by name; `mac`, the device's address (a macvtap's must be it)."""
-    netdev = (f"tap,id=n0,fd={fd},vnet_hdr=on" if fd is not None
+    netdev = (f"tap,id=n0,fd={fd}" if fd is not None  # QEMU asks an inherited tap for its vnet_hdr itself
               else f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on")
     if backend.device.startswith("virtio"):
         netdev += f",vhost={'on' if backend.vhost else 'off'}"

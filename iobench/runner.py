@@ -509,7 +509,7 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
                                 PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
-                                port_stats=topo.port_stats, host_offloads=topo.offloads)
+                                port_stats=topo.port_stats, host_offloads=topo.native_offloads)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
                     raw = traffic.run(spec, topo.client_netns, started=window.client_pids.append,
                                       cpus=window.peer_cpus)

@@ -153,7 +153,15 @@ class Topology:
         scatter-gather (ethtool's features, read in its namespace): a topology that silently switches
         an offload off changes every per-packet figure. QEMU sets the tap's as the guest negotiated, so
         this is read after each boot."""
-        where = [(self.netns, [self.tap, *([self.bridge] if self.bridge else []), *self.ports])]
+        return self._offloads(with_tap=True)
+
+    def native_offloads(self) -> dict[str, dict[str, bool | None]]:
+        """The same without the guest's tap, which a native window does not cross."""
+        return self._offloads(with_tap=False)
+
+    def _offloads(self, with_tap: bool) -> dict[str, dict[str, bool | None]]:
+        where = [(self.netns, [*([self.tap] if with_tap else []), *([self.bridge] if self.bridge else []),
+                               *self.ports])]
         if self.client_netns != self.netns:
             where.append((self.client_netns, [p[:-1] + "b" for p in self.ports if p.startswith("ibv")]))
         out: dict[str, dict[str, bool | None]] = {}

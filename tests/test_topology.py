@@ -136,7 +136,14 @@ def test_every_topology_in_one_run_under_tcg_each_with_its_own_native_and_nothin
     vm = {r["topology"]: r for r in rows if r["backend"] == "e1000"}
     assert int(vm["bridge"]["traps_nic"]) > 0  # the guest's side is the same device either way
     for r in rows:  # the host side, read in every window; the bridge's ports only where there is one
-        assert r["host_softirq_s"] != "" and int(r["host_net_rx_softirqs"]) > 0
+        assert r["host_softirq_s"] != "" and r["host_net_rx_softirqs"] != ""
+        # QEMU's e1000 takes no segmentation offload: it switches its tap's TSO off (TUNSETOFFLOAD), which
+        # ethtool shows on a tap; a macvtap's features are its lower device's (the offload set is the
+        # queue's, which ethtool does not show); a native row never crosses the tap.
+        tap = topology.tap_name(r["run_id"])
+        assert (f"{tap}:tso" in r["offloads_off"]) == (r["backend"] == "e1000" and r["topology"] != "macvtap"), r
+        if r["topology"] == "bridge":  # the veth hop goes through a CPU's backlog: receive softirqs
+            assert int(r["host_net_rx_softirqs"]) > 0, r
         assert (r["port_drops"] != "") == (r["topology"] != "direct"), r
     raw = report.directory / "raw"
     assert (raw / "e1000@bridge" / "r1" / "qemu-cmdline.json").exists() and (raw / "e1000" / "r1").is_dir()
