@@ -13,7 +13,8 @@ from iobench import accel, backends, guest
 from iobench.errors import UserError
 from iobench.runner import NATIVE, select_backends, traffic_spec, vm_config
 from iobench.scenario import Scenario
-from iobench.topology import AddressPlan
+from iobench.topologies import TOPOLOGIES
+from iobench.topology import GUEST_MAC, AddressPlan
 from iobench.traffic import client_argv
 from iobench.vm import build_argv
 
@@ -47,8 +48,14 @@ def describe(scn: Scenario) -> str:
     per_round = " + ".join(([f"{one_way} workloads x {len(scn.directions)} directions"] if one_way else [])
                            + ([f"{rr} request/response workloads"] if rr else []))
     over = f" x {len(scn.topology)} topologies ({', '.join(scn.topology)})" if len(scn.topology) > 1 else ""
+    if one_way and rr:
+        per_round = f"({per_round})"
     lines.append(f"cells: {n_cells} = {scn.repeats} rounds x {len(chosen)} backends{over} x {per_round}; "
                  f"each VM boot also has a {scn.duration_s} s idle window")
+    for kind in scn.topology:
+        lines.append(f"topology {kind}: {TOPOLOGIES[kind]}" + (
+            f" (QEMU gets -netdev tap,id=n0,fd=<the macvtap's device> and the device mac={GUEST_MAC} in place of the "
+            "tap by name shown below)" if kind == "macvtap" else ""))
     for name in chosen:
         lines.append(f"\n[{name}]")
         if name == NATIVE:
