@@ -246,9 +246,11 @@ def _place_l1(l1: VM, logs: Path, log: Log) -> None:
     """L1's vCPU threads on distinct host cores (placement auto on the host; its main loop shares what
     is left), read back and kept in raw/lab/<l1 logs>-placement.json."""
     found = placement.vm_threads(l1)
-    made = placement.plan(placement.Spec("auto"), "auto", [r for r in found if r.startswith("vcpu")] + ["qemu-main"],
-                          placement.host_cpus())
-    pinned = placement.pin_all(found, made)
+    # Every thread but the vCPUs shares what is left, as QEMU's main loop (L1's I/O threads included).
+    threads = {role: tids for role, tids in found.items() if role.startswith("vcpu")}
+    threads["qemu-main"] = [t for role, tids in found.items() if not role.startswith("vcpu") for t in tids]
+    made = placement.plan(placement.Spec("auto"), "auto", list(threads), placement.host_cpus())
+    pinned = placement.pin_all(threads, made)
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "placement.json").write_text(json.dumps({"plan": made.as_dict(), "threads": [asdict(p) for p in pinned]},
                                                     indent=2) + "\n")
