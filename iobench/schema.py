@@ -284,4 +284,4 @@ EXIT_REASON_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "exits", "handled"
 EXIT_SITE_COLUMNS = ["run_id", "backend", "direction", "repeat", "workload", "phase", "attempt", "l1_attempt",
                      "kind", "access", "address", "device", "register", "count", "packets", "topology"]
 EXIT_SITE_INT_COLUMNS = ["repeat", "attempt", "l1_attempt", "count"]
-EXIT_REASON_MISMATCH = 0.01  # the reasons must sum to the stats' exits within 1% (exit_reasons_coverage)
+EXIT_REASON_MISMATCH = 0.02  # the reasons sum to the stats' exits within this (exit_reasons_coverage; docs/metrics.md)
