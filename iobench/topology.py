@@ -300,13 +300,13 @@ def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], na
     ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
     _add_tap(ipr, tap, None, multi_queue=False)
     _enslave(ipr, tap, bridge)
-    ports = [_bridge_port(ipr, bridge, names.link("ibv", "a"), names.link("ibv", "b"), names.peer,
-                          namespace(names.peer), plan.host, plan.prefixlen)]
+    ports = [_veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer),
+                   plan.host, plan.prefixlen, bridge=bridge)]
     pair = None
     if native:
         stand_ipr = namespace(names.stand_in)
-        ports.append(_bridge_port(ipr, bridge, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in,
-                                  stand_ipr, plan.stand_in, plan.prefixlen))
+        ports.append(_veth(ipr, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in, stand_ipr,
+                           plan.stand_in, plan.prefixlen, bridge=bridge))
         pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
     return Topology(names.netns, tap, plan, ipr, pair, kind="bridge", client_netns=names.peer, bridge=bridge,
                     ports=tuple(ports))
@@ -318,14 +318,9 @@ def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], n
     The native stand-in is a macvlan in bridge mode on the same veth, moved into its own namespace: the
     same macvlan switching, without the character device."""
     plan, tap = AddressPlan.for_run(names.run_id), tap_name(names.run_id)
-    lower = names.link("ibv", "a")
-    peer_ipr = namespace(names.peer)
-    ipr.link("add", ifname=lower, kind="veth", peer={"ifname": names.link("ibv", "b"), "net_ns_fd": names.peer})
+    lower = _veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer), plan.host,
+                  plan.prefixlen)
     low = ipr.link_lookup(ifname=lower)[0]
-    ipr.link("set", index=low, state="up")
-    far = peer_ipr.link_lookup(ifname=names.link("ibv", "b"))[0]
-    peer_ipr.addr("add", index=far, address=str(plan.host), prefixlen=plan.prefixlen)
-    peer_ipr.link("set", index=far, state="up")
     ipr.link("add", ifname=tap, kind="macvtap", link=low, macvtap_mode="bridge", address=GUEST_MAC)
     ipr.link("set", index=ipr.link_lookup(ifname=tap)[0], state="up")
     pair = None
@@ -403,18 +398,22 @@ def _enslave(ipr: IPRoute, port: str, bridge: str) -> None:
     ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=ipr.link_lookup(ifname=bridge)[0])
 
 
-def _bridge_port(ipr: IPRoute, bridge: str, port: str, far: str, far_ns: str, far_ipr: IPRoute,
-                 address: ipaddress.IPv4Address, prefixlen: int) -> str:
-    """A veth whose `port` end is a port of `bridge` and whose `far` end, in namespace `far_ns`,
-    holds `address`; both up. Returns the port's name."""
-    ipr.link("add", ifname=port, kind="veth", peer={"ifname": far, "net_ns_fd": far_ns})
-    _enslave(ipr, port, bridge)
-    ipr.link("set", index=ipr.link_lookup(ifname=port)[0], state="up")
+def _veth(ipr: IPRoute, near: str, far: str, far_ns: str, far_ipr: IPRoute, address: ipaddress.IPv4Address,
+          prefixlen: int, near_address: ipaddress.IPv4Address | None = None, bridge: str | None = None) -> str:
+    """A veth from the run's namespace into `far_ns`: its `far` end holds `address`, its `near` end
+    `near_address` (direct's native pair) or nothing, and is a port of `bridge` where one is given; both
+    up. Returns the near end's name."""
+    ipr.link("add", ifname=near, kind="veth", peer={"ifname": far, "net_ns_fd": far_ns})
+    if bridge is not None:
+        _enslave(ipr, near, bridge)
+    idx = ipr.link_lookup(ifname=near)[0]
+    if near_address is not None:
+        ipr.addr("add", index=idx, address=str(near_address), prefixlen=prefixlen)
+    ipr.link("set", index=idx, state="up")
     fidx = far_ipr.link_lookup(ifname=far)[0]
     far_ipr.addr("add", index=fidx, address=str(address), prefixlen=prefixlen)
     far_ipr.link("set", index=fidx, state="up")
-    far_ipr.link("set", index=far_ipr.link_lookup(ifname="lo")[0], state="up")
-    return port
+    return near
 
 
 def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_plan: AddressPlan) -> NativePair:
@@ -423,14 +422,7 @@ def _native_pair(run_id: str, ipr: IPRoute, peer: str, peer_ipr: IPRoute, tap_pl
     index = ((int(tap_plan.subnet.network_address) - base) >> 8) + 1
     plan = AddressPlan(ipaddress.IPv4Network((base + ((index % 512) << 8), 24)))
     veth, peer_veth = f"ibv{run_id[-8:]}a"[:15], f"ibv{run_id[-8:]}b"[:15]
-    ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer_veth, "net_ns_fd": peer})
-    idx = ipr.link_lookup(ifname=veth)[0]
-    ipr.addr("add", index=idx, address=str(plan.host), prefixlen=24)
-    ipr.link("set", index=idx, state="up")
-    pidx = peer_ipr.link_lookup(ifname=peer_veth)[0]
-    peer_ipr.addr("add", index=pidx, address=str(plan.guest), prefixlen=24)
-    peer_ipr.link("set", index=pidx, state="up")
-    peer_ipr.link("set", index=peer_ipr.link_lookup(ifname="lo")[0], state="up")
+    _veth(ipr, veth, peer_veth, peer, peer_ipr, plan.guest, plan.prefixlen, near_address=plan.host)
     return NativePair(peer, veth, peer_veth, plan.guest, peer_ipr)
 
 
