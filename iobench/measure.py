@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from iobench import topologies
 from iobench.backends import Backend
 from iobench.scenario import Workload
 from iobench.schema import KVM_KINDS, LATENCY_POINTS, PACED_COLUMNS, Row
@@ -42,7 +43,7 @@ class CellId:
     @property
     def where(self) -> str:
         """The backend, and the topology when it is not `direct` ("vhost@bridge"): names of raw files."""
-        return self.backend if self.topology == "direct" else f"{self.backend}@{self.topology}"
+        return topologies.label(self.backend, self.topology)
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ from iobench import (
     qemudesc,
     summary,
     timeline,
+    topologies,
     topology,
     traffic,
 )
@@ -367,7 +368,7 @@ def traffic_spec(server: str, direction: str, scn: Scenario, w: Workload) -> tra
 
 def _where(backend: str, topo: topology.Topology) -> str:
     """A VM's tag's first part: the backend, and the topology unless it is `direct` (CellId.where)."""
-    return backend if topo.kind == "direct" else f"{backend}@{topo.kind}"
+    return topologies.label(backend, topo.kind)
 
 
 def _run_vm(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int) -> None:

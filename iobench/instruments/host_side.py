@@ -11,12 +11,12 @@ tap, a macvtap's lower veth).
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Any
 
+from iobench.counters.proc import CLK_TCK
+from iobench.hoststate import read_file
 from iobench.instruments.base import Boot, Instrument, Reading, RunScope, Window
-
-USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def parse_softirqs(text: str) -> dict[str, int]:
@@ -45,15 +45,7 @@ def parse_softnet(text: str) -> dict[str, int]:
 def parse_stat_softirq_s(text: str) -> float:
     """/proc/stat's first line: time every CPU spent in softirq context (7th field), in seconds."""
     fields = text.split("\n", 1)[0].split()
-    return int(fields[7]) / USER_HZ
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
+    return int(fields[7]) / CLK_TCK
 
 
 # The offloads a row names when found off: segmentation, which decides how many frames a byte takes on the
@@ -87,7 +79,7 @@ class HostSide(Instrument):
             window.facts["host_offloads"] = window.host_offloads()
 
     def sample(self, window: Window) -> dict[str, Any]:
-        stat, softirqs, softnet = _read("/proc/stat"), _read("/proc/softirqs"), _read("/proc/net/softnet_stat")
+        stat, softirqs, softnet = (read_file(Path("/"), f"proc/{name}") for name in ("stat", "softirqs", "net/softnet_stat"))
         return {"softirq_s": parse_stat_softirq_s(stat) if stat else None,
                 "softirqs": parse_softirqs(softirqs) if softirqs else {},
                 "softnet": parse_softnet(softnet) if softnet else {},
