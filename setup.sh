@@ -11,7 +11,10 @@ fi
 
 # make and gcc build the copy-trace kernel module (--copy-trace; the lab test uses it).
 # sockperf is the request/response client on the host (--workload rr; the guest gets its own copy).
-SYSTEM_PACKAGES=(qemu-system-x86 iperf3 sockperf busybox-static cpio python3 python3-venv python3-pip make gcc)
+# dpdk-dev has dpdk-testpmd, the vhost-user backend's switch; its vhost, tap and mempool plugins are packages
+# of their own (iobench.switch).
+SYSTEM_PACKAGES=(qemu-system-x86 iperf3 sockperf busybox-static cpio python3 python3-venv python3-pip make gcc
+                 dpdk-dev librte-net-vhost23 librte-net-tap23 librte-mempool-ring23)
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

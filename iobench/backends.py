@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from iobench import switch
+
 
 @dataclass(frozen=True)
 class CopyPath:
@@ -45,6 +47,7 @@ class Backend:
     timer_moderation: str = ""
     timer_moderation_off: tuple[str, str] | None = None
     qemu_args: tuple[str, ...] = ()  # a variant's raw QEMU arguments, after the scenario's
+    switch: str = ""  # the userspace switch serving the rings ("testpmd": vhost-user; iobench.switch)
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -120,10 +123,38 @@ RTL8139 = Backend(
     timer_moderation="hw/net/rtl8139.c: the TimerInt interrupt, from QEMU's virtual clock",
 )
 
-# `all` runs the three paths the product compares (and a scenario's variants); e1000e and rtl8139,
-# the other emulated NICs the guest kernel drives, run when named.
-BACKENDS: dict[str, Backend] = {b.name: b for b in (E1000, VIRTIO, VHOST, E1000E, RTL8139)}
-IN_ALL = ("e1000", "virtio", "vhost")
+# A device offered no checksum or segmentation offload either way: what testpmd's vhost PMD and tap PMD
+# can carry without computing checksums themselves (switch.py), and vhost-net's like-for-like twin.
+NO_OFFLOAD_PROPS = tuple((p, "off") for p in (
+    "csum", "guest_csum", "gso", "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo",
+    "host_tso4", "host_tso6", "host_ecn", "host_ufo"))
+
+VHOST_USER = Backend(
+    name="vhost-user",
+    summary="virtio-net served by a userspace poll-mode switch (DPDK testpmd's vhost PMD) over vhost-user: "
+            "the guest's memory is shared, a core polls the rings, the guest's transmit kicks disappear",
+    device="virtio-net-pci",
+    vhost=False,
+    copy_model={
+        "tx": CopyPath(2, 1, "DPDK lib/vhost virtio_net.c virtio_dev_tx_split: rte_memcpy() of the guest's buffer "
+                             "into an mbuf, then drivers/net/tap rte_eth_tap.c pmd_tx_burst: writev() to the tap "
+                             "(the syscall copy is testpmd's, not QEMU's)"),
+        "rx": CopyPath(2, 1, "DPDK drivers/net/tap rte_eth_tap.c pmd_rx_burst: readv() from the tap into an mbuf, "
+                             "then lib/vhost virtio_net.c copy_mbuf_to_desc: rte_memcpy() into guest memory"),
+    },
+    device_props=NO_OFFLOAD_PROPS,
+    switch="testpmd",
+)
+
+VHOST_NOOFFLOAD = replace(
+    VHOST, name="vhost-nooffload", base="vhost", device_props=NO_OFFLOAD_PROPS,
+    summary="vhost with the device vhost-user gets: no checksum or segmentation offload, per packet like for like")
+
+# `all` runs the paths the product compares (and a scenario's variants, and the built-in variant that
+# makes vhost-user's comparison fair); e1000e and rtl8139, the other emulated NICs the guest kernel
+# drives, run when named.
+BACKENDS: dict[str, Backend] = {b.name: b for b in (E1000, VIRTIO, VHOST, VHOST_USER, VHOST_NOOFFLOAD, E1000E, RTL8139)}
+IN_ALL = ("e1000", "virtio", "vhost", "vhost-user", "vhost-nooffload")
 DIRECTIONS = ("rx", "tx")
 # What iobench itself sets on every NIC: a variant may not change these (the topology and the
 # datapath choice depend on them; vhost on/off is the base backend's choice).
@@ -160,8 +191,8 @@ def make(variant: Variant) -> Backend:
                        *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest),
                        *([" ".join(variant.qemu_args)] if variant.qemu_args else [])])
     return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
-                   base=base.name, device_props=variant.device, netdev_props=variant.netdev, queues=variant.queues,
-                   guest=variant.guest, qemu_args=variant.qemu_args)
+                   base=base.name, device_props=(*base.device_props, *variant.device), netdev_props=variant.netdev,
+                   queues=variant.queues, guest=variant.guest, qemu_args=variant.qemu_args)
 
 
 def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:
@@ -169,10 +200,27 @@ def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:
     return {**BACKENDS, **{v.name: make(v) for v in variants}}
 
 
-def nic_args(backend: Backend, tap: str, fd: int | None = None, mac: str | None = None) -> tuple[str, ...]:
+# QEMU 7.2 under TCG (no irqfd) dies with SIGSEGV in msix_set_vector_notifiers when a vhost-user
+# device's driver starts it (virtio_set_status -> vhost_net_start -> virtio_pci_set_guest_notifiers);
+# without MSI-X vectors the device interrupts through INTx and QEMU lives. Only there: under KVM the
+# irqfd path is taken and MSI-X works.
+TCG_SWITCH_DEVICE_PROPS = (("vectors", "0"),)
+
+
+def nic_args(backend: Backend, tap: str, fd: int | None = None, mac: str | None = None,
+             socket: str | None = None, accel: str = "kvm") -> tuple[str, ...]:
     """QEMU -netdev/-device arguments: a vnet_hdr tap, no option ROM (direct kernel boot needs none),
     then a variant's own knobs. With `fd`, the tap is a file QEMU inherits (a macvtap's device) instead
-    of one it opens by name; `mac`, the device's address (a macvtap's must be it)."""
+    of one it opens by name; `mac`, the device's address (a macvtap's must be it). A backend with a
+    switch connects to the switch's vhost-user `socket` instead (a client that reconnects); under TCG
+    without MSI-X (TCG_SWITCH_DEVICE_PROPS)."""
+    if backend.switch:
+        if socket is None:
+            raise ValueError(f"backend {backend.name} needs its switch's socket")
+        netdev = "vhost-user,id=n0,chardev=vu0" + "".join(f",{k}={v}" for k, v in backend.netdev_props)
+        props = (*backend.device_props, *(TCG_SWITCH_DEVICE_PROPS if accel.startswith("tcg") else ()))
+        device = "virtio-net-pci,netdev=n0,romfile=" + "".join(f",{k}={v}" for k, v in props)
+        return ("-chardev", f"socket,id=vu0,path={socket},reconnect=1", "-netdev", netdev, "-device", device)
     netdev = (f"tap,id=n0,fd={fd}" if fd is not None  # QEMU asks an inherited tap for its vnet_hdr itself
               else f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on")
     if backend.device.startswith("virtio"):
@@ -207,8 +255,21 @@ def guest_cmdline(backend: Backend) -> tuple[str, ...]:
     return tuple(out)
 
 
-def unavailable_reason(backend: Backend, accel: str) -> str | None:
-    """Why `backend` cannot run on this host (None when it can)."""
+def shared_memory_args(backend: Backend, memory_mb: int) -> tuple[str, ...]:
+    """Guest RAM a switch can map: vhost-user hands the switch the memory's file descriptors, so the RAM
+    must be a shared file (memfd: no hugepages needed). Nothing for a backend without a switch."""
+    if not backend.switch:
+        return ()
+    return ("-object", f"memory-backend-memfd,id=mem0,size={memory_mb}M,share=on", "-machine", "memory-backend=mem0")
+
+
+def unavailable_reason(backend: Backend, accel: str, topologies: tuple[str, ...] = ()) -> str | None:
+    """Why `backend` cannot run on this host (None when it can) over the run's `topologies`."""
+    if backend.switch:
+        if "macvtap" in topologies:
+            return ("its switch attaches to a tap, and topology macvtap gives the guest a macvtap device instead: "
+                    "run vhost-user over direct or bridge")
+        return switch.problem()
     if backend.needs_vhost_net:
         if not os.path.exists("/dev/vhost-net"):
             return "/dev/vhost-net is missing (load the vhost_net module, or use the nested lab)"

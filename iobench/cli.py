@@ -53,8 +53,9 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `plan`; each overrides the scenario file's value."""
     p.add_argument("--scenario", type=Path, help="scenario TOML file (default: built-in defaults = scenarios/default.toml)")
     p.add_argument("--backend", action="append",
-                   help="backend to run (repeatable): e1000, virtio, vhost, e1000e, rtl8139, native, a scenario's "
-                        "variant, or all (e1000, virtio, vhost and the variants this host can run, plus native)")
+                   help="backend to run (repeatable): e1000, virtio, vhost, vhost-user, vhost-nooffload, e1000e, rtl8139, "
+                        "native, a scenario's variant, or all (e1000, virtio, vhost, vhost-user, vhost-nooffload and the "
+                        "variants this host can run, plus native)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
                    help="kvm, tcg, lab (= iobench lab run), or auto: kvm only if a guest boots under it")
     p.add_argument("--direction", choices=("rx", "tx", "both"), help="rx = host->guest, tx = guest->host")
@@ -417,7 +418,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     for b in backends.catalog(scn.variants).values():
         print(f"{b.name}" + (f"  (variant of {b.base})" if b.base else "  (built-in)"))
         print(f"  {b.summary}")
-        print("  qemu: " + shlex.join(backends.nic_args(b, "<tap>")))
+        print("  qemu: " + shlex.join(backends.nic_args(b, "<tap>", socket="<switch-dir>/vhost-user.sock")))
         if words := backends.guest_cmdline(b):
             print("  guest kernel command line: " + " ".join(words))
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iobench import accel, backends, guest, hostinfo, hoststate, stale, topology
+from iobench import accel, backends, guest, hostinfo, hoststate, stale, switch, topology
 from iobench.check import Check
 
 
@@ -70,6 +70,11 @@ def checks(probe: bool = True, out_roots: list[Path] | None = None) -> list[Chec
     out.append(Check("accel auto", True, auto))
     vhost = backends.unavailable_reason(backends.VHOST, "kvm" if kvm_ok else "tcg")
     out.append(Check("vhost-net", vhost is None, "/dev/vhost-net usable" if vhost is None else vhost))
+    vhost_user = backends.unavailable_reason(backends.VHOST_USER, "kvm" if kvm_ok else "tcg")
+    out.append(Check("vhost-user", vhost_user is None,
+                     f"{switch.TESTPMD} and its vhost, tap and mempool plugins installed: the vhost-user backend can "
+                     "run (over direct or bridge; its poll core spins while the VM runs)" if vhost_user is None
+                     else vhost_user))
     out.append(Check("netns", os.path.isdir("/var/run/netns") or os.geteuid() == 0, "named namespaces under /var/run/netns"))
     return out + measurement_checks(hoststate.state(flags=hostinfo.cpuinfo().get("flags", "").split()))
 

@@ -1,6 +1,7 @@
 """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction>[,...] injects real faults into those cells.
 
 - `kill-qemu` (instruments.fault_hook): SIGKILLs QEMU one second into the cell's first VM attempt;
+- `kill-switch` (the same): SIGKILLs the vhost-user switch (testpmd) one second into that window;
 - `iperf3-port` (`adjust_spec`, for the runner): points the client at a port where the guest has no server;
 - `stall-l1` (the lab's host): freezes L1 (QMP stop) as that cell's round-1 traffic starts.
 

@@ -19,16 +19,6 @@ from iobench.scenario import Workload
 from iobench.schema import KVM_KINDS, LATENCY_POINTS, PACED_COLUMNS, Row
 from iobench.traffic import TrafficResult
 
-# Tap counters are named from the host kernel: data going into the guest leaves
-# through the tap (tx), data from the guest arrives on it (rx).
-TAP_DATA_COUNTERS = {"rx": (("tx_bytes",), ("tx_packets",)), "tx": (("rx_bytes",), ("rx_packets",)),
-                     "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}  # rr: requests and responses
-# The idle window has no data direction: its bytes are the tap's both ways.
-TAP_BYTES_BOTH = ("tx_bytes", "rx_bytes")
-# The native peer's veth is the guest's stand-in: data for it arrives (rx).
-PEER_DATA_COUNTERS = {"rx": (("rx_bytes",), ("rx_packets",)), "tx": (("tx_bytes",), ("tx_packets",)),
-                      "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
-
 
 @dataclass(frozen=True)
 class CellId:
@@ -62,11 +52,13 @@ class IdleWindow:
     seconds: float
     exits: int
     irq_injections: int | None  # None: this kernel reports no irq_injections stat
+    pmd_cpu_s: float | None = None  # the poll-mode switch's CPU (vhost-user): it spins with nothing to do
 
 
 def idle_window(seconds: float, columns: dict[str, Any]) -> IdleWindow:
-    """The idle window's exits and interrupts from its instruments' columns (a stat the kernel lacks stays None)."""
-    return IdleWindow(seconds, columns["exits"], columns.get("irq_injections"))
+    """The idle window's exits, interrupts and switch CPU from its instruments' columns (a stat the kernel
+    lacks stays None)."""
+    return IdleWindow(seconds, columns["exits"], columns.get("irq_injections"), columns.get("cpu_s_pmd"))
 
 
 _NO_KVM_KINDS: dict[str, Any] = dict.fromkeys(KVM_KINDS, None)
@@ -84,6 +76,7 @@ def vm_row(*, run_id: str, cell: CellId, backend: Backend, accel: str, traffic: 
         **measured,
         "idle_s": idle.seconds if idle else None, "idle_exits": idle.exits if idle else None,
         "idle_irq_injections": idle.irq_injections if idle else None,
+        "idle_cpu_s_pmd": idle.pmd_cpu_s if idle else None,
         "copies_per_packet_model": model.copies if model else None,
         "syscall_copies_per_packet_model": model.syscall_copies if model else None,
         "copy_model_basis": f"model: {model.where}" if model else

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from iobench import accel, backends, guest
+from iobench import accel, backends, guest, switch
 from iobench.errors import UserError
 from iobench.runner import NATIVE, select_backends, traffic_spec, vm_config
 from iobench.scenario import Scenario
@@ -33,7 +33,7 @@ def _planned_accel(scn: Scenario) -> tuple[str, str]:
 def describe(scn: Scenario) -> str:
     accel_name, why = _planned_accel(scn)
     try:
-        chosen, unavailable = select_backends(scn.backends, accel_name, scn.variants)
+        chosen, unavailable = select_backends(scn.backends, accel_name, scn.variants, tuple(scn.topology))
     except UserError as exc:
         raise UserError(f"the plan cannot run here: {exc}") from exc
     images = guest.cached_images()
@@ -64,8 +64,14 @@ def describe(scn: Scenario) -> str:
                          "(in the peer namespace iobench-<run-id>-peer, over veth)")
             server = "<peer address>"
         else:
-            cfg = vm_config(scn, backends.catalog(scn.variants)[name], accel_name, image, "ibt<run-id>0",
-                            f"{plan.guest}/{plan.prefixlen}", "iobench-<run-id>")
+            backend = backends.catalog(scn.variants)[name]
+            socket = "<switch-dir>/vhost-user.sock" if backend.switch else None
+            cfg = vm_config(scn, backend, accel_name, image, "ibt<run-id>0",
+                            f"{plan.guest}/{plan.prefixlen}", "iobench-<run-id>", socket=socket)
+            if backend.switch:
+                lines.append("  switch: " + shlex.join(switch.argv(Path("<switch-dir>"), "iobench-<run-id>",
+                                                                   "ibt<run-id>0", "<cpus>"))
+                             + " (in iobench-<run-id>, on the tap; the placement pins it as `pmd`)")
             lines.append("  qemu: " + shlex.join(build_argv(cfg, Path("<vm-runtime-dir>"))))
             server = "<guest address>"
         for w in scn.workloads:

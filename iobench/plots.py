@@ -45,7 +45,7 @@ def colour(backend: str) -> str:
 STACKED_KVM_KINDS = ("mmio_exits", "io_exits", "halt_exits", "irq_exits", "irq_window_exits")
 KVM_KINDS = {k: MEANING[k] for k in STACKED_KVM_KINDS}
 TCG_KINDS = {k: MEANING[k] for k in TRAP_KINDS}
-CPU_KINDS = {k: MEANING[k] for k in VM_CPU_KINDS}
+CPU_KINDS = {k: MEANING[k] for k in (*VM_CPU_KINDS, "pmd")}  # the path's threads: QEMU's, vhost's, the switch's
 KIND_COLOURS = ["#8e44ad", "#e67e22", "#16a085", "#f1c40f", "#34495e", "#95a5a6", "#d35400"]
 
 

@@ -248,6 +248,8 @@ def markdown(directory: Path) -> str:
         out.append(f"- lost L1 attempt {lost['attempt']} during {lost.get('phase') or '?'} (the run resumed in a new "
                    f"L1; {lost.get('cells_done', '?')} cells were done): {lost['reason']}")
     out += knob_lines(meta)
+    out += offload_lines(meta)
+    out += switch_lines(rows)
     out += exit_reason_lines(directory)
     out += exit_site_lines(directory)
     out += perturbation_lines(directory)
@@ -279,6 +281,40 @@ def knob_lines(meta: dict[str, Any]) -> list[str]:
                     if total:
                         parts.append(", ".join(f"{k} {v / total:.0%}" for k, v in sorted(mine.items())))
                 out.append(f"- **{name}** {cell}: " + ("; ".join(parts) or "no counters read"))
+    return out
+
+
+# The virtio features that decide how many frames and checksums a byte takes (negotiated.VIRTIO_NET_FEATURES)
+OFFLOAD_FEATURES = ("CSUM", "GUEST_CSUM", "HOST_TSO4", "HOST_TSO6", "GUEST_TSO4", "GUEST_TSO6", "HOST_UFO", "GUEST_UFO")
+
+
+def offload_lines(meta: dict[str, Any]) -> list[str]:
+    """Which offloads each virtio path's device and driver agreed on (vhost-user's device is offered none, so
+    per-packet figures compare like with like only against a path that has none either: vhost-nooffload)."""
+    got = {name: b["negotiated"] for name, b in meta.get("backends", {}).items()
+           if isinstance(b.get("negotiated"), dict) and b["negotiated"].get("features") is not None}
+    if not got:
+        return []
+    out = ["", "## Offloads each virtio path negotiated (the guest driver's features at boot)", ""]
+    for name, n in got.items():
+        on = [f for f in OFFLOAD_FEATURES if f in n["features"]]
+        out.append(f"- **{name}**: {', '.join(on) or 'none'}" + (f"; guest offloads on: {', '.join(n['offloads'])}"
+                                                                  if n.get("offloads") else ""))
+    return out
+
+
+def switch_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The poll-mode switch's cost (vhost-user): its CPU per packet, its idle window's CPU, what it dropped."""
+    mine = [r for r in rows if _present(r.get("pmd_packets"))]
+    if not mine:
+        return []
+    out = ["", "## The vhost-user switch (testpmd: a core polls the rings, traffic or not)", "",
+           "| backend | dir | workload | switch CPU µs/pkt | path CPU µs/pkt | idle window: switch CPU | drops | "
+           "switch syscall copies/pkt |", "|---|---|---|---|---|---|---|---|"]
+    for r in mine:
+        out.append(f"| {r['backend']} | {r['direction']} | {r['workload']} | {_num(r.get('cpu_us_per_packet_pmd'), '.2f')} "
+                   f"| {_num(r.get('cpu_us_per_packet'), '.2f')} | {_num(r.get('pmd_idle_cpu_pct'), '.0f')}% "
+                   f"| {_num(r.get('pmd_drops'), '.0f')} | {_num(r.get('pmd_copies_per_packet'), '.2f')} |")
     return out
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from iobench import (
     hostinfo,
     instruments,
     labwatch,
+    placement,
     provenance,
     qemudesc,
     summary,
+    switch,
     timeline,
     topologies,
     topology,
@@ -40,8 +43,6 @@ from iobench import (
 from iobench.errors import STOP_SIGNALS, CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.instruments import Boot, Instrument, Measurement, RunScope, Window
 from iobench.measure import (
-    PEER_DATA_COUNTERS,
-    TAP_BYTES_BOTH,
     CellId,
     IdleWindow,
     idle_window,
@@ -82,8 +83,8 @@ class RunReport:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def select_backends(requested: tuple[str, ...], accel_name: str,
-                    variants: tuple[backends.Variant, ...] = ()) -> tuple[list[str], dict[str, str]]:
+def select_backends(requested: tuple[str, ...], accel_name: str, variants: tuple[backends.Variant, ...] = (),
+                    topologies_: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
     """Backend names to run (NIC backends, then `native`) and the unavailable ones with reasons.
 
     Raises UserError (exit 2) for an unknown name or an explicitly requested
@@ -103,7 +104,7 @@ def select_backends(requested: tuple[str, ...], accel_name: str,
             continue
         if name not in known:
             raise UserError(f"unknown backend {name!r}: choose from {', '.join(everything)} or all.")
-        reason = backends.unavailable_reason(known[name], accel_name)
+        reason = backends.unavailable_reason(known[name], accel_name, topologies_)
         if reason is None:
             chosen.append(name)
         elif "all" in requested:
@@ -153,7 +154,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     guest.verify(image)
     choice = accel.choose(scn.accel, image, log=log)
     log(f"accelerator: {choice.accel} ({choice.reason})")
-    chosen, unavailable = select_backends(scn.backends, choice.accel, scn.variants)
+    chosen, unavailable = select_backends(scn.backends, choice.accel, scn.variants, tuple(scn.topology))
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
     multi = [n for n in chosen if n != NATIVE and backends.catalog(scn.variants)[n].queues > 1]
@@ -349,14 +350,17 @@ os.register_at_fork(after_in_child=_default_signals_in_child)
 
 
 def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image: guest.GuestImage,
-              topo_tap: str, guest_cidr: str, netns: str | None, tap_fd: int | None = None) -> VMConfig:
-    """One VM's configuration; `tap_fd`: the macvtap device QEMU inherits (its MAC is the guest's)."""
+              topo_tap: str, guest_cidr: str, netns: str | None, tap_fd: int | None = None,
+              socket: str | None = None) -> VMConfig:
+    """One VM's configuration; `tap_fd`: the macvtap device QEMU inherits (its MAC is the guest's);
+    `socket`: the vhost-user switch's (its guest memory then a shared memfd the switch maps)."""
     mac = topology.GUEST_MAC if tap_fd is not None else None
     return VMConfig(
-        name=backend.name, accel=choice_accel, image=image, nic_args=backends.nic_args(backend, topo_tap, tap_fd, mac),
+        name=backend.name, accel=choice_accel, image=image,
+        nic_args=backends.nic_args(backend, topo_tap, tap_fd, mac, socket, choice_accel),
         guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns,
         pass_fds=(tap_fd,) if tap_fd is not None else (),
-        extra_args=(*scn.qemu_args, *backend.qemu_args),
+        extra_args=(*backends.shared_memory_args(backend, scn.memory_mb), *scn.qemu_args, *backend.qemu_args),
         cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
     )
 
@@ -395,14 +399,41 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     """Boot one VM, measure its idle window, then the cells. Returns the cells left
     undone because the VM died or never booted (empty when none), and why."""
     topo.tap_for(backend.queues)
-    with topo.open_tap() as tap_fd:
-        cfg = vm_config(ctx.scn, backend, ctx.choice.accel, ctx.image, topo.tap,
-                        f"{topo.plan.guest}/{topo.plan.prefixlen}", topo.netns, tap_fd)
-        return _vm_boot_and_measure(ctx, topo, backend, repeat, cells, attempt, cfg)
+    try:
+        with topo.open_tap() as tap_fd, _switch_for(ctx, topo, backend, repeat, attempt) as sw:
+            cfg = vm_config(ctx.scn, backend, ctx.choice.accel, ctx.image, topo.tap,
+                            f"{topo.plan.guest}/{topo.plan.prefixlen}", topo.netns, tap_fd,
+                            socket=str(sw.socket) if sw is not None else None)
+            return _vm_boot_and_measure(ctx, topo, backend, repeat, cells, attempt, cfg, sw)
+    except switch.SwitchFailed as exc:  # it never started: like a boot that failed, the attempt is lost
+        ctx.log(f"{_where(backend.name, topo)}/r{repeat}: {str(exc).splitlines()[0]}")
+        return cells, f"switch: {exc}"
+
+
+@contextmanager
+def _switch_for(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int,
+                attempt: int) -> Iterator[switch.Switch | None]:
+    """The backend's userspace switch on the topology's tap for one VM (None: the backend has none); the tap
+    is given back as it was after it. testpmd starts on every CPU iobench may use; the placement pins it."""
+    if not backend.switch:
+        yield None
+        return
+    tag = f"{_where(backend.name, topo)}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    labwatch.announce(f"{tag}: switch start", switch.START_TIMEOUT_S + labwatch.QMP_SLACK_S)
+    topo.remake_tap(multi_queue=True)  # DPDK's tap PMD attaches only to a multi-queue tap
+    try:
+        with switch.testpmd(ctx.run_id, topo.netns, topo.tap, placement.cpustr(os.sched_getaffinity(0)),
+                            keep_log=ctx.writer.raw / f"{tag}-switch" / "testpmd.log") as sw:
+            ctx.log(f"{tag}: {switch.TESTPMD} forwarding between vhost-user and {topo.tap} (pid {sw.pid})")
+            ctx.writer.write_raw(f"{tag}-switch/argv.json", sw.argv)
+            yield sw
+    finally:
+        topo.remake_tap(multi_queue=False)
 
 
 def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backends.Backend, repeat: int,
-                         cells: list[CellId], attempt: int, cfg: VMConfig) -> tuple[list[CellId], str]:
+                         cells: list[CellId], attempt: int, cfg: VMConfig,
+                         sw: switch.Switch | None = None) -> tuple[list[CellId], str]:
     scn, log = ctx.scn, ctx.log
     tag = (f"{_where(backend.name, topo)}/r{repeat}" + (f"-attempt{attempt}" if attempt > 1 else "")
            + (f"-l1attempt{ctx.l1_attempt}" if ctx.l1_attempt and ctx.l1_attempt > 1 else ""))
@@ -415,7 +446,7 @@ def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backen
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
-            boot = Boot(vm, backend, tag, repeat, attempt, host_offloads=topo.offloads)
+            boot = Boot(vm, backend, tag, repeat, attempt, host_offloads=topo.offloads, switch=sw)
             instruments.after_boot(ctx.instruments, boot)
             labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
@@ -433,7 +464,9 @@ def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backen
             try:
                 ctx.ok(cell, _measure_vm_cell(ctx, topo, boot, cell, idle))
             except CellFailed as exc:
-                if not vm.alive() or isinstance(exc, traffic.GuestUnresponsive):  # dead or hung: boot again
+                # dead or hung: boot again (a switch that died or failed once is not trusted with another window)
+                gone = not vm.alive() or (sw is not None and not sw.alive())
+                if gone or isinstance(exc, traffic.GuestUnresponsive | switch.SwitchFailed):
                     log(f"{tag}: {cell.direction}: {str(exc).splitlines()[0]}")
                     return cells[i:], str(exc)
                 log(f"{tag}: {cell.direction} failed: {str(exc).splitlines()[0]}")
@@ -445,7 +478,7 @@ def _idle_window(ctx: _Context, topo: topology.Topology, boot: Boot) -> IdleWind
     """The same VM with no traffic for one window, sampled like a traffic window."""
     name = f"{_where(boot.backend.name, topo)}/r{boot.repeat}" + (f"-attempt{boot.attempt}" if boot.attempt > 1 else "")
     window = Window("idle", boot.backend.name, boot.repeat, boot.attempt, f"{name}-idle", boot.vm.pid,
-                    topo.link_stats, (TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot,
+                    topo.link_stats, (topology.TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot,
                     topology=topo.kind, port_stats=topo.port_stats)
     with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
         m.sleep(ctx.scn.duration_s)
@@ -479,6 +512,8 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
     def watch() -> str | None:
         if not vm.alive():
             return str(vm.failure(vm.exit_text()))
+        if boot.switch is not None and not boot.switch.alive():
+            return str(boot.switch.failure(f"exited ({switch.exit_text(boot.switch)}) mid-window"))
         m.poke()
         return None
 
@@ -509,7 +544,7 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
         try:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
-                                PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
+                                topology.PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
                                 port_stats=topo.port_stats, host_offloads=topo.native_offloads)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
                     raw = traffic.run(spec, topo.client_netns, started=window.client_pids.append,

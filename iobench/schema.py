@@ -32,8 +32,13 @@ from typing import Any
 #   6 - a `topology` column (the host side of the tap: direct, bridge; iobench.topologies) in rows,
 #       summary, timeline, exit reasons and sites. Older formats are read with it `direct`, what
 #       every earlier run measured.
-FORMAT_VERSION = 6
-READABLE_VERSIONS = (2, 3, 4, 5, 6)
+#   7 - the vhost-user backend's poll-mode switch: `cpu_s_pmd` (its CPU, a CPU kind of its own, with
+#       `cpu_us_per_packet_pmd` and in the path's total), `idle_cpu_s_pmd` (the same in the VM's idle
+#       window: a poller spins when nothing flows), `pmd_packets`, `pmd_drops`, `pmd_syscall_bytes`
+#       (what the switch itself counted and copied through syscalls); timeline slices gain `cpu_s_pmd`.
+#       Older formats are read with them empty.
+FORMAT_VERSION = 7
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 
 # The per-vCPU KVM statistics iobench keeps (QMP query-stats), `exits` first; the rest are its kinds.
 KVM_STATS = (
@@ -54,12 +59,13 @@ MEANING = {
     "traps_nic": "NIC register access", "traps_apic": "LAPIC access (EOI, timer)",
     "virtio_kicks_handled": "virtio kick", "traps_other": "other device access",
     "vcpu": "vCPU threads", "main": "QEMU main loop", "iothread": "QEMU I/O threads",
-    "other": "other QEMU threads", "vhost": "vhost worker",
+    "other": "other QEMU threads", "vhost": "vhost worker", "pmd": "poll-mode switch (testpmd)",
     "iperf3_client": "iperf3 client (host)", "iperf3_server": "iperf3 server",
 }
 # Host threads whose CPU time a VM row charges to the virtual I/O path, by kind (counters.proc.thread_kind).
 VM_CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost")
-CPU_KINDS = (*VM_CPU_KINDS, "iperf3_client", "iperf3_server")
+# The vhost-user backend's switch (testpmd: its poll core and helpers) is a kind of its own, not QEMU's.
+CPU_KINDS = (*VM_CPU_KINDS, "pmd", "iperf3_client", "iperf3_server")
 
 # Which direction of a metric is better: compare and the gate judge by this, and nothing else.
 HIGHER_IS_BETTER = {
@@ -178,6 +184,11 @@ class Row:
     softnet_time_squeeze: int | None = None  # times net_rx_action ran out of budget with work left
     port_drops: int | None = None  # rx_dropped + tx_dropped of the host-side ports (a bridge's, a macvtap's lower)
     offloads_off: str | None = None  # host-side interfaces' offloads found off ("port:tso,..."; "" none)
+    cpu_s_pmd: float | None = None  # the poll-mode switch's CPU over the window (vhost-user; 0 for a path without one)
+    idle_cpu_s_pmd: float | None = None  # the same over the VM's idle window
+    pmd_packets: int | None = None  # packets the switch received from and sent to the guest's port (its ethdev stats)
+    pmd_drops: int | None = None  # what the switch's ports missed, dropped or could not hand on (both ports)
+    pmd_syscall_bytes: int | None = None  # the switch's rchar + wchar: its syscall copies to and from the tap
 
 
 
@@ -243,6 +254,10 @@ def derive(row: Row) -> dict[str, Any]:
     out["harness_cpu_pct"] = (round(100 * row.cpu_s_harness / sum(measured), 3)
                               if row.cpu_s_harness is not None and sum(measured) else None)
     out["host_softirq_us_per_packet"] = _per(row.host_softirq_s, packets, 1e6, 3)
+    out["pmd_idle_cpu_pct"] = (round(100 * row.idle_cpu_s_pmd / row.idle_s, 1)
+                               if row.idle_cpu_s_pmd is not None and row.idle_s else None)
+    out["pmd_copies_per_packet"] = (round(row.pmd_syscall_bytes / row.bytes, 4)
+                                    if row.pmd_syscall_bytes is not None and row.bytes else None)
     return out
 
 
@@ -254,7 +269,7 @@ DERIVED_COLUMNS = [
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
     "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
-    "harness_cpu_pct", "host_softirq_us_per_packet",
+    "harness_cpu_pct", "host_softirq_us_per_packet", "pmd_idle_cpu_pct", "pmd_copies_per_packet",
 ]
 def cell_kind(direction: str, workload: str) -> str:
     """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels
@@ -270,7 +285,7 @@ INT_COLUMNS = [f.name for f in fields(Row) if str(f.type) in ("int", "int | None
 # timeline.csv: the same counters per time slice of every window (timeline.rows fills it).
 TIMELINE_COLUMNS = ["run_id", "backend", "repeat", "attempt", "workload", "direction", "phase", "slice", "t_start_s",
                     "interval_s", "bytes", "packets", "exits", *KVM_KINDS, *TRAP_KINDS,
-                    *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet", "topology"]
+                    *(f"cpu_s_{k}" for k in VM_CPU_KINDS), "exits_per_s", "exits_per_packet", "topology", "cpu_s_pmd"]
 TIMELINE_INT_COLUMNS = ["repeat", "attempt", "slice", "bytes", "exits", *KVM_KINDS, *TRAP_KINDS]
 
 # exit_reasons.csv: one line per window x exit reason (counters.exitreasons); `handled` exits are those

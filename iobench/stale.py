@@ -34,9 +34,10 @@ from iobench import kmod
 
 NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
+SWITCH_DIR_PREFIX = "iobench-switch-"  # a vhost-user switch's directory: its socket, EAL's runtime files (switch.py)
 NODE_DIR_PREFIX = "iobench-macvtap-"  # a macvtap's device node, made and unlinked at once (topology.open_tap)
 LOCK_DIR = Path("/run/iobench")
-OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf")
+OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf", "dpdk-testpmd")
 # The copy trace's kernel module and its owner's lock (counters.copytrace loads it under this lock)
 COPYTRACE_MODULE = "iobench_copies"
 COPYTRACE_LOCK = LOCK_DIR / "copytrace.lock"
@@ -94,7 +95,7 @@ def netns_lock(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Leftover:
-    kind: str  # netns, vm-dir, staging-dir, node-dir, module
+    kind: str  # netns, vm-dir, switch-dir, staging-dir, node-dir, module
     name: str
     in_use: bool
     detail: str = ""
@@ -128,10 +129,14 @@ def processes_in_netns(name: str) -> list[tuple[int, str]]:
     return out
 
 
-def _qemu_of(vm_dir: Path) -> int | None:
-    """The live QEMU whose pidfile is in `vm_dir` and whose command line names `vm_dir`."""
+# The directories a live run owns with a process in each: (the program, its pidfile in the directory).
+OWNED_DIRS = {"vm-dir": ("QEMU", "qemu.pid"), "switch-dir": ("testpmd", "testpmd.pid")}
+
+
+def _qemu_of(vm_dir: Path, pidfile: str = "qemu.pid") -> int | None:
+    """The live QEMU (or testpmd) whose pidfile is in `vm_dir` and whose command line names `vm_dir`."""
     try:
-        pid = int((vm_dir / "qemu.pid").read_text().strip())
+        pid = int((vm_dir / pidfile).read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (OSError, ValueError):
         return None
@@ -162,6 +167,10 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         busy = in_use(vm_dir)
         pid = _qemu_of(vm_dir)
         found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
+    for sw_dir in sorted(p for p in Path(tempfile.gettempdir()).glob(f"{SWITCH_DIR_PREFIX}*") if p.is_dir()):
+        pid = _qemu_of(sw_dir, "testpmd.pid")
+        found.append(Leftover("switch-dir", str(sw_dir), in_use(sw_dir),
+                              f"testpmd {pid} running" if pid else "no testpmd running"))
     for node_dir in sorted(Path(tempfile.gettempdir()).glob(f"{NODE_DIR_PREFIX}*")):
         fresh = time.time() - node_dir.stat().st_mtime < 10  # a live run's, between its mknod and its unlink
         found.append(Leftover("node-dir", str(node_dir), fresh, "a macvtap device node of a run killed while opening it"))
@@ -179,16 +188,17 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
     for item in find(out_roots):
         if item.in_use:
             continue
-        if item.kind == "vm-dir":
-            vm_dir = Path(item.name)
-            pid = _qemu_of(vm_dir)
+        if item.kind in OWNED_DIRS:  # a VM's or a switch's directory: its process killed, then the directory
+            program, pidfile = OWNED_DIRS[item.kind]
+            owned = Path(item.name)
+            pid = _qemu_of(owned, pidfile)
             if pid is not None:
-                done.append(f"killed QEMU {pid} of {vm_dir}")
+                done.append(f"killed {program} {pid} of {owned}")
                 if not dry_run:
                     _kill(pid)
-            done.append(f"removed {vm_dir}")
+            done.append(f"removed {owned}")
             if not dry_run:
-                shutil.rmtree(vm_dir, ignore_errors=True)
+                shutil.rmtree(owned, ignore_errors=True)
         elif item.kind == "netns":
             for pid, comm in processes_in_netns(item.name):
                 if comm.startswith(OUR_PROGRAMS):

@@ -41,6 +41,16 @@ BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking ra
 # The guest NIC's MAC: QEMU's default for the first NIC, set explicitly on the device over macvtap, whose
 # address it must be (a macvtap passes on only frames for its own address).
 GUEST_MAC = "52:54:00:12:34:56"
+# Tap counters are named from the host kernel: data going into the guest leaves through the tap (tx),
+# data from the guest arrives on it (rx); rr's bytes go both ways (requests and responses).
+TAP_DATA_COUNTERS = {"rx": (("tx_bytes",), ("tx_packets",)), "tx": (("rx_bytes",), ("rx_packets",)),
+                     "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
+# The idle window has no data direction: its bytes are the tap's both ways.
+TAP_BYTES_BOTH = ("tx_bytes", "rx_bytes")
+# The native peer's veth is the guest's stand-in: data for it arrives (rx). A macvtap's are these too:
+# it transmits what the guest sends and receives what is queued for the guest (Topology.data_counters).
+PEER_DATA_COUNTERS = {"rx": (("rx_bytes",), ("rx_packets",)), "tx": (("tx_bytes",), ("tx_packets",)),
+                      "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
 
 
 @dataclass(frozen=True)
@@ -125,11 +135,7 @@ class Topology:
         """The guest-side device's counters that carry `direction`'s data. A tap *receives* what the
         guest sends (QEMU writes into it); a macvtap *transmits* it (written frames leave through the
         macvlan) and receives what is queued for the guest: its counters are the tap's mirrored."""
-        keys = {"rx": (("tx_bytes",), ("tx_packets",)), "tx": (("rx_bytes",), ("rx_packets",)),
-                "rr": (("tx_bytes", "rx_bytes"), ("tx_packets", "rx_packets"))}
-        if self.char_device is not None and direction in ("rx", "tx"):
-            direction = "tx" if direction == "rx" else "rx"
-        return keys[direction]
+        return (PEER_DATA_COUNTERS if self.char_device is not None else TAP_DATA_COUNTERS)[direction]
 
     def __post_init__(self) -> None:
         self.client_netns = self.client_netns or self.netns
@@ -142,11 +148,17 @@ class Topology:
         multi = queues > 1
         if multi == self.multi_queue or self.char_device is not None:
             return
+        self.remake_tap(multi)
+
+    def remake_tap(self, multi_queue: bool) -> None:
+        """The tap deleted and made again: same name, address (or bridge), up, with or without
+        IFF_MULTI_QUEUE. Also how a tap is given back after the vhost-user switch held it (DPDK's tap PMD
+        attaches with IFF_MULTI_QUEUE, sets its own MAC and promiscuity, and leaves the link down)."""
         self.ipr.link("del", index=self.ipr.link_lookup(ifname=self.tap)[0])
-        _add_tap(self.ipr, self.tap, self.plan if self.bridge is None else None, multi)
+        _add_tap(self.ipr, self.tap, self.plan if self.bridge is None else None, multi_queue)
         if self.bridge is not None:
             _enslave(self.ipr, self.tap, self.bridge)
-        self.multi_queue = multi
+        self.multi_queue = multi_queue
 
     def offloads(self) -> dict[str, dict[str, bool | None]]:
         """Whether each host-side interface of the path does TSO, GSO, GRO, checksum offload and

@@ -55,7 +55,7 @@ def _qemu_pids() -> set[int]:
             except OSError:
                 continue
             comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
-            if comm in ("qemu-system-x86", "iperf3") and state != "Z":
+            if comm in ("qemu-system-x86", "iperf3", "dpdk-testpmd") and state != "Z":
                 out.add(int(p.name))
     return out
 
@@ -94,6 +94,7 @@ def iobench_objects() -> set[str]:
     objs |= {f"interface {i}" for i in os.listdir("/sys/class/net") if i.startswith(("ibt", "ibv"))}
     objs |= {f"process {pid}" for pid in _qemu_pids()}
     objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob("iobench-vm-*")}
+    objs |= {f"dir {p}" for p in Path(tempfile.gettempdir()).glob(f"{stale.SWITCH_DIR_PREFIX}*")}
     lock_dir = Path("/run/iobench")
     objs |= {f"lock {p}" for p in lock_dir.glob("*.lock")} if lock_dir.is_dir() else set()
     objs |= {f"kernel module {stale.COPYTRACE_MODULE}"} if kmod.loaded(stale.COPYTRACE_MODULE) else set()

@@ -15,8 +15,9 @@ from iobench.instruments import Instrument, Measurement, Reading, RunScope, Wind
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
 from iobench.instruments.threads import ProcCounters, ProcSample
-from iobench.measure import PEER_DATA_COUNTERS, TAP_DATA_COUNTERS, CellId
+from iobench.measure import CellId
 from iobench.scenario import Scenario, Workload
+from iobench.topology import PEER_DATA_COUNTERS, TAP_DATA_COUNTERS
 
 
 class Given(Instrument):

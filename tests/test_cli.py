@@ -21,8 +21,8 @@ def test_bad_option_values_exit_2(capsys) -> None:
     assert info.value.code == 2
     # backend names include a scenario's variants, so they are checked against the scenario
     assert main(["run", "--backend", "rtl8193"]) == 2
-    assert ("unknown backend 'rtl8193': choose from e1000, virtio, vhost, e1000e, rtl8139, native or all"
-            in capsys.readouterr().err)
+    assert ("unknown backend 'rtl8193': choose from e1000, virtio, vhost, vhost-user, vhost-nooffload, e1000e, "
+            "rtl8139, native or all" in capsys.readouterr().err)
     assert main(["run", "--duration", "0"]) == 2
     assert "duration_s = 0 is not allowed" in capsys.readouterr().err
 

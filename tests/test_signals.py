@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
+from iobench import switch
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,14 +30,15 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize(("sig", "code", "topology"), [(signal.SIGINT, 130, "bridge"), (signal.SIGTERM, 143, "macvtap"),
-                                                      (signal.SIGHUP, 129, "direct")])
+@pytest.mark.parametrize(("sig", "code", "topology", "backend"), [
+    (signal.SIGINT, 130, "bridge", "e1000"), (signal.SIGTERM, 143, "macvtap", "e1000"),
+    (signal.SIGHUP, 129, "direct", "vhost-user" if switch.problem() is None else "e1000")])
 def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int,
-                                                  topology: str) -> None:
+                                                  topology: str, backend: str) -> None:
     """Ctrl-C is sent over the bridge topology, SIGTERM over macvtap: their bridge, macvtap, veths and
-    peer namespaces go too."""
+    peer namespaces go too. A closed terminal hits a vhost-user run: its switch and its directory go."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", "e1000", "--direction", "rx",
+        [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", backend, "--direction", "rx",
          "--duration", "6", "--repeats", "1", "--topology", topology, "--out", str(tmp_path)],
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stderr is not None
@@ -52,7 +55,8 @@ def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, s
     assert meta["status"] == "interrupted" and meta["interrupted_by"] == signal.Signals(sig).name
     run_id = meta["run_id"]
     assert not [n for n in netns.listnetns() if run_id in n]
-    assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU holding the run's tap
+    assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU (or testpmd) holding the run's tap
+    assert not processes_mentioning(f"iobench-{run_id}") and not list(Path("/tmp").glob(f"iobench-switch-{run_id}-*"))
     assert not [i for i in os.listdir("/sys/class/net") if i.endswith((f"{run_id[-8:]}a", f"{run_id[-8:]}b"))
                 or i == f"ibb{run_id[-8:]}"]  # no bridge or veth of the run's left in the root namespace
     assert not list(tmp_path.glob(".*partial"))

@@ -91,3 +91,19 @@ def test_a_window_samples_only_when_the_interval_has_passed() -> None:
             m.poke()
         assert counting.taken == 2 + due, interval  # the two edges, and a tick only when due
         assert len(m.times) == len(m.samples) == counting.taken
+
+
+class EdgesOnly(Counting):
+    name = "edges-only"
+    edges_only = True
+
+
+def test_an_edges_only_instrument_is_read_at_the_edges_and_not_at_the_ticks() -> None:
+    w = window("e1000-rx", "e1000")
+    w.vm.check_alive = lambda: None  # type: ignore[union-attr]
+    ticking, edges = Counting(), EdgesOnly()
+    with Measurement(scope("tcg"), [ticking, edges], w, 1e-9) as m:
+        m.poke()
+        m.poke()
+    assert ticking.taken == 4 and edges.taken == 2
+    assert [s[1] for s in m.samples] == [1, None, None, 2]  # its own first and last readings at the edges

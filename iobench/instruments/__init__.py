@@ -28,6 +28,7 @@ from iobench.instruments.host_side import HostSide
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
 from iobench.instruments.placement import Placement
+from iobench.instruments.pmd import PmdCounters
 from iobench.instruments.sched import SchedFacts
 from iobench.instruments.tcg_traps import TcgTraps
 from iobench.instruments.threads import ProcCounters
@@ -63,13 +64,15 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("link", _always, lambda run: LinkCounters()),
     Entry("host-side", _always, HostSide),
     Entry("proc", _always, ProcCounters),
+    Entry("pmd", _always, lambda run: PmdCounters()),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
     Entry("placement", _always, Placement),
     Entry("sched", _always, SchedFacts),
     Entry("copy-trace", _always, CopyTrace),
     Entry("exit-reasons", _always, ExitReasons),
     Entry("guest-driver", _always, GuestDriver),
-    Entry("fault-hook", lambda run: any(f == "kill-qemu" for f, _ in faults.injected()), lambda run: FaultHook()),
+    Entry("fault-hook", lambda run: any(f in ("kill-qemu", "kill-switch") for f, _ in faults.injected()),
+          lambda run: FaultHook()),
 )
 
 
@@ -165,20 +168,21 @@ class Measurement:
             inst.stop(self.window)
         self._started = []
 
-    def _sample(self, last: bool = False) -> None:
+    def _sample(self, last: bool = False, edge: bool = True) -> None:
         """One reading of every instrument, kept in registry order; the window's last one is taken last
-        instrument first, so that the exit sources are read closest to the hooks around the window."""
+        instrument first, so that the exit sources are read closest to the hooks around the window.
+        Between the edges (`edge` False: a timeline tick) an `edges_only` instrument is not read."""
         if self.window.vm is not None:
             self.window.vm.check_alive()  # raises VMLaunchFailure if QEMU is gone
         now = time.monotonic()
         order = list(reversed(self.instruments)) if last else list(self.instruments)
-        taken = {id(inst): inst.sample(self.window) for inst in order}
+        taken = {id(inst): inst.sample(self.window) if edge or not inst.edges_only else None for inst in order}
         self.samples.append([taken[id(inst)] for inst in self.instruments])
         self.times.append(now)
 
     def poke(self) -> None:
         if self.interval_s > 0 and self.times and time.monotonic() - self.times[-1] >= self.interval_s:
-            self._sample()
+            self._sample(edge=False)
 
     def sleep(self, seconds: float) -> None:
         """Sleep `seconds`, sampling on the way (the idle window)."""

@@ -12,7 +12,7 @@ The moments an instrument acts:
 - `after_boot(boot)`: a VM is up (the guest's driver has negotiated, its BARs are placed);
 - `start(window)` / `stop(window)`: around a window (idle or traffic), in order / in reverse order;
 - `sample(window)`: a reading of its counters, at the window's edges and at each timeline tick
-  (None: it has none);
+  (None: it has none); an instrument with `edges_only` is sampled at the edges alone;
 - `read(window, samples)`: after `stop`, what the window measured: a `Reading`;
 - `record(sample)`: a sample as JSON, for raw/<cell>.counters.json (the counters at the window's edges);
 - `close()`: the run is over (unload, unlock), whatever happened.
@@ -31,6 +31,7 @@ from iobench.backends import Backend
 from iobench.measure import CellId
 from iobench.scenario import Scenario
 from iobench.store import ResultsWriter
+from iobench.switch import Switch
 from iobench.vm import VM
 
 Log = Callable[[str], None]
@@ -62,6 +63,7 @@ class Boot:
     attempt: int
     facts: dict[str, Any] = field(default_factory=dict)
     host_offloads: Callable[[], dict[str, dict[str, bool | None]]] | None = None  # the topology's interfaces'
+    switch: Switch | None = None  # the userspace switch serving this VM's rings (vhost-user), if any
 
 
 @dataclass
@@ -115,6 +117,9 @@ class Instrument:
     """The hooks, each a no-op here: an instrument overrides the moments it acts at."""
 
     name = ""
+    # True: read at a window's edges only, not at each timeline tick (its reading has no slices; between
+    # the edges its samples are None): a source whose read costs more than the timeline needs of it.
+    edges_only = False
 
     def describe(self) -> dict[str, Any]:
         return {}

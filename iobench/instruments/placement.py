@@ -46,7 +46,10 @@ class Placement(Instrument):
         """Find the VM's threads by role, pin them as this round's plan says, read every affinity back."""
         mode = self.spec.mode_in(boot.repeat)
         found = placement.vm_threads(boot.vm)
-        roles = placement.roles_for(sum(r.startswith("vcpu") for r in found), "vhost" in found, "iothread" in found)
+        if boot.switch is not None:  # the poll-mode switch: its poll core and helpers, one role
+            found["pmd"] = [(t.tid, t.comm) for t in boot.switch.threads()]
+        roles = placement.roles_for(sum(r.startswith("vcpu") for r in found), "vhost" in found, "iothread" in found,
+                                    pmd="pmd" in found)
         made = self._plan(mode, roles, f"{boot.backend.name}:{mode}")
         pinned = placement.pin_all(found, made)
         wrong = [p for p in pinned if p.wrong]
