@@ -69,7 +69,7 @@ def describe(scn: Scenario) -> str:
             cfg = vm_config(scn, backend, accel_name, image, "ibt<run-id>0",
                             f"{plan.guest}/{plan.prefixlen}", "iobench-<run-id>", socket=socket)
             if backend.switch:
-                lines.append("  switch: " + shlex.join(switch.argv(Path("<switch-dir>"), "iobench-<run-id>",
+                lines.append("  switch: " + shlex.join(switch.argv(Path("<switch-dir>"), "ib<run-id's last 6>",
                                                                    "ibt<run-id>0", "<cpus>"))
                              + " (in iobench-<run-id>, on the tap; the placement pins it as `pmd`)")
             lines.append("  qemu: " + shlex.join(build_argv(cfg, Path("<vm-runtime-dir>"))))

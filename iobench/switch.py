@@ -170,7 +170,9 @@ def testpmd(run_id: str, netns: str, tap: str, cpus: str, timeout: float = START
         raise UserError(f"backend vhost-user cannot run: {why}.")
     directory = Path(tempfile.mkdtemp(prefix=f"{SWITCH_DIR_PREFIX}{run_id}-"))
     lock = hold(directory)
-    prefix = f"iobench-{run_id}"
+    # EAL's sockets live under <directory>/dpdk/<prefix>/, and a socket's path has 107 bytes at most: the
+    # prefix is short (the run id's random tail), the directory says whose it is
+    prefix = f"ib{run_id[-6:]}"
     log = directory / "testpmd.log"
     sw: Switch | None = None
     try:

@@ -56,7 +56,7 @@ def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, s
     run_id = meta["run_id"]
     assert not [n for n in netns.listnetns() if run_id in n]
     assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU (or testpmd) holding the run's tap
-    assert not processes_mentioning(f"iobench-{run_id}") and not list(Path("/tmp").glob(f"iobench-switch-{run_id}-*"))
+    assert not processes_mentioning(f"iobench-switch-{run_id}") and not list(Path("/tmp").glob(f"iobench-switch-{run_id}-*"))
     assert not [i for i in os.listdir("/sys/class/net") if i.endswith((f"{run_id[-8:]}a", f"{run_id[-8:]}b"))
                 or i == f"ibb{run_id[-8:]}"]  # no bridge or veth of the run's left in the root namespace
     assert not list(tmp_path.glob(".*partial"))

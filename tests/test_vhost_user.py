@@ -76,7 +76,7 @@ def switch_leftovers(run_id: str) -> list[str]:
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if f"iobench-{run_id}".encode() in (p / "cmdline").read_bytes():
+                if f"{stale.SWITCH_DIR_PREFIX}{run_id}".encode() in (p / "cmdline").read_bytes():
                     procs.append(p.name)
             except OSError:
                 pass
