@@ -41,8 +41,12 @@ def job(guest_image, tmp_path_factory: pytest.TempPathFactory) -> results.RunDat
     out = tmp_path_factory.mktemp("ab-job")
     path = out / "ci-ab.toml"
     path.write_text(CI_SCENARIO.read_text() + VARIANTS)
+    # ABBA over three backends keeps the middle one in the middle of every round; the identical pair
+    # (virtio, virtio-copy) takes the ends, so that each runs first and last alike and a position effect
+    # (seen in one CI run: the middle one 9% slower in two rounds of three, judged worse at Holm p = 0.038)
+    # does not pose as a difference between identical builds. virtio-notso's effect dwarfs any position.
     scn = scenario.load(path).with_overrides(
-        accel="tcg", backends=("virtio", "virtio-copy", "virtio-notso"), duration_s=2, repeats=3,
+        accel="tcg", backends=("virtio", "virtio-notso", "virtio-copy"), duration_s=2, repeats=3,
         more_workloads=(), directions=("tx",), order="abba")
     report = run(scn, out, log=lambda m: None)
     assert report.status == "ok", report.cells
@@ -61,7 +65,7 @@ def test_rounds_alternate_their_order(job) -> None:
     firsts = {}
     for c in job.meta["cells"]:
         firsts.setdefault(c["repeat"], c["backend"])
-    assert firsts == {1: "virtio", 2: "virtio-notso", 3: "virtio"}
+    assert firsts == {1: "virtio", 2: "virtio-copy", 3: "virtio"}
 
 
 def test_an_identical_build_is_judged_not_worse(job) -> None:
