@@ -3,10 +3,11 @@
 A run that ends, fails or is interrupted removes everything it made. A run
 killed outright (SIGKILL, the OOM killer) cannot: its QEMU keeps running (it has
 its own session), its namespace stays mounted with the tap and an iperf3 in it,
-its staging directory stays.
+its staging directory and a vhost-user switch's directory stay (the switch itself,
+testpmd, exits when its standard input from the run closes).
 
 Ownership: a live run holds an exclusive flock on each thing it made - its VM
-runtime directories and results staging directory (the directory itself) and
+runtime directories, switch directories and results staging directory (the directory itself) and
 `/run/iobench/<namespace>.lock` for its namespaces. The kernel drops a flock
 when its process dies, however it dies, so "locked" means "in use by a live
 iobench" and "unlocked" means abandoned; a pid alone is never trusted (pids are
