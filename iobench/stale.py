@@ -36,6 +36,7 @@ from iobench import kmod
 NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 SWITCH_DIR_PREFIX = "iobench-switch-"  # a vhost-user switch's directory: its socket, EAL's runtime files (switch.py)
+SWITCH_PIDFILE = "testpmd.pid"  # in it, the switch's pid (switch.py writes it)
 NODE_DIR_PREFIX = "iobench-macvtap-"  # a macvtap's device node, made and unlinked at once (topology.open_tap)
 LOCK_DIR = Path("/run/iobench")
 OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf", "dpdk-testpmd")
@@ -130,22 +131,30 @@ def processes_in_netns(name: str) -> list[tuple[int, str]]:
     return out
 
 
-# The directories a live run owns with a process in each: (the program, its pidfile in the directory).
-OWNED_DIRS = {"vm-dir": ("QEMU", "qemu.pid"), "switch-dir": ("testpmd", "testpmd.pid")}
+@dataclass(frozen=True)
+class OwnedDir:
+    """A kind of directory a live run owns with one process of its in it: a VM's runtime directory (QEMU),
+    a vhost-user switch's (testpmd)."""
+
+    prefix: str
+    program: str
+    pidfile: str
+
+    def dirs(self) -> list[Path]:
+        return sorted(p for p in Path(tempfile.gettempdir()).glob(f"{self.prefix}*") if p.is_dir())
+
+    def owner(self, directory: Path) -> int | None:
+        """The live process whose pidfile is in `directory` and whose command line names `directory`."""
+        try:
+            pid = int((directory / self.pidfile).read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            return None
+        return pid if str(directory) in cmdline else None
 
 
-def _qemu_of(vm_dir: Path, pidfile: str = "qemu.pid") -> int | None:
-    """The live QEMU (or testpmd) whose pidfile is in `vm_dir` and whose command line names `vm_dir`."""
-    try:
-        pid = int((vm_dir / pidfile).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    return pid if str(vm_dir) in cmdline else None
-
-
-def _vm_dirs() -> list[Path]:
-    return sorted(p for p in Path(tempfile.gettempdir()).glob(f"{VM_DIR_PREFIX}*") if p.is_dir())
+OWNED_DIRS = {"vm-dir": OwnedDir(VM_DIR_PREFIX, "QEMU", "qemu.pid"),
+              "switch-dir": OwnedDir(SWITCH_DIR_PREFIX, "testpmd", SWITCH_PIDFILE)}
 
 
 def _staging_dirs(out_roots: list[Path]) -> list[Path]:
@@ -164,14 +173,11 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         procs = processes_in_netns(name)
         detail = ", ".join(f"{comm} {pid}" for pid, comm in procs)
         found.append(Leftover("netns", name, in_use(netns_lock(name)), detail))
-    for vm_dir in _vm_dirs():
-        busy = in_use(vm_dir)
-        pid = _qemu_of(vm_dir)
-        found.append(Leftover("vm-dir", str(vm_dir), busy, f"QEMU {pid} running" if pid else "no QEMU running"))
-    for sw_dir in sorted(p for p in Path(tempfile.gettempdir()).glob(f"{SWITCH_DIR_PREFIX}*") if p.is_dir()):
-        pid = _qemu_of(sw_dir, "testpmd.pid")
-        found.append(Leftover("switch-dir", str(sw_dir), in_use(sw_dir),
-                              f"testpmd {pid} running" if pid else "no testpmd running"))
+    for kind, owned in OWNED_DIRS.items():
+        for directory in owned.dirs():
+            pid = owned.owner(directory)
+            found.append(Leftover(kind, str(directory), in_use(directory),
+                                  f"{owned.program} {pid} running" if pid else f"no {owned.program} running"))
     for node_dir in sorted(Path(tempfile.gettempdir()).glob(f"{NODE_DIR_PREFIX}*")):
         fresh = time.time() - node_dir.stat().st_mtime < 10  # a live run's, between its mknod and its unlink
         found.append(Leftover("node-dir", str(node_dir), fresh, "a macvtap device node of a run killed while opening it"))
@@ -190,16 +196,15 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
         if item.in_use:
             continue
         if item.kind in OWNED_DIRS:  # a VM's or a switch's directory: its process killed, then the directory
-            program, pidfile = OWNED_DIRS[item.kind]
-            owned = Path(item.name)
-            pid = _qemu_of(owned, pidfile)
+            directory = Path(item.name)
+            pid = OWNED_DIRS[item.kind].owner(directory)
             if pid is not None:
-                done.append(f"killed {program} {pid} of {owned}")
+                done.append(f"killed {OWNED_DIRS[item.kind].program} {pid} of {directory}")
                 if not dry_run:
                     _kill(pid)
-            done.append(f"removed {owned}")
+            done.append(f"removed {directory}")
             if not dry_run:
-                shutil.rmtree(owned, ignore_errors=True)
+                shutil.rmtree(directory, ignore_errors=True)
         elif item.kind == "netns":
             for pid, comm in processes_in_netns(item.name):
                 if comm.startswith(OUR_PROGRAMS):

@@ -41,7 +41,7 @@ from typing import Any
 
 from iobench.counters.proc import ThreadCPU, read_threads
 from iobench.errors import CellFailed, UserError
-from iobench.stale import SWITCH_DIR_PREFIX, hold, release
+from iobench.stale import SWITCH_DIR_PREFIX, SWITCH_PIDFILE, hold, release
 from iobench.topology import enter_netns
 
 TESTPMD = "dpdk-testpmd"
@@ -185,7 +185,7 @@ def testpmd(run_id: str, netns: str, tap: str, cpus: str, timeout: float = START
                                      stderr=subprocess.STDOUT, env=env, cwd=directory,
                                      preexec_fn=lambda: enter_netns(netns), start_new_session=True)
         sw = Switch(popen, directory, prefix, log, args)
-        (directory / "testpmd.pid").write_text(f"{popen.pid}\n")
+        (directory / SWITCH_PIDFILE).write_text(f"{popen.pid}\n")
         _wait_ready(sw, timeout)
         yield sw
     finally:
