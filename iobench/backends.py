@@ -217,21 +217,29 @@ def nic_args(backend: Backend, tap: str, fd: int | None = None, mac: str | None 
     if backend.switch:
         if socket is None:
             raise ValueError(f"backend {backend.name} needs its switch's socket")
-        netdev = "vhost-user,id=n0,chardev=vu0" + "".join(f",{k}={v}" for k, v in backend.netdev_props)
-        props = (*backend.device_props, *(TCG_SWITCH_DEVICE_PROPS if accel.startswith("tcg") else ()))
-        device = "virtio-net-pci,netdev=n0,romfile=" + "".join(f",{k}={v}" for k, v in props)
-        return ("-chardev", f"socket,id=vu0,path={socket},reconnect=1", "-netdev", netdev, "-device", device)
-    netdev = (f"tap,id=n0,fd={fd}" if fd is not None  # QEMU asks an inherited tap for its vnet_hdr itself
-              else f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on")
-    if backend.device.startswith("virtio"):
-        netdev += f",vhost={'on' if backend.vhost else 'off'}"
-    netdev += "".join(f",{k}={v}" for k, v in backend.netdev_props)
-    device = (f"{backend.device},netdev=n0,romfile=" + (f",mac={mac}" if mac else "")
-              + "".join(f",{k}={v}" for k, v in backend.device_props))
-    if backend.queues > 1:  # N tap queues, the device's mq, and MSI-X vectors: one per queue, config, control
+        chardev: tuple[str, ...] = ("-chardev", f"socket,id=vu0,path={socket},reconnect=1")
+        netdev = "vhost-user,id=n0,chardev=vu0"
+    else:
+        chardev = ()
+        netdev = (f"tap,id=n0,fd={fd}" if fd is not None  # QEMU asks an inherited tap for its vnet_hdr itself
+                  else f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=on")
+        if backend.device.startswith("virtio"):
+            netdev += f",vhost={'on' if backend.vhost else 'off'}"
+    netdev += _options(backend.netdev_props)
+    device = f"{backend.device},netdev=n0,romfile=" + (f",mac={mac}" if mac else "") + _options(backend.device_props)
+    if backend.switch and accel.startswith("tcg"):
+        device += _options(TCG_SWITCH_DEVICE_PROPS)
+    # N tap queues, the device's mq, and MSI-X vectors: one per queue, config, control (the switch serves one
+    # queue pair)
+    if backend.queues > 1 and not backend.switch:
         netdev += f",queues={backend.queues}"
         device += f",mq=on,vectors={2 * backend.queues + 2}"
-    return ("-netdev", netdev, "-device", device)
+    return (*chardev, "-netdev", netdev, "-device", device)
+
+
+def _options(pairs: tuple[tuple[str, str], ...]) -> str:
+    """(key, value) pairs in QEMU's option syntax, each after a comma."""
+    return "".join(f",{k}={v}" for k, v in pairs)
 
 
 # Guest-side knobs: the tools guest-init.sh applies, and the ethtool option of each.

@@ -71,8 +71,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("copy-trace", _always, CopyTrace),
     Entry("exit-reasons", _always, ExitReasons),
     Entry("guest-driver", _always, GuestDriver),
-    Entry("fault-hook", lambda run: any(f in ("kill-qemu", "kill-switch") for f, _ in faults.injected()),
-          lambda run: FaultHook()),
+    Entry("fault-hook", lambda run: any(f in FaultHook.faults for f, _ in faults.injected()), lambda run: FaultHook()),
 )
 
 

@@ -11,10 +11,13 @@ import threading
 
 from iobench import faults
 from iobench.instruments.base import Instrument, Window
+from iobench.switch import Switch
+from iobench.vm import VM
 
 
 class FaultHook(Instrument):
     name = "fault-hook"
+    faults = ("kill-qemu", "kill-switch")  # what it injects (the registry makes it only where one is asked for)
 
     def __init__(self) -> None:
         self.timer: threading.Timer | None = None
@@ -23,16 +26,20 @@ class FaultHook(Instrument):
         vm, cell = window.vm, window.cell
         if vm is None or cell is None or window.attempt != 1:
             return
-        here = faults.at(f"{cell.backend}:{cell.direction}")
-        if "kill-qemu" in here:
-            self.timer = threading.Timer(1.0, lambda: os.kill(vm.pid, signal.SIGKILL) if vm.alive() else None)
-            self.timer.start()
-        sw = window.boot.switch if window.boot is not None else None
-        if "kill-switch" in here and sw is not None:
-            self.timer = threading.Timer(1.0, lambda: os.kill(sw.pid, signal.SIGKILL) if sw.alive() else None)
-            self.timer.start()
+        victims = {"kill-qemu": vm, "kill-switch": window.boot.switch if window.boot is not None else None}
+        for fault in faults.at(f"{cell.backend}:{cell.direction}"):
+            victim = victims.get(fault)
+            if victim is not None:
+                self.timer = threading.Timer(1.0, _kill, (victim,))
+                self.timer.start()
 
     def stop(self, window: Window) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+def _kill(victim: VM | Switch) -> None:
+    """SIGKILL, unless it is gone already."""
+    if victim.alive():
+        os.kill(victim.pid, signal.SIGKILL)
