@@ -91,7 +91,7 @@ def _add_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="pin the vCPUs, vhost worker, QEMU main loop and traffic peer: auto (distinct physical cores), "
                         "none (unpinned, facts still recorded), alternate (auto and none in ABBA rounds), or e.g. "
                         "vcpu0=2,vhost=3,peer=4-5")
-    p.add_argument("--topology", action="append", choices=tuple(TOPOLOGIES),
+    p.add_argument("--topology", action="append", choices=(*TOPOLOGIES, "all"),
                    help="what the guest's tap is attached to on the host (repeatable; default direct): direct (the "
                         "peer on the tap), bridge (tap and the peer's veth on a Linux bridge), macvtap (a macvtap on "
                         "the peer's veth instead of a tap); native runs over each")

@@ -37,6 +37,14 @@ class Terminated(BaseException):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def exit_status(code: int | None) -> str:
+    """How a child process ended, as its failure messages say it (Popen's returncode: None while it
+    runs, -N killed by signal N)."""
+    if code is None:
+        return "still running"
+    return f"signal {-code}" if code < 0 else f"status {code}"
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 

@@ -35,10 +35,10 @@ from iobench.counters import proc
 from iobench.errors import CellFailed, Terminated, UserError
 from iobench.vm import QEMU_BINARY, VM, VMConfig
 
-# L1's modules: KVM, vhost-net, tap and veth for the inner run's topology (bridge and macvtap for the
-# others, docs/topology.md), and 9p for the shared cache and results.
-LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "bridge", "macvtap", "9pnet_virtio", "9p",
-                              "virtio_pci"), (), "lab-init.sh")
+# L1's modules: KVM, vhost-net, tap and veth for the inner run's topology (bridge, macvtap and
+# openvswitch, the kernel datapath, for the others: docs/topology.md), and 9p for the shared cache and results.
+LAB = guest.ImageSpec("lab", ("kvm_amd", "vhost_net", "tun", "veth", "bridge", "macvtap", "openvswitch",
+                              "9pnet_virtio", "9p", "virtio_pci"), (), "lab-init.sh")
 L1_CPU = "EPYC"
 L1_VCPUS = 2
 L1_MEMORY_MB = 3072

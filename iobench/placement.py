@@ -11,6 +11,8 @@ the CPUs it may use. The roles:
 - `iothread`: QEMU's I/O threads, where the scenario has any;
 - `vhost`: the vhost-net worker (a kernel thread `vhost-<qemu pid>`, or a task of QEMU on 6.4+);
 - `pmd`: the vhost-user switch's threads (testpmd: its poll core, which spins, and its idle helpers);
+- `ovs`: the run's Open vSwitch's threads (ovs-vswitchd: main loop, handler, revalidator), over the ovs
+  topologies: the host side's switch, placed after the peer;
 - `peer`: the traffic tool on the host side (iperf3 or sockperf in the run's namespace); in a native
   window, the server standing in for the guest takes `vcpu0`'s set.
 
@@ -39,8 +41,8 @@ from iobench.errors import UserError
 from iobench.hoststate import cpulist, read_file
 
 MODES = ("none", "auto", "alternate")
-ROLES = ("qemu-main", "iothread", "vhost", "pmd", "peer")
-_ROLE = re.compile(r"^(vcpu(?P<n>\d{1,2})|qemu-main|iothread|vhost|pmd|peer)$")
+ROLES = ("qemu-main", "iothread", "vhost", "pmd", "peer", "ovs")
+_ROLE = re.compile(r"^(vcpu(?P<n>\d{1,2})|qemu-main|iothread|vhost|pmd|peer|ovs)$")
 _CPUS = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 SYS_CPU = Path("sys/devices/system/cpu")
 
@@ -90,7 +92,7 @@ def parse(text: str, where: str) -> Spec:
         if not eq or not _ROLE.match(role) or not _CPUS.match(cpus):
             raise UserError(f"{where}: placement {text!r} is not allowed: expected auto, none, alternate, or roles "
                             "with CPU lists such as \"vcpu0=2,vhost=3,peer=4-5\" (roles: vcpu<N>, qemu-main, iothread, "
-                            "vhost, pmd, peer).")
+                            "vhost, pmd, peer, ovs).")
         if role in dict(roles):
             raise UserError(f"{where}: placement names {role} twice.")
         roles.append((role, cpus))
@@ -157,12 +159,13 @@ class Plan:
                 "shared": self.shared}
 
 
-def roles_for(vcpus: int, vhost: bool, iothread: bool = False, pmd: bool = False) -> list[str]:
+def roles_for(vcpus: int, vhost: bool, iothread: bool = False, pmd: bool = False, ovs: bool = False) -> list[str]:
     """The roles of one VM, in the order `auto` gives them cores: the vCPUs first, then the switch's poll
     core (it spins: nothing else should share its core), the vhost worker and the peer (those that pass
-    every packet), then QEMU's main loop and I/O threads."""
+    every packet), the host's Open vSwitch (its kernel datapath forwards in softirq: its threads take the
+    misses), then QEMU's main loop and I/O threads."""
     return [*(f"vcpu{i}" for i in range(vcpus)), *(["pmd"] if pmd else []), *(["vhost"] if vhost else []), "peer",
-            "qemu-main", *(["iothread"] if iothread else [])]
+            *(["ovs"] if ovs else []), "qemu-main", *(["iothread"] if iothread else [])]
 
 
 def plan(spec: Spec, mode: str, roles: list[str], host: HostCpus) -> Plan:

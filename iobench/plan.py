@@ -7,14 +7,15 @@ placeholders only where a value exists at run time alone (run id, runtime dir).
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
-from iobench import accel, backends, guest, switch
+from iobench import accel, backends, guest, switch, topologies
 from iobench.errors import UserError
 from iobench.runner import NATIVE, select_backends, traffic_spec, vm_config
 from iobench.scenario import Scenario
 from iobench.topologies import TOPOLOGIES
-from iobench.topology import GUEST_MAC, AddressPlan
+from iobench.topology import GUEST_MAC, AddressPlan, support_problem
 from iobench.traffic import client_argv
 from iobench.vm import build_argv
 
@@ -32,6 +33,8 @@ def _planned_accel(scn: Scenario) -> tuple[str, str]:
 
 def describe(scn: Scenario) -> str:
     accel_name, why = _planned_accel(scn)
+    chosen_topologies, topologies_unavailable = topologies.resolve(scn.topology, support_problem)
+    scn = replace(scn, topology=chosen_topologies)
     try:
         chosen, unavailable = select_backends(scn.backends, accel_name, scn.variants, tuple(scn.topology))
     except UserError as exc:
@@ -42,6 +45,7 @@ def describe(scn: Scenario) -> str:
     plan = AddressPlan.for_run("<run-id>")
     lines = [f"scenario: {scn.source}", f"accel: {accel_name} ({why})"]
     lines += [f"{n}: unavailable: {r}" for n, r in unavailable.items()]
+    lines += [f"topology {n}: unavailable: {r}" for n, r in topologies_unavailable.items()]
     n_cells = scn.repeats * len(chosen) * len(scn.topology) * scn.cells_per_backend_round
     rr = sum(1 for w in scn.workloads if w.kind == "rr")
     one_way = len(scn.workloads) - rr

@@ -250,6 +250,7 @@ def markdown(directory: Path) -> str:
     out += knob_lines(meta)
     out += offload_lines(meta)
     out += switch_lines(rows)
+    out += ovs_lines(rows)
     out += exit_reason_lines(directory)
     out += exit_site_lines(directory)
     out += perturbation_lines(directory)
@@ -303,19 +304,42 @@ def offload_lines(meta: dict[str, Any]) -> list[str]:
     return out
 
 
+_IDENTITY = [("backend", "backend", ""), ("dir", "direction", ""), ("workload", "workload", "")]
+
+
+def _per_row_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> list[str]:
+    """A report section with one line per row: `columns` are (header, row key, format: "" as it is, else
+    _num's format, with a trailing "%" printed after the number)."""
+    out = ["", title, "", "| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [str(r[key]) if not fmt else _num(r.get(key), fmt.rstrip("%")) + ("%" if fmt.endswith("%") else "")
+                 for _, key, fmt in columns]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def switch_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The poll-mode switch's cost (vhost-user): its CPU per packet, its idle window's CPU, what it dropped."""
     mine = [r for r in rows if _present(r.get("pmd_packets"))]
     if not mine:
         return []
-    out = ["", "## The vhost-user switch (testpmd: a core polls the rings, traffic or not)", "",
-           "| backend | dir | workload | switch CPU µs/pkt | path CPU µs/pkt | idle window: switch CPU | drops | "
-           "switch syscall copies/pkt |", "|---|---|---|---|---|---|---|---|"]
-    for r in mine:
-        out.append(f"| {r['backend']} | {r['direction']} | {r['workload']} | {_num(r.get('cpu_us_per_packet_pmd'), '.2f')} "
-                   f"| {_num(r.get('cpu_us_per_packet'), '.2f')} | {_num(r.get('pmd_idle_cpu_pct'), '.0f')}% "
-                   f"| {_num(r.get('pmd_drops'), '.0f')} | {_num(r.get('pmd_copies_per_packet'), '.2f')} |")
-    return out
+    return _per_row_table("## The vhost-user switch (testpmd: a core polls the rings, traffic or not)", mine, [
+        *_IDENTITY, ("switch CPU µs/pkt", "cpu_us_per_packet_pmd", ".2f"), ("path CPU µs/pkt", "cpu_us_per_packet", ".2f"),
+        ("idle window: switch CPU", "pmd_idle_cpu_pct", ".0f%"), ("drops", "pmd_drops", ".0f"),
+        ("switch syscall copies/pkt", "pmd_copies_per_packet", ".2f")])
+
+
+def ovs_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The run's Open vSwitch per window (ovs, ovs-netdev): its flow cache's hits and misses (each miss an
+    upcall), and the CPU of its threads per packet beside the path's and the host's softirq time."""
+    mine = [r for r in rows if _present(r.get("ovs_hits"))]
+    if not mine:
+        return []
+    return _per_row_table("## Open vSwitch (the run's own: flow-cache lookups and ovs-vswitchd's CPU per window)", mine, [
+        *_IDENTITY, ("repeat", "repeat", ""), ("hits", "ovs_hits", ".0f"), ("misses", "ovs_misses", ".0f"),
+        ("miss %", "ovs_miss_pct", ".3f"), ("lost", "ovs_lost", ".0f"), ("masks hit", "ovs_masks_hit", ".0f"),
+        ("OVS CPU µs/pkt", "cpu_us_per_packet_ovs", ".2f"),
+        ("host softirq µs/pkt", "host_softirq_us_per_packet", ".2f"), ("path CPU µs/pkt", "cpu_us_per_packet", ".2f")])
 
 
 def exit_reason_lines(directory: Path, top: int = 6) -> list[str]:

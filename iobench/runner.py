@@ -148,6 +148,10 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     cells without an outcome are run, in the same rounds.
     """
     labwatch.announce("preparing the run", labwatch.STARTUP_BUDGET_S)
+    chosen_topologies, topologies_unavailable = topologies.resolve(scn.topology, topology.support_problem)
+    scn = replace(scn, topology=chosen_topologies)
+    for name, reason in topologies_unavailable.items():
+        log(f"topology {name}: unavailable: {reason}")
     preflight(scn.accel, scn.kinds, scn.topology)
     qemudesc.check_variants(scn.variants, scn.source)
     image = guest.build(log=log)
@@ -180,7 +184,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         "backends": {n: {"status": "available", **_described(n, scn)} for n in chosen}
         | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
-    })
+    } | ({"topologies_unavailable": topologies_unavailable} if topologies_unavailable else {}))
     if prior is not None:
         reopened = prior.reopen_failed()
         log(f"resuming run {run_id}: {len(prior.cells)} of {ctx.total} cells already done"
@@ -446,7 +450,8 @@ def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backen
             finally:
                 ctx.writer.write_raw(f"{tag}/qemu-cmdline.json", vm.argv)
             log(f"{tag}: READY in {vm.boot_seconds:.1f} s; idle window {scn.duration_s} s")
-            boot = Boot(vm, backend, tag, repeat, attempt, host_offloads=topo.offloads, switch=sw)
+            boot = Boot(vm, backend, tag, repeat, attempt, host_offloads=topo.offloads, switch=sw,
+                        ovs=topo.ovs)
             instruments.after_boot(ctx.instruments, boot)
             labwatch.announce(f"{tag}: idle window", SETTLE_S + scn.duration_s + labwatch.QMP_SLACK_S)
             time.sleep(SETTLE_S)
@@ -479,7 +484,7 @@ def _idle_window(ctx: _Context, topo: topology.Topology, boot: Boot) -> IdleWind
     name = f"{_where(boot.backend.name, topo)}/r{boot.repeat}" + (f"-attempt{boot.attempt}" if boot.attempt > 1 else "")
     window = Window("idle", boot.backend.name, boot.repeat, boot.attempt, f"{name}-idle", boot.vm.pid,
                     topo.link_stats, (topology.TAP_BYTES_BOTH, ("tx_packets", "rx_packets")), vm=boot.vm, boot=boot,
-                    topology=topo.kind, port_stats=topo.port_stats)
+                    topology=topo.kind, port_stats=topo.port_stats, ovs=topo.ovs)
     with Measurement(_scope(ctx), ctx.instruments, window, ctx.scn.timeline_interval_s) as m:
         m.sleep(ctx.scn.duration_s)
     got = m.read()
@@ -507,7 +512,7 @@ def _measure_vm_cell(ctx: _Context, topo: topology.Topology, boot: Boot, cell: C
                               cell.direction)
     window = Window("traffic", cell.backend, cell.repeat, boot.attempt, cell.name, vm.pid, topo.link_stats,
                     topo.data_counters(cell.direction), cell=cell, vm=vm, boot=boot, topology=cell.topology,
-                    port_stats=topo.port_stats)
+                    port_stats=topo.port_stats, ovs=topo.ovs)
 
     def watch() -> str | None:
         if not vm.alive():
@@ -545,7 +550,7 @@ def _run_native(ctx: _Context, topo: topology.Topology, repeat: int) -> None:
             with traffic.server(pair.peer_netns, spec=spec) as srv:
                 window = Window("traffic", NATIVE, repeat, 1, cell.name, srv.pid, pair.peer_link_stats,
                                 topology.PEER_DATA_COUNTERS[cell.direction], cell=cell, topology=cell.topology,
-                                port_stats=topo.port_stats, host_offloads=topo.native_offloads)
+                                port_stats=topo.port_stats, ovs=topo.ovs, host_offloads=topo.native_offloads)
                 with Measurement(_scope(ctx), ctx.instruments, window) as m:
                     raw = traffic.run(spec, topo.client_netns, started=window.client_pids.append,
                                       cpus=window.peer_cpus)

@@ -23,8 +23,10 @@ File layout (every key optional; defaults below):
     timeline_interval_s = 1.0   # read the counters this often inside each window (timeline.csv); 0 = edges only
     topology = ["direct"]       # what the guest's tap is attached to on the host, every one in every round:
                                 # direct (the peer on the tap itself), bridge (tap and the peer's veth on a
-                                # Linux bridge), macvtap (a macvtap on the peer's veth instead of a tap);
-                                # native runs over each too (docs/topology.md)
+                                # Linux bridge), ovs / ovs-netdev (the same on a private Open vSwitch, kernel
+                                # or userspace datapath), macvtap (a macvtap on the peer's veth instead of a
+                                # tap), all (every one this host can build); native runs over each too
+                                # (docs/topology.md)
 
     [workload]
     kind = "stream"             # stream (iperf3 bulk transfer), rr (sockperf ping-pong: one request in flight)
@@ -183,8 +185,10 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "exit_reasons": (object, lambda v: isinstance(v, bool) or v == "alternate",
                          'true, false or "alternate" (on in half the rounds, ABBA: the tracing\'s own cost)'),
         "timeline_interval_s": (float, lambda v: v == 0 or 0.5 <= v <= 60, "0 (off) or seconds from 0.5 to 60"),
-        "topology": (list, lambda v: v and all(t in topologies.TOPOLOGIES for t in v) and len(set(v)) == len(v),
-                     f"a non-empty list of distinct topologies: {', '.join(topologies.TOPOLOGIES)}"),
+        "topology": (list, lambda v: v and all(t in (*topologies.TOPOLOGIES, topologies.ALL) for t in v)
+                     and len(set(v)) == len(v),
+                     f"a non-empty list of distinct topologies: {', '.join(topologies.TOPOLOGIES)} or "
+                     f"{topologies.ALL} (every one this host can build)"),
         "order": (str, lambda v: v in ("fixed", "abba"),
                   '"fixed" (every round in the backends\' order) or "abba" (every other round reversed: drift '
                   'falls on every backend alike; what `iobench ab` runs)'),

@@ -37,8 +37,12 @@ from typing import Any
 #       window: a poller spins when nothing flows), `pmd_packets`, `pmd_drops`, `pmd_syscall_bytes`
 #       (what the switch itself counted and copied through syscalls); timeline slices gain `cpu_s_pmd`.
 #       Older formats are read with them empty.
-FORMAT_VERSION = 7
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+#   8 - Open vSwitch topologies (ovs, ovs-netdev): `cpu_s_ovs` (ovs-vswitchd's threads, a CPU kind of the
+#       host side, like softirq time not in the path's total: 0 for a window without OVS), `ovs_hits`,
+#       `ovs_misses`, `ovs_lost`, `ovs_masks_hit` (the datapath's flow-cache lookups, dpctl/show -s), and
+#       derived `ovs_miss_pct`. Older formats are read with them empty.
+FORMAT_VERSION = 8
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
 
 # The per-vCPU KVM statistics iobench keeps (QMP query-stats), `exits` first; the rest are its kinds.
 KVM_STATS = (
@@ -60,12 +64,16 @@ MEANING = {
     "virtio_kicks_handled": "virtio kick", "traps_other": "other device access",
     "vcpu": "vCPU threads", "main": "QEMU main loop", "iothread": "QEMU I/O threads",
     "other": "other QEMU threads", "vhost": "vhost worker", "pmd": "poll-mode switch (testpmd)",
+    "ovs": "Open vSwitch (ovs-vswitchd)",
     "iperf3_client": "iperf3 client (host)", "iperf3_server": "iperf3 server",
 }
 # Host threads whose CPU time a VM row charges to the virtual I/O path, by kind (counters.proc.thread_kind).
 VM_CPU_KINDS = ("vcpu", "main", "iothread", "other", "vhost")
 # The vhost-user backend's switch (testpmd: its poll core and helpers) is a kind of its own, not QEMU's.
-CPU_KINDS = (*VM_CPU_KINDS, "pmd", "iperf3_client", "iperf3_server")
+CPU_KINDS = (*VM_CPU_KINDS, "pmd", "ovs", "iperf3_client", "iperf3_server")
+# CPU of the host side (a topology's own daemons): per packet beside the path's, not in its total, as the
+# host's softirq time is not (a bridge forwards in softirq, OVS's kernel datapath too; its threads upcall).
+HOST_SIDE_CPU_KINDS = ("ovs",)
 
 # Which direction of a metric is better: compare and the gate judge by this, and nothing else.
 HIGHER_IS_BETTER = {
@@ -189,6 +197,11 @@ class Row:
     pmd_packets: int | None = None  # packets the switch received from and sent to the guest's port (its ethdev stats)
     pmd_drops: int | None = None  # what the switch's ports missed, dropped or could not hand on (both ports)
     pmd_syscall_bytes: int | None = None  # the switch's rchar + wchar: its syscall copies to and from the tap
+    cpu_s_ovs: float | None = None  # ovs-vswitchd's CPU over the window (ovs topologies; 0 for a window without OVS)
+    ovs_hits: int | None = None  # OVS datapath flow-cache lookups that hit (dpctl/show -s)
+    ovs_misses: int | None = None  # lookups that missed: each an upcall to ovs-vswitchd's handler
+    ovs_lost: int | None = None  # upcalls lost (the handler's queue was full)
+    ovs_masks_hit: int | None = None  # masks (subtables) searched by the lookups (kernel datapath only)
 
 
 
@@ -230,7 +243,8 @@ def derive(row: Row) -> dict[str, Any]:
     cpu_values = {k: getattr(row, f"cpu_s_{k}") for k in CPU_KINDS}
     for kind, value in cpu_values.items():
         out[f"cpu_us_per_packet_{kind}"] = _per(value, packets, 1e6, 3)
-    path = [v for k, v in cpu_values.items() if v is not None and not k.startswith("iperf3")]
+    path = [v for k, v in cpu_values.items()
+            if v is not None and not k.startswith("iperf3") and k not in HOST_SIDE_CPU_KINDS]
     path_cpu = sum(path) if path else None  # None for native: no VM path to charge
     out["cpu_us_per_packet"] = _per(path_cpu, packets, 1e6, 3)
     out["est_cycles_per_byte"] = (round(path_cpu * row.cpu_hz / row.bytes, 3)
@@ -258,6 +272,9 @@ def derive(row: Row) -> dict[str, Any]:
                                if row.idle_cpu_s_pmd is not None and row.idle_s else None)
     out["pmd_copies_per_packet"] = (round(row.pmd_syscall_bytes / row.bytes, 4)
                                     if row.pmd_syscall_bytes is not None and row.bytes else None)
+    lookups = (row.ovs_hits or 0) + (row.ovs_misses or 0)
+    out["ovs_miss_pct"] = (round(100 * row.ovs_misses / lookups, 3)
+                           if row.ovs_misses is not None and lookups else None)
     return out
 
 
@@ -269,7 +286,7 @@ DERIVED_COLUMNS = [
     *(f"cpu_us_per_packet_{k}" for k in CPU_KINDS), "cpu_us_per_packet", "est_cycles_per_byte",
     "exits_per_transaction", "net_exits_per_transaction", "irq_injections_per_transaction", "cpu_us_per_transaction",
     "exits_per_datagram", "irq_injections_per_datagram", "cpu_us_per_datagram", "exit_reasons_coverage",
-    "harness_cpu_pct", "host_softirq_us_per_packet", "pmd_idle_cpu_pct", "pmd_copies_per_packet",
+    "harness_cpu_pct", "host_softirq_us_per_packet", "pmd_idle_cpu_pct", "pmd_copies_per_packet", "ovs_miss_pct",
 ]
 def cell_kind(direction: str, workload: str) -> str:
     """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels

@@ -37,9 +37,11 @@ NETNS_PREFIX = "iobench-"
 VM_DIR_PREFIX = "iobench-vm-"
 SWITCH_DIR_PREFIX = "iobench-switch-"  # a vhost-user switch's directory: its socket, EAL's runtime files (switch.py)
 SWITCH_PIDFILE = "testpmd.pid"  # in it, the switch's pid (switch.py writes it)
+OVS_DIR_PREFIX = "iobench-ovs-"  # a private Open vSwitch's directory: its database, sockets, pidfiles, logs (ovs.py)
+OVS_PIDFILES = ("ovs-vswitchd.pid", "ovsdb-server.pid")  # in it, written by the daemons themselves (--pidfile)
 NODE_DIR_PREFIX = "iobench-macvtap-"  # a macvtap's device node, made and unlinked at once (topology.open_tap)
 LOCK_DIR = Path("/run/iobench")
-OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf", "dpdk-testpmd")
+OUR_PROGRAMS = ("qemu-system-x86", "iperf3", "sockperf", "dpdk-testpmd", "ovs-vswitchd", "ovsdb-server")
 # The copy trace's kernel module and its owner's lock (counters.copytrace loads it under this lock)
 COPYTRACE_MODULE = "iobench_copies"
 COPYTRACE_LOCK = LOCK_DIR / "copytrace.lock"
@@ -133,28 +135,34 @@ def processes_in_netns(name: str) -> list[tuple[int, str]]:
 
 @dataclass(frozen=True)
 class OwnedDir:
-    """A kind of directory a live run owns with one process of its in it: a VM's runtime directory (QEMU),
-    a vhost-user switch's (testpmd)."""
+    """A kind of directory a live run owns with its processes in it: a VM's runtime directory (QEMU),
+    a vhost-user switch's (testpmd), a private Open vSwitch's (ovs-vswitchd and ovsdb-server)."""
 
     prefix: str
     program: str
-    pidfile: str
+    pidfiles: tuple[str, ...]
 
     def dirs(self) -> list[Path]:
         return sorted(p for p in Path(tempfile.gettempdir()).glob(f"{self.prefix}*") if p.is_dir())
 
-    def owner(self, directory: Path) -> int | None:
-        """The live process whose pidfile is in `directory` and whose command line names `directory`."""
-        try:
-            pid = int((directory / self.pidfile).read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            return None
-        return pid if str(directory) in cmdline else None
+    def owners(self, directory: Path) -> list[int]:
+        """The live processes whose pidfiles are in `directory` and whose command lines name `directory`
+        (a pid reused by another program since is not one of them)."""
+        found = []
+        for name in self.pidfiles:
+            try:
+                pid = int((directory / name).read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if str(directory) in cmdline:
+                found.append(pid)
+        return found
 
 
-OWNED_DIRS = {"vm-dir": OwnedDir(VM_DIR_PREFIX, "QEMU", "qemu.pid"),
-              "switch-dir": OwnedDir(SWITCH_DIR_PREFIX, "testpmd", SWITCH_PIDFILE)}
+OWNED_DIRS = {"vm-dir": OwnedDir(VM_DIR_PREFIX, "QEMU", ("qemu.pid",)),
+              "switch-dir": OwnedDir(SWITCH_DIR_PREFIX, "testpmd", (SWITCH_PIDFILE,)),
+              "ovs-dir": OwnedDir(OVS_DIR_PREFIX, "Open vSwitch", OVS_PIDFILES)}
 
 
 def _staging_dirs(out_roots: list[Path]) -> list[Path]:
@@ -175,9 +183,10 @@ def find(out_roots: list[Path]) -> list[Leftover]:
         found.append(Leftover("netns", name, in_use(netns_lock(name)), detail))
     for kind, owned in OWNED_DIRS.items():
         for directory in owned.dirs():
-            pid = owned.owner(directory)
+            pids = owned.owners(directory)
             found.append(Leftover(kind, str(directory), in_use(directory),
-                                  f"{owned.program} {pid} running" if pid else f"no {owned.program} running"))
+                                  f"{owned.program} {', '.join(map(str, pids))} running" if pids
+                                  else f"no {owned.program} running"))
     for node_dir in sorted(Path(tempfile.gettempdir()).glob(f"{NODE_DIR_PREFIX}*")):
         fresh = time.time() - node_dir.stat().st_mtime < 10  # a live run's, between its mknod and its unlink
         found.append(Leftover("node-dir", str(node_dir), fresh, "a macvtap device node of a run killed while opening it"))
@@ -195,10 +204,9 @@ def clean(out_roots: list[Path], dry_run: bool = False) -> list[str]:
     for item in find(out_roots):
         if item.in_use:
             continue
-        if item.kind in OWNED_DIRS:  # a VM's or a switch's directory: its process killed, then the directory
+        if item.kind in OWNED_DIRS:  # a VM's, a switch's or an OVS's directory: its processes killed, then it
             directory = Path(item.name)
-            pid = OWNED_DIRS[item.kind].owner(directory)
-            if pid is not None:
+            for pid in OWNED_DIRS[item.kind].owners(directory):
                 done.append(f"killed {OWNED_DIRS[item.kind].program} {pid} of {directory}")
                 if not dry_run:
                     _kill(pid)

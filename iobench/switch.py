@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from iobench.counters.proc import ThreadCPU, read_threads
-from iobench.errors import CellFailed, UserError
+from iobench.errors import CellFailed, UserError, exit_status
 from iobench.stale import SWITCH_DIR_PREFIX, SWITCH_PIDFILE, hold, release
 from iobench.topology import enter_netns
 
@@ -100,7 +100,7 @@ class Switch:
 
     def check_alive(self) -> None:
         if not self.alive():
-            raise self.failure(f"exited ({_status(self.proc.returncode)})")
+            raise self.failure(f"exited ({exit_status(self.proc.returncode)})")
 
     def threads(self) -> list[ThreadCPU]:
         """Every thread of testpmd with its CPU time (the poll lcore `rte-worker-1` in DPDK 22.11, the main lcore,
@@ -132,13 +132,7 @@ class Switch:
 
 
 def exit_text(sw: Switch) -> str:
-    return _status(sw.proc.poll())
-
-
-def _status(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    return f"signal {-code}" if code < 0 else f"status {code}"
+    return exit_status(sw.proc.poll())
 
 
 def _last_words(log: Path, lines: int = 3) -> str:
@@ -204,7 +198,7 @@ def _wait_ready(sw: Switch, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not sw.alive():
-            raise sw.failure(f"exited ({_status(sw.proc.returncode)}) before it forwarded")
+            raise sw.failure(f"exited ({exit_status(sw.proc.returncode)}) before it forwarded")
         text = sw.log.read_text(errors="replace") if sw.log.exists() else ""
         if READY_LINE in text and sw.socket.exists():
             if FORWARDING_BOTH not in text:  # a port that failed to probe is left out, and testpmd goes on

@@ -5,7 +5,7 @@ Data only (like backends), so that a scenario is checked without netlink; iobenc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from iobench.errors import UserError
@@ -13,9 +13,12 @@ from iobench.errors import UserError
 TOPOLOGIES = {
     "direct": "tap only: the traffic peer in the tap's namespace holds the host's address",
     "bridge": "tap and a veth on a Linux bridge (STP off); the peer behind the veth, in its own namespace",
+    "ovs": "tap and a veth on an Open vSwitch bridge of the run's own, kernel datapath; the peer behind the veth",
+    "ovs-netdev": "as ovs, on Open vSwitch's userspace datapath (ovs-vswitchd moves every frame; no kernel module)",
     "macvtap": "a macvtap (bridge mode) on a veth, its device passed to QEMU as a file; the peer behind the veth",
 }
 DEFAULT = "direct"
+ALL = "all"  # every topology this host can build; the others listed unavailable with the reason
 
 
 def check(names: Sequence[str], where: str) -> None:
@@ -23,10 +26,22 @@ def check(names: Sequence[str], where: str) -> None:
     if not names:
         raise UserError(f"{where}: topology is empty: name at least one of {', '.join(TOPOLOGIES)}.")
     for name in names:
-        if name not in TOPOLOGIES:
-            raise UserError(f"{where}: unknown topology {name!r}: choose from {', '.join(TOPOLOGIES)}.")
+        if name not in TOPOLOGIES and name != ALL:
+            raise UserError(f"{where}: unknown topology {name!r}: choose from {', '.join(TOPOLOGIES)} or {ALL}.")
     if len(set(names)) != len(names):
         raise UserError(f"{where}: topology names one twice: {', '.join(names)}.")
+
+
+def resolve(names: Sequence[str], problem: Callable[[str], str | None]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The topologies a run builds, and those `all` leaves out with why (`problem`: why this host cannot
+    build one, None when it can). As backends' `all`: what can run here runs, the rest is listed; a
+    topology named on its own is built or refused by the preflight (one sentence, exit 2)."""
+    if ALL not in names:
+        return tuple(names), {}
+    wanted = list(dict.fromkeys([*TOPOLOGIES, *(n for n in names if n != ALL)]))
+    unavailable = {n: why for n in wanted if (why := problem(n)) is not None}
+    chosen = tuple(n for n in wanted if n not in unavailable)
+    return chosen, unavailable
 
 
 def label(backend: str, topology: object = DEFAULT) -> str:

@@ -11,6 +11,9 @@ A topology is what sits on the host side of the guest's tap (data, like a backen
 - `bridge`: the tap and one end of a veth are ports of a Linux bridge (STP off, forward delay 0) in the
   run's namespace; the peer runs in its own namespace behind the veth's other end, as on a host whose
   guests hang off `virbr0`: the bridge's forwarding, FDB lookup and the veth hop are on the path;
+- `ovs` / `ovs-netdev`: as `bridge`, on an Open vSwitch bridge of the run's own (iobench.ovs) on the
+  kernel datapath (a flow cache in softirq, misses upcalled to ovs-vswitchd) or the userspace one
+  (ovs-vswitchd moves every frame itself);
 - `macvtap`: no tap and no bridge: a macvtap in bridge mode on one end of a veth (libvirt's
   `type='direct'`), its character device handed to QEMU as a file descriptor; the peer behind the
   veth's other end.
@@ -28,13 +31,13 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
-from iobench import topologies
+from iobench import ovs, topologies
 from iobench.stale import NATIVE_SUFFIX, NETNS_PREFIX, NODE_DIR_PREFIX, PEER_SUFFIX, hold, netns_lock, release
 
 BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range
@@ -108,6 +111,7 @@ class Topology:
     bridge: str | None = None  # the bridge the tap is a port of (bridge)
     ports: tuple[str, ...] = ()  # the host-side ports in the run's namespace (for their counters)
     char_device: tuple[int, int] | None = None  # macvtap: (major, minor) of the device QEMU gets as a file
+    ovs: ovs.Ovs | None = None  # ovs, ovs-netdev: the run's Open vSwitch, whose bridge the tap is a port of
 
     @contextmanager
     def open_tap(self) -> Iterator[int | None]:
@@ -154,10 +158,15 @@ class Topology:
         """The tap deleted and made again: same name, address (or bridge), up, with or without
         IFF_MULTI_QUEUE. Also how a tap is given back after the vhost-user switch held it (DPDK's tap PMD
         attaches with IFF_MULTI_QUEUE, sets its own MAC and promiscuity, and leaves the link down)."""
+        if self.ovs is not None:  # OVS would keep a port on a device that is gone: taken out, put back
+            self.ovs.vsctl("--if-exists", "del-port", self.tap)
         self.ipr.link("del", index=self.ipr.link_lookup(ifname=self.tap)[0])
-        _add_tap(self.ipr, self.tap, self.plan if self.bridge is None else None, multi_queue)
+        bridged = self.bridge is not None or self.ovs is not None
+        _add_tap(self.ipr, self.tap, None if bridged else self.plan, multi_queue)
         if self.bridge is not None:
             _enslave(self.ipr, self.tap, self.bridge)
+        if self.ovs is not None:
+            self.ovs.vsctl("add-port", self.ovs.bridge, self.tap)
         self.multi_queue = multi_queue
 
     def offloads(self) -> dict[str, dict[str, bool | None]]:
@@ -267,8 +276,9 @@ def tap_topology(run_id: str, native: bool = False, kind: str = "direct") -> Ite
         return ipr
 
     try:
-        ipr = namespace(name)
-        yield _BUILDERS[kind](names, ipr, namespace, native)
+        with ExitStack() as daemons:  # a topology's own daemons (OVS) stop before its namespaces go
+            ipr = namespace(name)
+            yield _BUILDERS[kind](names, ipr, namespace, native, daemons)
     finally:
         for opened_ipr in opened:
             opened_ipr.close()
@@ -296,7 +306,8 @@ class _Names:
         return f"{prefix}{self.run_id[-8:]}{end}"[:15]
 
 
-def _direct(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+def _direct(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool,
+            daemons: ExitStack) -> Topology:
     """The tap holds the host's address; the native stand-in behind a veth on the next /24."""
     plan = AddressPlan.for_run(names.run_id)
     _add_tap(ipr, tap_name(names.run_id), plan, multi_queue=False)
@@ -304,7 +315,8 @@ def _direct(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], na
     return Topology(names.netns, tap_name(names.run_id), plan, ipr, pair)
 
 
-def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool,
+            daemons: ExitStack) -> Topology:
     """A Linux bridge (STP off, no forward delay) with the tap and the peer's veth as ports; the native
     stand-in on a second veth port of the same bridge."""
     plan, tap, bridge = AddressPlan.for_run(names.run_id), tap_name(names.run_id), names.link("ibb")
@@ -324,7 +336,8 @@ def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], na
                     ports=tuple(ports))
 
 
-def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool) -> Topology:
+def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool,
+             daemons: ExitStack) -> Topology:
     """A macvtap in bridge mode on one end of a veth (libvirt's `type='direct'`), the peer behind the
     veth's other end; QEMU gets the macvtap's character device as a file descriptor (Topology.open_tap).
     The native stand-in is a macvlan in bridge mode on the same veth, moved into its own namespace: the
@@ -349,8 +362,33 @@ def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], n
                     char_device=_char_device(names.netns, tap))
 
 
-_BUILDERS: dict[str, Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool], Topology]] = {
-    "direct": _direct, "bridge": _bridge, "macvtap": _macvtap}
+def _ovs(kind: str) -> Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool, ExitStack], Topology]:
+    """`bridge`'s shape on an Open vSwitch bridge of the run's (its daemons started here, in the run's
+    namespace, stopped when the topology goes), on the datapath `kind` names (ovs.DATAPATH_TYPES). The
+    bridge's one flow is OVS's default: NORMAL, a learning switch, as a Linux bridge is."""
+    def build(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool,
+              daemons: ExitStack) -> Topology:
+        plan, tap, bridge = AddressPlan.for_run(names.run_id), tap_name(names.run_id), names.link("ibo")
+        sw = daemons.enter_context(ovs.private_ovs(names.run_id, ovs.DATAPATH_TYPES[kind], bridge,
+                                                   lambda: enter_netns(names.netns)))
+        _add_tap(ipr, tap, None, multi_queue=False)
+        ports = [_veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer),
+                       plan.host, plan.prefixlen)]
+        pair = None
+        if native:
+            stand_ipr = namespace(names.stand_in)
+            ports.append(_veth(ipr, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in, stand_ipr,
+                               plan.stand_in, plan.prefixlen))
+            pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
+        adds = [arg for port in (tap, *ports) for arg in ("--", "add-port", bridge, port)][1:]
+        sw.vsctl(*adds)
+        return Topology(names.netns, tap, plan, ipr, pair, kind=kind, client_netns=names.peer, ports=tuple(ports),
+                        ovs=sw)
+    return build
+
+
+_BUILDERS: dict[str, Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool, ExitStack], Topology]] = {
+    "direct": _direct, "bridge": _bridge, "macvtap": _macvtap, "ovs": _ovs("ovs"), "ovs-netdev": _ovs("ovs-netdev")}
 
 
 OFFLOADS = {"tso": "tx-tcp-segmentation", "gso": "tx-generic-segmentation", "gro": "rx-gro",
@@ -458,7 +496,8 @@ def missing_capabilities(status: str | None = None) -> list[str]:
 
 
 # The kernel module each topology needs beyond tun and veth, and where its driver lives in the tree.
-MODULES = {"bridge": ("bridge", "net/bridge/bridge.ko"), "macvtap": ("macvtap", "drivers/net/macvtap.ko")}
+MODULES = {"bridge": ("bridge", "net/bridge/bridge.ko"), "macvtap": ("macvtap", "drivers/net/macvtap.ko"),
+           "ovs": ("openvswitch", "net/openvswitch/openvswitch.ko")}
 
 
 def _char_majors(path: Path) -> set[str]:
@@ -476,6 +515,8 @@ def support_problem(kind: str, sys_module: Path = Path("/sys/module"), lib_modul
                     proc_devices: Path = Path("/proc/devices")) -> str | None:
     """Why this kernel cannot build topology `kind` (None: it can): its module is neither loaded nor
     built in nor installed (modules.builtin / modules.dep of the running kernel)."""
+    if kind in ovs.DATAPATH_TYPES and (why := ovs.problem()):
+        return f"topology {kind} cannot run: {why}"
     if kind not in MODULES:
         return None
     name, path = MODULES[kind]
@@ -489,7 +530,8 @@ def support_problem(kind: str, sys_module: Path = Path("/sys/module"), lib_modul
         except OSError:
             continue
     return (f"topology {kind} needs the kernel's {name} module, which this kernel ({os.uname().release}) has neither "
-            f"loaded, built in nor installed: install the kernel's modules package or use --topology direct")
+            f"loaded, built in nor installed: install the kernel's modules package or use --topology "
+            + ("ovs-netdev (Open vSwitch's userspace datapath, no module)" if kind == "ovs" else "direct"))
 
 
 def can_create_netns() -> tuple[bool, str]:

@@ -24,7 +24,7 @@ from typing import Any
 from qemu.qmp import ExecInterruptedError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from iobench.errors import CellFailed, UserError
+from iobench.errors import CellFailed, UserError, exit_status
 from iobench.guest import ERROR_MARKER, READY_MARKER, GuestImage
 from iobench.stale import VM_DIR_PREFIX, hold, release
 from iobench.topology import enter_netns
@@ -187,11 +187,7 @@ class VM:
     def exit_text(self) -> str:
         assert self.proc is not None
         code = self.proc.poll()
-        if code is None:
-            return "still running"
-        if code < 0:
-            return f"qemu exited (signal {-code})"
-        return f"qemu exited (status {code})"
+        return "still running" if code is None else f"qemu exited ({exit_status(code)})"
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -80,7 +80,11 @@ def test_plan_prints_cells_and_command_lines(capsys) -> None:
 
 def test_topologies_are_checked_and_counted(tmp_path: Path) -> None:
     s = scenario.load(ROOT / "scenarios/topology.toml")
-    assert s.topology == ("direct", "bridge", "macvtap") and scenario.Scenario().topology == ("direct",)
+    assert s.topology == ("all",) and scenario.Scenario().topology == ("direct",)
+    from iobench import topologies
+    chosen, unavailable = topologies.resolve(s.topology, lambda n: "no module" if n == "ovs" else None)
+    assert chosen == ("direct", "bridge", "ovs-netdev", "macvtap") and unavailable == {"ovs": "no module"}
+    assert topologies.resolve(("bridge",), lambda n: "never asked") == (("bridge",), {})
     bad = tmp_path / "bad.toml"
     bad.write_text('[run]\ntopology = ["direct", "ovs-dpdk"]\n')
     with pytest.raises(UserError, match=r"\[run\] topology = \['direct', 'ovs-dpdk'\] is not allowed: expected a "

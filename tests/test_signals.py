@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
-from iobench import switch
+from iobench import ovs, switch
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +32,14 @@ def processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.parametrize(("sig", "code", "topology", "backend"), [
     (signal.SIGINT, 130, "bridge", "e1000"), (signal.SIGTERM, 143, "macvtap", "e1000"),
+    pytest.param(signal.SIGINT, 130, "ovs-netdev", "e1000",
+                 marks=pytest.mark.skipif(ovs.problem() is not None, reason=f"{ovs.problem()}")),
     (signal.SIGHUP, 129, "direct", "vhost-user" if switch.problem() is None else "e1000")])
 def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, sig: int, code: int,
                                                   topology: str, backend: str) -> None:
-    """Ctrl-C is sent over the bridge topology, SIGTERM over macvtap: their bridge, macvtap, veths and
-    peer namespaces go too. A closed terminal hits a vhost-user run: its switch and its directory go."""
+    """Ctrl-C is sent over the bridge topology and over a private Open vSwitch, SIGTERM over macvtap: their
+    bridge, OVS daemons and directory, macvtap, veths and peer namespaces go too. A closed terminal hits a
+    vhost-user run: its switch and its directory go."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "iobench", "run", "--accel", "tcg", "--backend", backend, "--direction", "rx",
          "--duration", "6", "--repeats", "1", "--topology", topology, "--out", str(tmp_path)],
@@ -57,6 +60,7 @@ def test_signal_mid_traffic_cleans_up_and_records(guest_image, tmp_path: Path, s
     assert not [n for n in netns.listnetns() if run_id in n]
     assert not processes_mentioning(f"ibt{run_id[-8:]}")  # no QEMU (or testpmd) holding the run's tap
     assert not processes_mentioning(f"iobench-switch-{run_id}") and not list(Path("/tmp").glob(f"iobench-switch-{run_id}-*"))
+    assert not processes_mentioning(f"iobench-ovs-{run_id}") and not list(Path("/tmp").glob(f"iobench-ovs-{run_id}-*"))
     assert not [i for i in os.listdir("/sys/class/net") if i.endswith((f"{run_id[-8:]}a", f"{run_id[-8:]}b"))
                 or i == f"ibb{run_id[-8:]}"]  # no bridge or veth of the run's left in the root namespace
     assert not list(tmp_path.glob(".*partial"))

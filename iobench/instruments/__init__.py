@@ -27,6 +27,7 @@ from iobench.instruments.harness import HarnessCPU
 from iobench.instruments.host_side import HostSide
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
+from iobench.instruments.ovs import OvsCounters
 from iobench.instruments.placement import Placement
 from iobench.instruments.pmd import PmdCounters
 from iobench.instruments.sched import SchedFacts
@@ -65,6 +66,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("host-side", _always, HostSide),
     Entry("proc", _always, ProcCounters),
     Entry("pmd", _always, lambda run: PmdCounters()),
+    Entry("ovs", _always, lambda run: OvsCounters()),
     Entry("client-cpu", _always, lambda run: ClientCPU()),
     Entry("placement", _always, Placement),
     Entry("sched", _always, SchedFacts),

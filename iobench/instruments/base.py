@@ -29,6 +29,7 @@ from typing import Any
 
 from iobench.backends import Backend
 from iobench.measure import CellId
+from iobench.ovs import Ovs
 from iobench.scenario import Scenario
 from iobench.store import ResultsWriter
 from iobench.switch import Switch
@@ -64,6 +65,7 @@ class Boot:
     facts: dict[str, Any] = field(default_factory=dict)
     host_offloads: Callable[[], dict[str, dict[str, bool | None]]] | None = None  # the topology's interfaces'
     switch: Switch | None = None  # the userspace switch serving this VM's rings (vhost-user), if any
+    ovs: Ovs | None = None  # the topology's Open vSwitch the VM's tap is a port of (ovs, ovs-netdev), if any
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Window:
     topology: str = "direct"  # the host side of the tap the window runs over (iobench.topologies)
     port_stats: Callable[[], dict[str, dict[str, int]]] | None = None  # the bridge's ports' counters, by name
     host_offloads: Callable[[], dict[str, dict[str, bool | None]]] | None = None  # as Boot's (native windows)
+    ovs: Ovs | None = None  # the topology's own Open vSwitch (ovs, ovs-netdev), whose bridge the window crosses
 
     @property
     def traffic(self) -> bool:

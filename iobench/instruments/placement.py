@@ -48,8 +48,10 @@ class Placement(Instrument):
         found = placement.vm_threads(boot.vm)
         if boot.switch is not None:  # the poll-mode switch: its poll core and helpers, one role
             found["pmd"] = [(t.tid, t.comm) for t in boot.switch.threads()]
+        if boot.ovs is not None:  # the topology's Open vSwitch: ovs-vswitchd's threads, one role
+            found["ovs"] = [(t.tid, t.comm) for t in boot.ovs.threads()]
         roles = placement.roles_for(sum(r.startswith("vcpu") for r in found), "vhost" in found, "iothread" in found,
-                                    pmd="pmd" in found)
+                                    pmd="pmd" in found, ovs="ovs" in found)
         made = self._plan(mode, roles, f"{boot.backend.name}:{mode}")
         pinned = placement.pin_all(found, made)
         wrong = [p for p in pinned if p.wrong]
