@@ -323,10 +323,12 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
     """SIGINT once round 1 is in the inner run's checkpoint publishes round 1. The trigger is the run's own
     record, not a progress line, so a real L1 stall before it (the lab then resumes in a new L1 and names
     round 2 `e1000/r2-l1attempt2`) changes nothing: the checks hold whichever L1 measured a cell. (The
-    fixture above provokes such a loss before the kill hook's trigger.)"""
+    fixture above provokes such a loss before the kill hook's trigger.) It runs over the `ovs` topology, Open
+    vSwitch's kernel datapath, which only the lab's kernel has here: a private OVS per round inside L1, its
+    lookups in every row, and nothing of it (nor of the lab) left after the SIGINT."""
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "iobench", "lab", "run", "--backend", "e1000", "--duration", "2",
-                             "--omit", "1", "--repeats", "2", "--out", str(out)],
+                             "--omit", "1", "--repeats", "2", "--topology", "ovs", "--out", str(out)],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     assert proc.stderr is not None
@@ -349,7 +351,11 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
         ("e1000", "rx", 1, "ok"), ("e1000", "tx", 1, "ok")}
     rows = list(csv.DictReader((run_dir / "rows.csv").open()))
     assert len(rows) == 2 and all(int(r["exits"]) > 0 for r in rows)
+    # the kernel datapath switched the window's frames: its flow cache looked them up (and searched masks)
+    assert all(r["topology"] == "ovs" and int(r["ovs_hits"]) + int(r["ovs_misses"]) > 0 and r["ovs_masks_hit"] != ""
+               for r in rows), rows
     assert (run_dir / "report.md").exists() and "the cells finished so far are in" in text
+    assert "## Open vSwitch" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".*"))  # no staging or lab dir left
     test_nothing_of_the_lab_is_left_on_the_host(None)
 
