@@ -73,8 +73,7 @@ class Ovs:
 
     @property
     def env(self) -> dict[str, str]:
-        d = str(self.directory)
-        return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d, "OVS_SYSCONFDIR": d}
+        return _env(self.directory)
 
     @property
     def db_socket(self) -> Path:
@@ -100,9 +99,6 @@ class Ovs:
                             f"{(got.stderr or got.stdout).strip()[:300]}" + _last_words(self.directory))
         return got.stdout
 
-    def alive(self) -> bool:
-        return self.db.poll() is None and (self.vswitchd is None or self.vswitchd.poll() is None)
-
     def check_alive(self) -> None:
         for name, proc in (("ovsdb-server", self.db), ("ovs-vswitchd", self.vswitchd)):
             if proc is not None and proc.poll() is not None:
@@ -122,6 +118,12 @@ class Ovs:
         (an upcall to the handler) and that were lost (the upcall queue was full), flows installed, and
         for the kernel datapath its mask lookups (`masks: hit:` — subtables searched)."""
         return parse_dpctl_show(self.appctl("dpctl/show", "-s"))
+
+
+def _env(directory: Path) -> dict[str, str]:
+    """Every path OVS takes from its build (run, log, database, configuration) pointed into `directory`."""
+    d = str(directory)
+    return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d, "OVS_SYSCONFDIR": d}
 
 
 _COUNTER = re.compile(r"(\w[\w/]*):(\d+(?:\.\d+)?)")
@@ -154,18 +156,17 @@ def _last_words(directory: Path, lines: int = 2) -> str:
 
 @contextmanager
 def private_ovs(run_id: str, datapath_type: str, bridge: str, enter_netns: Callable[[], None],
-                timeout: float = START_TIMEOUT_S, keep_logs: Path | None = None) -> Iterator[Ovs]:
+                timeout: float = START_TIMEOUT_S) -> Iterator[Ovs]:
     """Start the run's ovsdb-server and ovs-vswitchd (the latter in the run's namespace, through
     `enter_netns`) with one bridge on `datapath_type`, and wait until the bridge exists; stop both and
-    remove their directory on exit, whatever happened (their logs copied to `keep_logs` first)."""
+    remove their directory on exit, whatever happened."""
     if (why := problem()) is not None:
         raise UserError(f"topology {'ovs' if datapath_type == 'system' else 'ovs-netdev'} cannot run: {why}.")
     directory = Path(tempfile.mkdtemp(prefix=f"{OVS_DIR_PREFIX}{run_id}-"))
     lock = hold(directory)
     sw: Ovs | None = None
     try:
-        env = {**os.environ, **{k: str(directory) for k in ("OVS_RUNDIR", "OVS_LOGDIR", "OVS_DBDIR",
-                                                             "OVS_SYSCONFDIR")}}
+        env = _env(directory)
         db_file = directory / "conf.db"
         subprocess.run(["ovsdb-tool", "create", str(db_file), str(SCHEMA)], check=True, capture_output=True,
                        env=env, timeout=CTL_TIMEOUT_S)
@@ -185,10 +186,6 @@ def private_ovs(run_id: str, datapath_type: str, bridge: str, enter_netns: Calla
         try:
             if sw is not None:
                 stop(sw)
-            if keep_logs is not None:
-                keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in directory.glob("*.log"):
-                    shutil.copyfile(log, keep_logs / log.name)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
             release(lock)

@@ -324,14 +324,7 @@ def _bridge(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], na
     ipr.link("set", index=ipr.link_lookup(ifname=bridge)[0], state="up")
     _add_tap(ipr, tap, None, multi_queue=False)
     _enslave(ipr, tap, bridge)
-    ports = [_veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer),
-                   plan.host, plan.prefixlen, bridge=bridge)]
-    pair = None
-    if native:
-        stand_ipr = namespace(names.stand_in)
-        ports.append(_veth(ipr, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in, stand_ipr,
-                           plan.stand_in, plan.prefixlen, bridge=bridge))
-        pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
+    ports, pair = _switch_ports(names, ipr, namespace, native, plan, bridge)
     return Topology(names.netns, tap, plan, ipr, pair, kind="bridge", client_netns=names.peer, bridge=bridge,
                     ports=tuple(ports))
 
@@ -362,6 +355,21 @@ def _macvtap(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], n
                     char_device=_char_device(names.netns, tap))
 
 
+def _switch_ports(names: _Names, ipr: IPRoute, namespace: Callable[[str], IPRoute], native: bool,
+                  plan: AddressPlan, bridge: str | None) -> tuple[list[str], NativePair | None]:
+    """A switch's ports besides the tap: the peer's veth and, for the native row, the stand-in's veth
+    (`.3` of the guest's /24); enslaved to Linux bridge `bridge` where one is given (OVS adds its own)."""
+    ports = [_veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer),
+                   plan.host, plan.prefixlen, bridge=bridge)]
+    pair = None
+    if native:
+        stand_ipr = namespace(names.stand_in)
+        ports.append(_veth(ipr, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in, stand_ipr,
+                           plan.stand_in, plan.prefixlen, bridge=bridge))
+        pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
+    return ports, pair
+
+
 def _ovs(kind: str) -> Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool, ExitStack], Topology]:
     """`bridge`'s shape on an Open vSwitch bridge of the run's (its daemons started here, in the run's
     namespace, stopped when the topology goes), on the datapath `kind` names (ovs.DATAPATH_TYPES). The
@@ -372,14 +380,7 @@ def _ovs(kind: str) -> Callable[[_Names, IPRoute, Callable[[str], IPRoute], bool
         sw = daemons.enter_context(ovs.private_ovs(names.run_id, ovs.DATAPATH_TYPES[kind], bridge,
                                                    lambda: enter_netns(names.netns)))
         _add_tap(ipr, tap, None, multi_queue=False)
-        ports = [_veth(ipr, names.link("ibv", "a"), names.link("ibv", "b"), names.peer, namespace(names.peer),
-                       plan.host, plan.prefixlen)]
-        pair = None
-        if native:
-            stand_ipr = namespace(names.stand_in)
-            ports.append(_veth(ipr, names.link("ibw", "a"), names.link("ibw", "b"), names.stand_in, stand_ipr,
-                               plan.stand_in, plan.prefixlen))
-            pair = NativePair(names.stand_in, ports[-1], names.link("ibw", "b"), plan.stand_in, stand_ipr)
+        ports, pair = _switch_ports(names, ipr, namespace, native, plan, bridge=None)
         adds = [arg for port in (tap, *ports) for arg in ("--", "add-port", bridge, port)][1:]
         sw.vsctl(*adds)
         return Topology(names.netns, tap, plan, ipr, pair, kind=kind, client_netns=names.peer, ports=tuple(ports),
