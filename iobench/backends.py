@@ -48,6 +48,7 @@ class Backend:
     timer_moderation_off: tuple[str, str] | None = None
     qemu_args: tuple[str, ...] = ()  # a variant's raw QEMU arguments, after the scenario's
     switch: str = ""  # the userspace switch serving the rings ("testpmd": vhost-user; iobench.switch)
+    qemu: str = ""  # another QEMU build for this backend's VMs ("": the system's; iobench.qemubuilds)
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -174,6 +175,7 @@ class Variant:
     queues: int = 1
     guest: tuple[tuple[str, str, str], ...] = ()
     qemu_args: tuple[str, ...] = ()  # raw QEMU arguments for this variant's VMs only (a CPU model, a -global)
+    qemu: str = ""  # another QEMU binary for this variant's VMs (an A/B of two builds: iobench ab)
 
 
 def qemu_value(value: object) -> str:
@@ -189,10 +191,11 @@ def make(variant: Variant) -> Backend:
     knobs = ", ".join([*(f"{k}={v}" for k, v in (*variant.device, *variant.netdev)),
                        *([f"{variant.queues} queue pairs"] if variant.queues > 1 else []),
                        *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest),
-                       *([" ".join(variant.qemu_args)] if variant.qemu_args else [])])
+                       *([" ".join(variant.qemu_args)] if variant.qemu_args else []),
+                       *([f"QEMU {variant.qemu}"] if variant.qemu else [])])
     return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
                    base=base.name, device_props=(*base.device_props, *variant.device), netdev_props=variant.netdev,
-                   queues=variant.queues, guest=variant.guest, qemu_args=variant.qemu_args)
+                   queues=variant.queues, guest=variant.guest, qemu_args=variant.qemu_args, qemu=variant.qemu)
 
 
 def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:

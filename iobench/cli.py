@@ -21,6 +21,7 @@ from iobench import __version__
 from iobench.commands import ab as ab_command
 from iobench.commands import db as db_command
 from iobench.commands import host as host_command
+from iobench.commands import qemu as qemu_command
 from iobench.errors import CellFailed, Terminated, UserError, stop_signals_unwind
 from iobench.topologies import TOPOLOGIES
 
@@ -202,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--qemu-arg", action="append", default=[],
                       help="with --scenario: a raw QEMU argument for every VM of the run (repeatable): gate a "
                            "candidate QEMU setting, or inject a change to see that the gate catches it")
+    gate.add_argument("--max-repeats", type=int, metavar="N",
+                      help="with --scenario: while cells are inconclusive, run their backends again (the scenario's "
+                           "repeats at a time) and judge the pooled rounds, up to N repeats per cell; the error over "
+                           "the looks is held (docs/gate.md)")
     gate.add_argument("--accel", choices=("auto", "kvm", "tcg", "lab"),
                       help="with --scenario: the accelerator of the run it starts (e.g. kvm on a CI runner with /dev/kvm)")
     _add_environment_option(gate)
@@ -223,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_options(fleet_run)
 
     host_command.add_parser(sub)
+    qemu_command.add_parser(sub)
     ab_command.add_parser(sub)
     db_command.add_parser(sub)
 
@@ -727,9 +733,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from iobench import gate, results
 
     started = _time.monotonic()
-    if (args.backend or args.qemu_arg or args.accel or args.environment) and not args.scenario:
-        raise UserError("--backend, --qemu-arg, --accel and --environment shape the run that --scenario starts; a "
-                        "finished run is judged as it is.")
+    if (args.backend or args.qemu_arg or args.accel or args.environment or args.max_repeats) and not args.scenario:
+        raise UserError("--backend, --qemu-arg, --accel, --environment and --max-repeats shape the runs that "
+                        "--scenario starts; a finished run is judged as it is.")
+    if args.max_repeats is not None and (args.max_repeats < 2 or args.update_baseline):
+        raise UserError(f"--max-repeats {args.max_repeats}: give at least 2, and not with --update-baseline "
+                        "(a baseline is made of whole runs).")
     early = None  # a missing or unreadable baseline is said before a long run, not after it
     if args.scenario and args.baseline and not args.update_baseline and not args.baseline_history:
         early = gate.load_baseline(args.baseline)
@@ -750,7 +759,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
             raise UserError("--update-baseline writes the file --baseline names: give it.")
         return _write_baseline(args, [results.load(d) for d in args.directory[:-1]] + [run])
     baseline = early or _baseline(args, run)
-    result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
+    if args.max_repeats:
+        from iobench import sequential
+
+        def run_more(backends: list[str], repeats: int) -> Any:
+            return results.load(_run_scenario_for_gate(args.scenario, args.out, backends, args.qemu_arg, args.accel,
+                                                       args.environment, extra=[f"--repeats={repeats}"]))
+
+        result = sequential.gate_until_decided(run, baseline, run_more, args.max_repeats, args.allow_partial,
+                                               args.backend, log=_log)
+    else:
+        result = gate.gate(run, baseline, allow_partial=args.allow_partial, only_backends=args.backend)
     _record_verdicts(directory, run, baseline, result, args)
     return show_gate(args, directory, run, baseline, result, _time.monotonic() - started if args.scenario else None)
 
@@ -810,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"run": cmd_run, "plan": cmd_plan, "backends": cmd_backends, "image": cmd_image, "doctor": cmd_doctor,
                 "exitbench": cmd_exitbench, "lab": cmd_lab, "report": cmd_report, "plot": cmd_plot,
                 "compare": cmd_compare, "clean": cmd_clean, "gate": cmd_gate, "db": db_command.run,
-                "fleet": cmd_fleet, "host": host_command.run,
+                "fleet": cmd_fleet, "host": host_command.run, "qemu": qemu_command.run,
                 "ab": lambda a: ab_command.run(a, _run_scenario_for_gate, show_gate)}
     try:
         with stop_signals_unwind():

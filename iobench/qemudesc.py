@@ -89,19 +89,29 @@ def describe(models: tuple[str, ...], qemu: str = "qemu-system-x86_64") -> Descr
 
 
 def _qmp_schema(qemu: str) -> list[dict[str, Any]]:
-    """query-qmp-schema of a QEMU with no machine (it starts in a few ms and runs nothing)."""
+    """query-qmp-schema of a QEMU with no machine (it starts in a few ms and runs nothing).
+
+    A QEMU that cannot start here (e.g. a build copied away from the modules it loads TCG from) is a
+    UserError with QEMU's own last words, not a protocol traceback."""
     from qemu.qmp.legacy import QEMUMonitorProtocol
 
     with tempfile.TemporaryDirectory(prefix="iobench-qmp-") as tmp:
         sock = str(Path(tmp) / "qmp.sock")
         mon = QEMUMonitorProtocol(sock, server=True)
-        proc = subprocess.Popen([qemu, "-M", "none", "-nodefaults", "-display", "none", "-qmp", f"unix:{sock}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with (Path(tmp) / "stderr").open("wb") as err:
+            proc = subprocess.Popen([qemu, "-M", "none", "-accel", "tcg", "-nodefaults", "-display", "none",
+                                     "-qmp", f"unix:{sock}"], stdout=subprocess.DEVNULL, stderr=err)
         try:
-            mon.accept(timeout=TIMEOUT_S)
-            schema = mon.cmd("query-qmp-schema")
+            try:
+                mon.accept(timeout=TIMEOUT_S)
+                schema = mon.cmd("query-qmp-schema")
+            except Exception as exc:
+                said = (Path(tmp) / "stderr").read_text(errors="replace").strip().splitlines()
+                raise UserError(f"{qemu} did not start here ({said[-1] if said else type(exc).__name__}): "
+                                "give a QEMU build that runs on this host with its modules and firmware.") from exc
+            finally:
+                mon.close()
         finally:
-            mon.close()
             proc.terminate()  # nothing runs in it: SIGTERM ends it at once
             try:
                 proc.wait(timeout=5)
@@ -127,12 +137,30 @@ def check_value(kind: str, value: str) -> str | None:
 
 
 def check_variants(variants: tuple[Any, ...], origin: str, qemu: str = "qemu-system-x86_64") -> None:
-    """Every knob of every variant against this QEMU's description: one error naming the file, the
-    variant and the key (UserError, exit 2) before anything starts."""
+    """Every knob of every variant against the description of the QEMU that will run it (its own `qemu`,
+    checked to be a QEMU first, or `qemu`): one error naming the file, the variant and the key
+    (UserError, exit 2) before anything starts."""
+    from iobench import qemubuilds
+
+    by_binary: dict[str, list[Any]] = {}
+    for v in variants:
+        by_binary.setdefault(v.qemu or qemu, []).append(v)
+    for binary, group in by_binary.items():
+        if binary == qemu:
+            _check_knobs(tuple(group), origin, binary)
+            continue
+        try:  # a variant's own build: a QEMU (-version), and one that starts here (its schema)
+            qemubuilds.version(binary)
+            _check_knobs(tuple(group), origin, binary)
+        except UserError as exc:
+            if str(exc).startswith(origin):  # a knob's error names its variant itself
+                raise
+            raise UserError(f"{origin}: [backends.{group[0].name}] {exc}") from None
+
+
+def _check_knobs(variants: tuple[Any, ...], origin: str, qemu: str) -> None:
     from iobench import backends
 
-    if not variants:
-        return
     desc = describe(tuple(sorted({backends.BACKENDS[v.base].device for v in variants})), qemu)
     problems = []
     for v in variants:

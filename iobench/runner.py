@@ -32,6 +32,7 @@ from iobench import (
     labwatch,
     placement,
     provenance,
+    qemubuilds,
     qemudesc,
     summary,
     switch,
@@ -52,7 +53,7 @@ from iobench.measure import (
 from iobench.scenario import Scenario, Workload, as_dict
 from iobench.schema import Row
 from iobench.store import ResultsWriter, disk_refused, new_run_id
-from iobench.vm import VM, VMConfig
+from iobench.vm import QEMU_BINARY, VM, VMConfig
 
 Log = Callable[[str], None]
 NATIVE = "native"
@@ -269,10 +270,11 @@ def _described(name: str, scn: Scenario) -> dict[str, Any]:
     if name == NATIVE:
         return {"summary": "no VM: iperf3 between two namespaces over veth, the ceiling of every backend"}
     b = backends.catalog(scn.variants)[name]
+    built = {"qemu": qemubuilds.record(b.qemu or QEMU_BINARY)}
     if not b.base:
-        return {"summary": b.summary}
+        return {"summary": b.summary} | built
     return {"summary": b.summary, "base": b.base, "device": dict(b.device_props), "netdev": dict(b.netdev_props),
-            "queues": b.queues, "guest": [list(g) for g in b.guest]}
+            "queues": b.queues, "guest": [list(g) for g in b.guest]} | built
 
 
 @dataclass
@@ -363,8 +365,9 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
         name=backend.name, accel=choice_accel, image=image,
         nic_args=backends.nic_args(backend, topo_tap, tap_fd, mac, socket, choice_accel),
         guest_cidr=guest_cidr, memory_mb=scn.memory_mb, vcpus=scn.vcpus, netns=netns,
-        pass_fds=(tap_fd,) if tap_fd is not None else (),
-        extra_args=(*backends.shared_memory_args(backend, scn.memory_mb), *scn.qemu_args, *backend.qemu_args),
+        pass_fds=(tap_fd,) if tap_fd is not None else (), qemu=backend.qemu or QEMU_BINARY,
+        extra_args=(*(qemubuilds.data_args(backend.qemu) if backend.qemu else ()),
+                    *backends.shared_memory_args(backend, scn.memory_mb), *scn.qemu_args, *backend.qemu_args),
         cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
     )
 

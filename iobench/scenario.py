@@ -63,6 +63,7 @@ File layout (every key optional; defaults below):
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -75,7 +76,7 @@ from iobench.errors import UserError
 
 BACKEND_NAMES = ("e1000", "virtio", "vhost", "e1000e", "rtl8139", "native")
 _VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args")
+_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args", "qemu")
 _GUEST_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -360,8 +361,13 @@ def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
         if not isinstance(qemu_args, list) or not all(isinstance(a, str) for a in qemu_args):
             raise UserError(f"{where}: qemu_args = {qemu_args!r}: expected a list of strings, e.g. "
                             '["-cpu", "host,kvm-pv-eoi=off"].')
+        qemu = spec.get("qemu", "")
+        if not isinstance(qemu, str) or (spec.get("qemu") is not None and not qemu.strip()):
+            raise UserError(f"{where}: qemu = {qemu!r}: expected the path of a qemu-system-x86_64 binary, e.g. "
+                            "one `iobench qemu fetch` unpacked.")
         out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"], queues,
-                           _guest_knobs(spec.get("guest", {}), where), tuple(qemu_args)))
+                           _guest_knobs(spec.get("guest", {}), where), tuple(qemu_args),
+                           os.path.expanduser(qemu) if qemu else ""))
     return tuple(out)
 
 
@@ -415,7 +421,7 @@ def validate(s: Scenario, origin: str) -> None:
 def as_dict(s: Scenario) -> dict[str, Any]:
     out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
     out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev),
-                        "queues": v.queues, "guest": [list(g) for g in v.guest], "qemu_args": list(v.qemu_args)}
+                        "queues": v.queues, "guest": [list(g) for g in v.guest], "qemu_args": list(v.qemu_args), "qemu": v.qemu}
                        for v in s.variants]
     out["more_workloads"] = [asdict(w) for w in s.more_workloads]
     return out

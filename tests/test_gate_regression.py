@@ -1,7 +1,8 @@
 """The gate catches a real, injected regression and judges an identical build unchanged, in one TCG job.
 
 One real run (`iobench run --order abba`) of three backends of the CI scenario's guest->host stream:
-virtio, `virtio-copy` (virtio under another name: nothing changed) and `virtio-notso` (QEMU's virtio-net
+virtio, `virtio-copy` (virtio on the same QEMU build copied to another path with its modules: `qemu = PATH`, nothing
+changed) and `virtio-notso` (QEMU's virtio-net
 no longer offers TSO to the guest, `-global virtio-net-pci.host_tso4=off`, as a QEMU upgrade that lost a
 default would: the guest then sends every MTU-sized segment as its own frame). Rounds alternate their
 order, so whatever drifts during the job falls on all three. Judged as `iobench ab` judges B against A,
@@ -16,6 +17,7 @@ One job of 9 boots replaces the three runs (30 boots) this test took with a base
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ CI_SCENARIO = Path(__file__).parent.parent / "scenarios" / "ci.toml"
 VARIANTS = """
 [backends.virtio-copy]
 base = "virtio"
+qemu = "{qemu_copy}"
 
 [backends.virtio-notso]
 base = "virtio"
@@ -40,7 +43,15 @@ qemu_args = ["-global", "virtio-net-pci.host_tso4=off"]
 def job(guest_image, tmp_path_factory: pytest.TempPathFactory) -> results.RunData:
     out = tmp_path_factory.mktemp("ab-job")
     path = out / "ci-ab.toml"
-    path.write_text(CI_SCENARIO.read_text() + VARIANTS)
+    qemu_copy = out / "another-path" / "bin" / "qemu-system-x86_64"
+    qemu_copy.parent.mkdir(parents=True)
+    shutil.copy2(shutil.which("qemu-system-x86_64") or "", qemu_copy)
+    # as a build installed under another prefix: QEMU finds its modules (Debian's TCG is one) relative to its
+    # binary, and iobench points it at the firmware beside it (-L <prefix>/share/qemu, .../seabios)
+    (out / "another-path" / "lib").mkdir()
+    (out / "another-path" / "lib" / "x86_64-linux-gnu").symlink_to("/usr/lib/x86_64-linux-gnu")
+    (out / "another-path" / "share").symlink_to("/usr/share")
+    path.write_text(CI_SCENARIO.read_text() + VARIANTS.format(qemu_copy=qemu_copy))
     # ABBA over three backends keeps the middle one in the middle of every round; the identical pair
     # (virtio, virtio-copy) takes the ends, so that each runs first and last alike and a position effect
     # (seen in one CI run: the middle one 9% slower in two rounds of three, judged worse at Holm p = 0.038)
@@ -69,6 +80,13 @@ def test_rounds_alternate_their_order(job) -> None:
 
 
 def test_an_identical_build_is_judged_not_worse(job) -> None:
+    # the copy ran on its own path, the same version, and run.json says so
+    system, copy = (job.meta["backends"][n]["qemu"] for n in ("virtio", "virtio-copy"))
+    assert copy["binary"].endswith("another-path/bin/qemu-system-x86_64") and system["binary"] != copy["binary"]
+    assert copy["version"] == system["version"] and "QEMU emulator version" in copy["version"]
+    for r in (1, 2, 3):
+        argv = json.loads((job.directory / "raw" / "virtio-copy" / f"r{r}" / "qemu-cmdline.json").read_text())
+        assert argv[0] == copy["binary"] and argv[argv.index("-L") + 1].endswith("another-path/share/qemu")
     result = judged(job, "virtio", "virtio-copy")
     assert result.blocking == [] and result.exit_code == 0, [v for v in result.verdicts if v.verdict == "worse"]
     assert {v.drift_source for v in result.verdicts} == {"none (A and B in one job)"}

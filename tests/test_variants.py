@@ -50,7 +50,7 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     # run.json records every variant's base and knobs
     assert scenario.as_dict(scn)["variants"][0] == {"name": "virtio-packed", "base": "virtio",
                                                    "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {},
-                                                   "queues": 1, "guest": [], "qemu_args": []}
+                                                   "queues": 1, "guest": [], "qemu_args": [], "qemu": ""}
     # "all" runs the variants too; a vhost variant needs what vhost needs (TCG has no vhost-net)
     chosen, unavailable = select_backends(("all",), "tcg", scn.variants)
     assert [c for c in chosen if c != "vhost-user"] == ["e1000", "virtio", "virtio-packed", "e1000-nomit", "native"]
@@ -63,7 +63,8 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     ('[backends.x]\nbase = "ne2k_pci"\n',
      "base = 'ne2k_pci': expected one of e1000, virtio, vhost, vhost-user, vhost-nooffload, e1000e, rtl8139"),
     ('[backends.x]\nbase = "virtio"\nmtu = 9000\n',
-     "unknown key 'mtu': allowed are base, device, netdev, queues, guest, qemu_args"),
+     "unknown key 'mtu': allowed are base, device, netdev, queues, guest, qemu_args, qemu"),
+    ('[backends.x]\nbase = "virtio"\nqemu = 10\n', "qemu = 10: expected the path of a qemu-system-x86_64 binary"),
     ('[backends.x]\nbase = "virtio"\nqemu_args = "-cpu host"\n', "qemu_args = '-cpu host': expected a list of strings"),
     ('[backends.x]\nbase = "virtio"\nnetdev = { vhost = true }\n', "netdev.vhost is set by iobench itself"),
     ('[backends.x]\nbase = "virtio"\ndevice = { netdev = "n1" }\n', "device.netdev is set by iobench itself"),
@@ -93,6 +94,47 @@ def test_knobs_are_checked_against_this_qemus_own_description(tmp_path: Path) ->
     assert "[backends.e1000-nomit] device.mitigation = 'sometimes': expected true or false (bool)" in text
     assert "[backends.vhost-poll50] netdev.poll-ms: a tap netdev has no such property" in text
     assert info.value.exit_code == 2
+
+
+def test_a_variants_own_qemu_is_checked_before_anything_starts_and_runs_its_vms(tmp_path: Path) -> None:
+    """`qemu = PATH`: missing, not executable, or not a QEMU is one sentence naming the variant (exit 2);
+    a real build (here the system's, copied to another path) is described on its own, its knobs checked
+    against it, and its VMs start it, with -L only for a build that carries its firmware beside it."""
+    import shutil
+
+    from iobench import qemubuilds, runner
+
+    def check(qemu: str) -> str:
+        scn = _load(tmp_path, f'[backends.other]\nbase = "virtio"\nqemu = "{qemu}"\ndevice = {{ packed = true }}\n')
+        with pytest.raises(UserError) as info:
+            qemudesc.check_variants(scn.variants, scn.source)
+        assert info.value.exit_code == 2 and "[backends.other]" in str(info.value)
+        return str(info.value)
+
+    assert "does not exist" in check(str(tmp_path / "nowhere" / "qemu"))
+    (tmp_path / "plain").write_text("#!/bin/sh\necho hello\n")
+    assert "is not an executable file" in check(str(tmp_path / "plain"))
+    (tmp_path / "plain").chmod(0o755)
+    assert "is not a QEMU" in check(str(tmp_path / "plain")) and "'hello'" in check(str(tmp_path / "plain"))
+    copy = tmp_path / "prefix" / "bin" / "qemu-system-x86_64"
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(shutil.which("qemu-system-x86_64") or "", copy)
+    # QEMU finds its modules relative to its binary: a copy without them does not start (Debian's loads TCG
+    # from one), which is said before anything starts; with them beside it, it is the same build elsewhere
+    assert "did not start here (qemu-system-x86_64: fatal: could not load module" in check(str(copy))
+    (tmp_path / "prefix" / "lib").mkdir()
+    (tmp_path / "prefix" / "lib" / "x86_64-linux-gnu").symlink_to("/usr/lib/x86_64-linux-gnu")
+    (tmp_path / "prefix" / "share").mkdir()
+    scn = _load(tmp_path, f'[backends.other]\nbase = "virtio"\nqemu = "{copy}"\ndevice = {{ packed = true }}\n')
+    qemudesc.check_variants(scn.variants, scn.source)
+    other = backends.catalog(scn.variants)["other"]
+    assert other.qemu == str(copy) and f"QEMU {copy}" in other.summary
+    cfg = runner.vm_config(scn, other, "tcg", None, "tap0", "198.18.0.2/30", None)  # type: ignore[arg-type]
+    assert cfg.qemu == str(copy) and "-L" not in cfg.extra_args  # no firmware of its own beside it
+    (tmp_path / "prefix" / "share" / "qemu").mkdir()  # a build with its own firmware folder
+    cfg = runner.vm_config(scn, other, "tcg", None, "tap0", "198.18.0.2/30", None)  # type: ignore[arg-type]
+    assert cfg.extra_args[:2] == ("-L", str(tmp_path / "prefix" / "share" / "qemu"))
+    assert qemubuilds.record(str(copy))["version"] == qemubuilds.record("qemu-system-x86_64")["version"]
 
 
 def test_qemus_help_and_schema_are_parsed() -> None:
