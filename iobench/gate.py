@@ -405,19 +405,23 @@ def power(baseline: dict[str, Any], repeats: int, one_job: bool = False) -> list
 
 
 def judge(cells: Sequence[_Cell], medians: Sequence[tuple[float, float]], bound: Sequence[str],
-          matters: float = decide.MATTERS) -> list[Verdict]:
-    """Every cell metric's verdict; Holm's adjustment runs over the family of cells judged together."""
+          matters: float = decide.MATTERS, looks: int = 1) -> list[Verdict]:
+    """Every cell metric's verdict; Holm's adjustment runs over the family of cells judged together.
+    `looks`: the gate may judge these cells this many times as repeats are added (`iobench gate
+    --max-repeats`, iobench.sequential); each look spends ALPHA / looks (and an "ok" its share of the
+    confidence), so that over all looks an unchanged cell is still called worse with at most ALPHA."""
     changes = [c.change() for c in cells]
     family = len(cells)
+    alpha, ok_level = decide.ALPHA / looks, 1 - (1 - decide.OK_LEVEL) / looks
     p_worse = decide.holm([ch.p_worse(c.threshold) for ch, c in zip(changes, cells, strict=True)])
     p_better = decide.holm([ch.p_better(c.threshold) for ch, c in zip(changes, cells, strict=True)])
     out = []
     for c, ch, pw, pb, (mb, mc), hb in zip(cells, changes, p_worse, p_better, medians, bound, strict=True):
-        if pw < decide.ALPHA:
+        if pw < alpha:
             verdict = "worse"
-        elif pb < decide.ALPHA:
+        elif pb < alpha:
             verdict = "better"
-        elif ch.rules_out(matters):
+        elif ch.rules_out(matters, ok_level):
             verdict = "ok"
         else:
             verdict = "inconclusive"
@@ -425,19 +429,20 @@ def judge(cells: Sequence[_Cell], medians: Sequence[tuple[float, float]], bound:
         backend, direction, workload, metric = c.key
         out.append(Verdict(backend, direction, workload, metric, mb, mc, round(ch.ratio, 4), round(low, 4),
                            round(high, 4), round(pw, 5), round(c.threshold, 4),
-                           round(decide.detectable(ch.se, c.threshold, family, ch.df), 4),
-                           decide.repeats_for(c.noise, c.threshold, family, matters), round(c.noise.between, 4),
+                           round(decide.detectable(ch.se, c.threshold, family * looks, ch.df), 4),
+                           decide.repeats_for(c.noise, c.threshold, family * looks, matters), round(c.noise.between, 4),
                            c.drift_source, verdict, hb))
     return out
 
 
 def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = False,
-         only_backends: Collection[str] | None = None, one_job: bool = False) -> GateResult:
+         only_backends: Collection[str] | None = None, one_job: bool = False, looks: int = 1) -> GateResult:
     """Judge every baseline cell and metric. A run with failed cells, or cells with fewer repeats
     than the run asked for, is not comparable (a missing repeat would pass silently) unless
     `allow_partial`; then it is judged on what it has, and the gaps are noted. `only_backends`: the
     user chose to run these backends only; the baseline's others are named, not judged. `one_job`: the
-    baseline is the A side of the same run (`iobench ab`): no run-to-run drift between the two."""
+    baseline is the A side of the same run (`iobench ab`): no run-to-run drift between the two. `looks`:
+    how many times these cells may be judged as repeats are added (`judge`)."""
     env, scenario = environment(run.meta), run.meta.get("scenario", {})
     blocking, notes = comparability(baseline["environment"], env)
     if only_backends:
@@ -480,7 +485,7 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
         cells.append(judged)
         medians.append(pair)
         bound.append(hb)
-    verdicts = judge(cells, medians, bound) + set_aside if cells or set_aside else []
+    verdicts = judge(cells, medians, bound, looks=looks) + set_aside if cells or set_aside else []
     order = {(c["backend"], c["direction"], c["workload"], c["metric"]): i for i, c in enumerate(baseline["cells"])}
     verdicts.sort(key=lambda v: order[(v.backend, v.direction, v.workload, v.metric)])
     if missing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -284,7 +285,12 @@ def test_a_gate_job_without_its_baseline_says_so_before_running(tmp_path: Path, 
                  "--out", str(tmp_path / "out"), "--environment", "github-hosted-ubuntu-24.04"]) == 2
     assert "no baseline at" in capsys.readouterr().err and not (tmp_path / "out").exists()
     assert main(["gate", str(tmp_path), "--baseline", str(tmp_path / "none.json"), "--accel", "kvm"]) == 2
-    assert "shape the run that --scenario starts" in capsys.readouterr().err
+    assert "shape the runs that --scenario starts" in capsys.readouterr().err
+    assert main(["gate", str(tmp_path), "--baseline", str(tmp_path / "none.json"), "--max-repeats", "9"]) == 2
+    assert "shape the runs that --scenario starts" in capsys.readouterr().err
+    assert main(["gate", "--scenario", str(ci), "--baseline", str(tmp_path / "none.json"), "--max-repeats", "1",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--max-repeats 1: give at least 2" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_an_environment_label_is_checked(tmp_path: Path, capsys) -> None:
@@ -330,3 +336,70 @@ def test_plan_says_what_a_gate_could_see_before_running(data: Path, tmp_path: Pa
     out = capsys.readouterr().out
     assert "what a gate of 5 repeats against" in out and "never could against this baseline" in out
     assert main(["plan", "--power", str(tmp_path / "none.json")]) == 2
+
+
+def _synthetic(run: results.RunData, repeats: int, rng: random.Random, cv: float = 0.03,
+               scale: dict[tuple[str, str], float] | None = None, backends: Sequence[str] | None = None) -> results.RunData:
+    """`run`'s cells measured `repeats` times: every gated metric with lognormal noise of `cv`, scaled per
+    (backend, metric) by `scale`; on a real KVM host (the lab's markers removed), so the drift floor is KVM's."""
+    import pandas as pd
+
+    rows = run.rows[run.rows["backend"].isin(backends or run.rows["backend"].unique())]
+    frames = []
+    for r in range(1, repeats + 1):
+        one = rows.copy()
+        one["repeat"] = r
+        for metric in ("throughput_bps", "exits_per_packet", "irq_injections_per_packet", "copies_per_packet_measured",
+                       "cpu_us_per_packet"):
+            one[metric] = [v * math.exp(rng.gauss(0, cv)) * (scale or {}).get((b, metric), 1.0)
+                           for v, b in zip(one[metric], one["backend"], strict=True)]
+        frames.append(one)
+    cells = [{**c, "repeat": r} for r in range(1, repeats + 1) for c in run.meta["cells"]
+             if c["repeat"] == 1 and c["backend"] in set(rows["backend"])]
+    host = {k: v for k, v in run.meta["host"].items()}
+    meta = dict(run.meta, environment="host", host=host, cells=cells,
+                scenario=dict(run.meta["scenario"], repeats=repeats))
+    meta.pop("lab", None)
+    return results.RunData(run.directory, meta, pd.concat(frames, ignore_index=True), run.summary, run.timeline)
+
+
+def test_sequential_repeats_decide_what_one_look_left_open(data: Path) -> None:
+    """`--max-repeats`: the backends with an inconclusive cell that more repeats would sharpen, and only
+    they, run again; a true +12% in virtio's host->guest exits per packet that 3 repeats cannot call is
+    called worse once pooled rounds can; cells decided at the first look keep that decision; cells that
+    more repeats cannot sharpen (rates, against KVM's drift floor) are not run again; the looks' error is
+    spent by Bonferroni."""
+    from iobench import sequential
+
+    rng = random.Random(7)
+    base_run = lab_run(data)
+    baseline = gate.make_baseline([_synthetic(base_run, 5, rng) for _ in range(4)], "seq")
+    assert gate.drift_kind(baseline["environment"]) == "kvm"
+    change = {("virtio", "exits_per_packet"): 1.12}
+    first = _synthetic(base_run, 3, rng, scale=change)
+    asked: list[tuple[list[str], int]] = []
+
+    def run_more(backends: list[str], repeats: int) -> results.RunData:
+        asked.append((backends, repeats))
+        return _synthetic(base_run, repeats, rng, scale=change, backends=backends)
+
+    one_look = {(v.backend, v.direction, v.metric): v for v in gate.gate(first, baseline, looks=4).verdicts}
+    assert one_look[("virtio", "rx", "exits_per_packet")].verdict == "inconclusive"
+    assert one_look[("virtio", "tx", "exits_per_packet")].verdict == "worse"
+    result = sequential.gate_until_decided(first, baseline, run_more, 12, log=lambda m: None)
+    assert sequential.looks_planned(3, 12) == 4 and 1 <= len(asked) <= 3 and all(n == 3 for _, n in asked)
+    assert "vhost" not in asked[0][0] and "native" not in asked[0][0]  # only rates open there: drift-bound
+    assert all(set(later) <= set(asked[0][0]) for later, _ in asked)  # only what stayed open runs again
+    by_key = {(v.backend, v.direction, v.metric): v for v in result.verdicts}
+    assert by_key[("virtio", "rx", "exits_per_packet")].verdict == "worse"
+    assert by_key[("virtio", "rx", "exits_per_packet")].detectable < one_look[("virtio", "rx", "exits_per_packet")].detectable
+    for v in one_look.values():  # decided at the first look: kept as they were
+        if v.verdict != "inconclusive":
+            assert by_key[(v.backend, v.direction, v.metric)] == v
+    assert not [v for v in result.verdicts if v.verdict == "worse" and v.backend != "virtio"]
+    assert result.exit_code == 1 and "Bonferroni over the looks" in result.notes[-1]
+    assert any("not run again" in n for n in result.notes)
+    # the pooled run numbers the later rounds after the earlier ones, per backend
+    pooled = sequential.pooled([first, run_more(["virtio"], 3)])
+    assert sorted(pooled.rows[pooled.rows["backend"] == "virtio"]["repeat"].unique()) == [1, 2, 3, 4, 5, 6]
+    assert sorted(pooled.rows[pooled.rows["backend"] == "e1000"]["repeat"].unique()) == [1, 2, 3]
