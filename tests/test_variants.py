@@ -355,3 +355,34 @@ def test_a_variants_qemu_arguments_go_to_its_vms_only(tmp_path: Path) -> None:
     base = runner.vm_config(scn, cat["virtio"], "tcg", image, "tap0", "198.18.0.2/30", None).extra_args
     assert own == ("-global", "x.y=1", "-cpu", "host,kvm-pv-eoi=off") and base == ("-global", "x.y=1")
     assert scenario.as_dict(scn)["variants"][0]["qemu_args"] == ["-cpu", "host,kvm-pv-eoi=off"]
+
+
+def test_qemu_fetch_unpacks_another_suites_build_beside_the_systems(tmp_path: Path) -> None:
+    """`iobench qemu fetch`: bookworm-backports' qemu-system-x86 with its firmware, through a private apt
+    state (the host's apt sources untouched), unpacked under a folder named by its version, reachable by
+    the suite's name, a QEMU that starts here with its own firmware; a second fetch reuses the tree."""
+    import subprocess
+
+    from iobench import qemubuilds
+
+    sources = sorted(Path("/etc/apt").rglob("*"))
+    try:
+        binary = qemubuilds.fetch(root=tmp_path)
+    except UserError as exc:
+        if "check that http://deb.debian.org/debian is reachable" in str(exc):
+            pytest.skip(f"Debian's archive is not reachable from here: {exc}")
+        raise
+    assert binary.is_file() and binary.parent.parent.parent.name.startswith("1_10.")  # the epoch's ':' made '_'
+    assert (tmp_path / "bookworm-backports").resolve() == binary.parent.parent.parent
+    assert "QEMU emulator version 10." in qemubuilds.version(str(tmp_path / "bookworm-backports/usr/bin/qemu-system-x86_64"))
+    assert qemubuilds.data_args(str(binary)) == ("-L", str(binary.parent.parent / "share/qemu"),
+                                                 "-L", str(binary.parent.parent / "share/seabios"))
+    assert sorted(Path("/etc/apt").rglob("*")) == sources and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    proc = subprocess.run([str(binary), "-M", "pc", "-accel", "tcg", "-nodefaults", "-display", "none", "-S",
+                           *qemubuilds.data_args(str(binary)), "-qmp", "stdio"], input='{"execute":"qmp_capabilities"}\n'
+                          '{"execute":"quit"}\n', capture_output=True, text=True, timeout=60, check=False)
+    assert '"major": 10' in proc.stdout and "could not load" not in proc.stderr, proc.stderr
+    again = qemubuilds.fetch(root=tmp_path)
+    assert again == binary
+    with pytest.raises(UserError, match="a Debian suite name"):
+        qemubuilds.fetch("bookworm backports; rm", root=tmp_path)
