@@ -60,3 +60,70 @@ def test_the_exits_figure_stacks_reasons_when_they_were_counted(data: Path) -> N
         assert npf.patches[0].get_height() == pytest.approx(600 / row["packets"])
     finally:
         plots.close(fig)
+
+
+def _fake_tracefs(root: Path) -> Path:
+    """A tracefs tree as the lab's L1 kernel has it (its captured formats), whose files take what is
+    written to them: the commands the counter sends, in order, without a kernel to obey them."""
+    for event in ("kvm_exit", "kvm_entry", "kvm_mmio", "kvm_pio", "kvm_msr", "kvm_userspace_exit"):
+        d = root / "events" / "kvm" / event
+        d.mkdir(parents=True)
+        captured = DATA / "tracefs" / f"{event}.format"
+        (d / "format").write_text(captured.read_text() if captured.exists() else "print fmt: \"\"\n")
+        (d / "trigger").write_text("")
+        (d / "hist").write_text("\nTotals:\n    Hits: 0\n    Entries: 0\n    Dropped: 0\n")
+    synth = root / "events" / "synthetic" / exitreasons.SYNTH
+    synth.mkdir(parents=True)
+    (synth / "hist").write_text("\nTotals:\n    Hits: 0\n")
+    (synth / "trigger").write_text("")
+    (root / "synthetic_events").write_text("")
+    return root
+
+
+def test_triggers_are_armed_once_per_run_and_only_cleared_per_window(tmp_path: Path, monkeypatch) -> None:
+    """What the counter tells the kernel: every trigger added once (the counting ones paused) when it is
+    made; per window only clear, cont (sites, exits, then handling times) and pause in reverse — no
+    trigger added or removed, so no tracepoint is enabled or disabled per window (no kernel text
+    patched); every trigger and the synthetic event removed when it closes. The alternate A/B's
+    counter (once=False) adds them at each window's start and removes them at its end."""
+    from iobench import stale
+    from iobench.counters import tracefs
+
+    monkeypatch.setattr(exitreasons, "LOCK", tmp_path / "lock")
+    monkeypatch.setattr(stale, "LOCK_DIR", tmp_path)
+    root = _fake_tracefs(tmp_path / "tracefs")
+    written: list[str] = []
+    real = tracefs.add_trigger
+    monkeypatch.setattr(tracefs, "add_trigger", lambda event, line: (written.append(line), real(event, line))[1])
+    tracer = exitreasons.ExitReasons(root)
+    try:
+        assert tracer.armed and tracer.timed and set(tracer.sites) == set(exitreasons.SITE_TRIGGERS)
+        added = [w for w in written if not w.startswith("!")]
+        assert f"{exitreasons.EXIT_TRIGGER}:pause" in added and exitreasons.ENTRY_TRIGGER in added
+        for _ in range(3):
+            written.clear()
+            tracer.start()
+            tracer.pause()
+            tracer.stop()
+            counting = len(tracer.sites) + 2  # the sites, the exits, the handling times
+            assert [w.rsplit(":", 1)[1] for w in written] == ["clear"] * counting + ["cont"] * counting + \
+                ["pause"] * counting * 2, written
+            conts = [w for w in written if w.endswith(":cont")]
+            assert conts[-2:] == [f"{exitreasons.EXIT_TRIGGER}:cont", f"{exitreasons.TIME_TRIGGER}:cont"]
+        written.clear()
+    finally:
+        tracer.close()
+    assert f"!{exitreasons.EXIT_TRIGGER}" in written and f"!{exitreasons.ENTRY_TRIGGER}" in written
+    assert (root / "synthetic_events").read_text().splitlines()[-1] == f"!{exitreasons.SYNTH_DEF}"
+    written.clear()
+    per_window = exitreasons.ExitReasons(root, once=False)
+    try:
+        assert not per_window.armed
+        written.clear()
+        per_window.start()
+        assert f"{exitreasons.EXIT_TRIGGER}:pause" in written
+        written.clear()
+        per_window.stop()
+        assert f"!{exitreasons.EXIT_TRIGGER}" in written and not per_window.armed
+    finally:
+        per_window.close()

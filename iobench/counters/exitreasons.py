@@ -24,6 +24,12 @@ Reason names come from the tracepoint's own print format (`__print_symbolic` tab
 `events/kvm/kvm_exit/format`), never from a table of ours. Hist triggers soft-enable their event:
 nothing is written to the trace ring buffer.
 
+The triggers are armed once for the run, their counting paused, and per window only cleared, let
+count and paused again: enabling a tracepoint patches kernel text (a static key: int3 and IPIs to every
+CPU), which in the lab's L1 under multi-threaded TCG is what its stall diagnoses caught vCPUs looping in;
+per window it now happens never, per run once. (The timing chain's two variable-defining triggers cannot
+be paused, so they stay live for the run: handling times cost a little between windows too.)
+
 One user per kernel at a time (the triggers are global): a run holds /run/iobench/exitreasons.lock.
 """
 
@@ -166,7 +172,12 @@ def problem(tracefs: Path = TRACEFS) -> str | None:
 class ExitReasons:
     """Count exits by reason (and their handling time) per window: `start()` / `stop()`."""
 
-    def __init__(self, tracefs: Path = TRACEFS) -> None:
+    def __init__(self, tracefs: Path = TRACEFS, once: bool = True) -> None:
+        """`once`: arm every trigger once, for the whole run, and per window only clear and let count
+        (`start`/`stop`); else arm and remove them every window (the exit_reasons = "alternate" A/B,
+        whose rounds without them must have nothing armed)."""
+        self.once = once
+        self.armed = False
         why = problem(tracefs)
         if why:
             raise ExitReasonsUnavailable(why)
@@ -189,15 +200,16 @@ class ExitReasons:
             self._remove()  # left by a killed run: we hold the lock, so nobody uses them
             self.timed = self._define_synthetic()
             self.time_na = "" if self.timed else f"the kernel refused the synthetic event {SYNTH} ({self.synth_error})"
-            self._try_once()
             self.sites, self.sites_na, self.site_names = self._try_sites()
+            self._try_once()
         except BaseException:
             self.close()
             raise
 
     def _try_once(self) -> None:
-        """Arm and clear every trigger once before the first window, so that a kernel that refuses
-        one says so here (counts without handling time, or no exit reasons at all), not mid-run."""
+        """Arm every trigger once before the first window (and, unless they stay armed for the run,
+        remove them again), so that a kernel that refuses one says so here (counts without handling
+        time, or no exit reasons at all), not mid-run."""
         try:
             tracefs.add_trigger(self.exit, EXIT_TRIGGER)
             tracefs.add_trigger(self.exit, f"!{EXIT_TRIGGER}")
@@ -207,11 +219,13 @@ class ExitReasons:
         if not self.timed:
             return
         try:
-            self.start()
-            self.stop()
+            self._arm()
+            if not self.once:
+                self._disarm()
         except OSError as exc:
             self.time_na = f"the kernel refused the handling-time triggers ({exc.strerror}{tracefs.kernel_said(self.tracefs)})"
             self._remove()
+            self.armed = False
             self.timed = False
 
     def _try_sites(self) -> tuple[dict[str, tuple[Path, str]], dict[str, str], dict[str, dict[int, str]]]:
@@ -261,19 +275,35 @@ class ExitReasons:
         again, "variable already defined")."""
         return [*self.sites.values(), (self.exit, EXIT_TRIGGER), *([(self.synth, TIME_TRIGGER)] if self.timed else [])]
 
-    def start(self) -> None:
-        """Arm every trigger, the counting ones paused; then let them count, the exits last but one.
+    def _arm(self) -> None:
+        """Add every trigger, the counting ones paused.
 
-        Why in two steps: adding a trigger enables its tracepoint, which patches kernel text (a
-        static key: int3 and IPIs to every CPU); in the lab's L1, under TCG, that takes tens of ms
-        per event, and the guest exits meanwhile. Armed one by one and counting at once, the exit
-        count ran ~40 ms ahead of the window KVM's statistics measure (1.2% more exits than KVM
-        counted in one e1000 tx window). `cont` only clears a flag, so the count now starts right
-        before the window's first sample of KVM's statistics (the instruments' order puts it there).
-        Of the timing chain, only its counting end (the synthetic event's histogram) is paused."""
+        Why paused: adding a trigger enables its tracepoint, which patches kernel text (a static key:
+        int3 and IPIs to every CPU); in the lab's L1, under TCG, that takes tens of ms per event, and
+        the guest exits meanwhile. Armed one by one and counting at once, the exit count ran ~40 ms
+        ahead of the window KVM's statistics measure (1.2% more exits than KVM counted in one e1000 tx
+        window). Of the timing chain, only its counting end (the synthetic event's histogram) is paused:
+        the two triggers that define variables cannot be (the kernel refuses to parse them again)."""
         counting = set(self._counting())
         for event, trigger in self._triggers():
             tracefs.add_trigger(event, f"{trigger}:pause" if (event, trigger) in counting else trigger)
+        self.armed = True
+
+    def _disarm(self) -> None:
+        for event, trigger in reversed(self._triggers()):
+            tracefs.add_trigger(event, f"!{trigger}")
+        self.armed = False
+
+    def start(self) -> None:
+        """Let the counting triggers count from zero, in order (the sites, the exits, then the handling
+        times): armed once for the run (`once`) they are only cleared here, so no tracepoint is enabled
+        or disabled per window — no kernel text patched, no IPIs — which in the lab's L1 under
+        multi-threaded TCG is the live code patching its stall diagnoses point at; `cont` and `clear`
+        only set flags and empty tables. Otherwise they are armed here and removed by `stop`."""
+        if not self.armed:
+            self._arm()
+        for event, trigger in self._counting():
+            tracefs.add_trigger(event, f"{trigger}:clear")
         for event, trigger in self._counting():
             tracefs.add_trigger(event, f"{trigger}:cont")
 
@@ -284,14 +314,14 @@ class ExitReasons:
             tracefs.add_trigger(event, f"{trigger}:pause")
 
     def stop(self) -> tuple[WindowCounts, str]:
-        """Pause (if `pause` was not called), read the histograms and remove the triggers (the counts
-        restart with the next window). Returns the counts and the raw hist texts (kept in raw/)."""
+        """Pause (if `pause` was not called) and read the histograms (the next `start` clears them; without
+        `once` the triggers are removed here). Returns the counts and the raw hist texts (kept in raw/)."""
         self.pause()
         exit_text = (self.exit / "hist").read_text()
         time_text = (self.synth / "hist").read_text() if self.timed else ""
         site_texts = {kind: (event / "hist").read_text() for kind, (event, _) in self.sites.items()}
-        for event, trigger in reversed(self._triggers()):
-            tracefs.add_trigger(event, f"!{trigger}")
+        if not self.once:
+            self._disarm()
         counts = WindowCounts(parse_hist(_only(exit_text, EXIT_TRIGGER)), parse_hist(time_text),
                               {kind: parse_hist(text) for kind, text in site_texts.items()})
         raw = exit_text + ("\n# handling time\n" + time_text if time_text else "")

@@ -43,7 +43,9 @@ class ExitReasons(Instrument):
         if run.accel != "kvm":
             return f"exit reasons: no KVM exits under {run.accel}"
         try:
-            self.tracer = exitreasons.ExitReasons()
+            # armed once for the run, except for the A/B of their own cost, whose rounds without them
+            # must have nothing armed
+            self.tracer = exitreasons.ExitReasons(once=scn.exit_reasons != "alternate")
         except exitreasons.ExitReasonsUnavailable as exc:
             run.log(f"exit reasons unavailable here: {exc}")
             return f"exit reasons unavailable here: {exc}"
