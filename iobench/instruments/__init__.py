@@ -25,6 +25,8 @@ from iobench.instruments.fault_hook import FaultHook
 from iobench.instruments.guest_driver import GuestDriver
 from iobench.instruments.harness import HarnessCPU
 from iobench.instruments.host_side import HostSide
+from iobench.instruments.kvm_hold import KvmHold
+from iobench.instruments.kvm_hold import wanted as kvm_hold_wanted
 from iobench.instruments.kvm_stats import KvmStats
 from iobench.instruments.link import LinkCounters
 from iobench.instruments.ovs import OvsCounters
@@ -73,6 +75,7 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("copy-trace", _always, CopyTrace),
     Entry("exit-reasons", _always, ExitReasons),
     Entry("guest-driver", _always, GuestDriver),
+    Entry("kvm-hold", kvm_hold_wanted, KvmHold),
     Entry("fault-hook", lambda run: any(f in FaultHook.faults for f, _ in faults.injected()), lambda run: FaultHook()),
 )
 
