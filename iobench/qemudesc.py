@@ -140,28 +140,28 @@ def check_variants(variants: tuple[Any, ...], origin: str, qemu: str = "qemu-sys
     """Every knob of every variant against the description of the QEMU that will run it (its own `qemu`,
     checked to be a QEMU first, or `qemu`): one error naming the file, the variant and the key
     (UserError, exit 2) before anything starts."""
-    from iobench import qemubuilds
+    from iobench import backends, qemubuilds
 
     by_binary: dict[str, list[Any]] = {}
     for v in variants:
         by_binary.setdefault(v.qemu or qemu, []).append(v)
     for binary, group in by_binary.items():
+        models = tuple(sorted({backends.BACKENDS[v.base].device for v in group}))
         if binary == qemu:
-            _check_knobs(tuple(group), origin, binary)
-            continue
-        try:  # a variant's own build: a QEMU (-version), and one that starts here (its schema)
-            qemubuilds.version(binary)
-            _check_knobs(tuple(group), origin, binary)
-        except UserError as exc:
-            if str(exc).startswith(origin):  # a knob's error names its variant itself
-                raise
-            raise UserError(f"{origin}: [backends.{group[0].name}] {exc}") from None
+            desc = describe(models, binary)
+        else:
+            try:  # a variant's own build: a QEMU (-version), and one that starts here (its schema)
+                qemubuilds.version(binary)
+                desc = describe(models, binary)
+            except UserError as exc:
+                names = ", ".join(f"[backends.{v.name}]" for v in group)
+                raise UserError(f"{origin}: {names} {exc}") from None
+        _check_knobs(tuple(group), origin, desc)
 
 
-def _check_knobs(variants: tuple[Any, ...], origin: str, qemu: str) -> None:
+def _check_knobs(variants: tuple[Any, ...], origin: str, desc: Description) -> None:
     from iobench import backends
 
-    desc = describe(tuple(sorted({backends.BACKENDS[v.base].device for v in variants})), qemu)
     problems = []
     for v in variants:
         model = backends.BACKENDS[v.base].device
@@ -170,8 +170,9 @@ def _check_knobs(variants: tuple[Any, ...], origin: str, qemu: str) -> None:
                 where = f"[backends.{v.name}] {section}.{key}"
                 if key not in known:
                     what = f"{model} has" if section == "device" else "a tap netdev has"
+                    lister = f"-device {model},help" if section == "device" else "-netdev"
                     problems.append(f"{where}: {what} no such property in {desc.version} "
-                                    f"(`{qemu} {'-device ' + model + ',help' if section == 'device' else '-netdev'}` lists them)")
+                                    f"(`{desc.qemu} {lister}` lists them)")
                 elif why := check_value(known[key], value):
                     problems.append(f"{where} = {value!r}: {why} ({known[key]})")
     if problems:
