@@ -121,7 +121,7 @@ def test_triggers_are_armed_once_per_run_and_only_cleared_per_window(tmp_path: P
         assert not per_window.armed
         written.clear()
         per_window.start()
-        assert f"{exitreasons.EXIT_TRIGGER}:pause" in written
+        assert f"{exitreasons.EXIT_TRIGGER}:pause" in written and not any(w.endswith(":clear") for w in written)
         written.clear()
         per_window.stop()
         assert f"!{exitreasons.EXIT_TRIGGER}" in written and not per_window.armed

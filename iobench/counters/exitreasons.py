@@ -299,11 +299,12 @@ class ExitReasons:
         times): armed once for the run (`once`) they are only cleared here, so no tracepoint is enabled
         or disabled per window — no kernel text patched, no IPIs — which in the lab's L1 under
         multi-threaded TCG is the live code patching its stall diagnoses point at; `cont` and `clear`
-        only set flags and empty tables. Otherwise they are armed here and removed by `stop`."""
-        if not self.armed:
+        only set flags and empty tables. Otherwise they are armed here, empty, and removed by `stop`."""
+        if self.armed:
+            for event, trigger in self._counting():
+                tracefs.add_trigger(event, f"{trigger}:clear")
+        else:
             self._arm()
-        for event, trigger in self._counting():
-            tracefs.add_trigger(event, f"{trigger}:clear")
         for event, trigger in self._counting():
             tracefs.add_trigger(event, f"{trigger}:cont")
 
