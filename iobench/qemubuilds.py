@@ -32,6 +32,13 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 PACKAGES = ("qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios")
 VERSION_RE = re.compile(r"QEMU emulator version (\S+)")
 DATA_DIRS = ("qemu", "seabios")  # under <prefix>/share: where a build's ROMs and BIOS are
+BINARY = Path("usr") / "bin" / "qemu-system-x86_64"  # in an unpacked tree
+
+
+def fetched(suite: str = DEFAULT_SUITE, root: Path | None = None) -> Path:
+    """Where `fetch` leaves the suite's current build: the binary under the suite's link, a path a
+    scenario can keep across versions."""
+    return (root or guest.cache_root() / "qemu") / suite / BINARY
 
 
 def version(binary: str) -> str:
@@ -104,7 +111,7 @@ def fetch(suite: str = DEFAULT_SUITE, root: Path | None = None) -> Path:
     if match is None:
         raise UserError(f"{suite} has no qemu-system-x86 for this architecture.")
     tree = base / match[1].replace(":", "_")
-    binary = tree / "usr" / "bin" / "qemu-system-x86_64"
+    binary = tree / BINARY
     if not binary.exists():
         debs = state / "debs"
         shutil.rmtree(debs, ignore_errors=True)
@@ -117,7 +124,7 @@ def fetch(suite: str = DEFAULT_SUITE, root: Path | None = None) -> Path:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
         shutil.rmtree(debs)
         partial.rename(tree)  # complete or absent: a fetch cut short leaves only .partial
-    link = base / suite  # the suite's current build under a name a scenario can keep
+    link = base / suite  # the suite's current build under a name a scenario can keep (`fetched`)
     if not link.is_symlink() or os.readlink(link) != tree.name:
         tmp = base / f".{suite}.link"
         tmp.unlink(missing_ok=True)

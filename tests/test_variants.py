@@ -374,7 +374,8 @@ def test_qemu_fetch_unpacks_another_suites_build_beside_the_systems(tmp_path: Pa
         raise
     assert binary.is_file() and binary.parent.parent.parent.name.startswith("1_10.")  # the epoch's ':' made '_'
     assert (tmp_path / "bookworm-backports").resolve() == binary.parent.parent.parent
-    assert "QEMU emulator version 10." in qemubuilds.version(str(tmp_path / "bookworm-backports/usr/bin/qemu-system-x86_64"))
+    assert qemubuilds.fetched(root=tmp_path) == tmp_path / "bookworm-backports/usr/bin/qemu-system-x86_64"
+    assert "QEMU emulator version 10." in qemubuilds.version(str(qemubuilds.fetched(root=tmp_path)))
     assert qemubuilds.data_args(str(binary)) == ("-L", str(binary.parent.parent / "share/qemu"),
                                                  "-L", str(binary.parent.parent / "share/seabios"))
     assert sorted(Path("/etc/apt").rglob("*")) == sources and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())

@@ -18,10 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run(args: argparse.Namespace) -> int:
-    from iobench import guest, qemubuilds
+    from iobench import qemubuilds
 
     binary = qemubuilds.fetch(args.suite)
-    stable = guest.cache_root() / "qemu" / args.suite / "usr" / "bin" / "qemu-system-x86_64"
+    stable = qemubuilds.fetched(args.suite)
     print(qemubuilds.version(str(binary)))
     print(f"binary: {binary}")
     print(f"in a scenario: [backends.<name>] base = \"virtio\"  qemu = \"{stable}\"")
