@@ -117,10 +117,10 @@ def _sharpened(baseline: dict[str, Any], repeats: int, max_repeats: int) -> set[
     """The cell metrics whose detectable change `max_repeats` would shrink by a tenth or more against
     `repeats` (gate.power, the model's own answer): only those are worth more rounds; where the
     between-run drift dominates, no number of repeats moves it."""
-    now = {(p.backend, p.direction, p.workload, p.metric): p.detectable for p in gate.power(baseline, repeats)}
-    later = {(p.backend, p.direction, p.workload, p.metric): p.detectable for p in gate.power(baseline, max_repeats)}
+    now = {_key(p): p.detectable for p in gate.power(baseline, repeats)}
+    later = {_key(p): p.detectable for p in gate.power(baseline, max_repeats)}
     return {k for k, d in now.items() if later[k] < 0.9 * d}
 
 
-def _key(v: gate.Verdict) -> tuple[str, str, str, str]:
+def _key(v: gate.Verdict | gate.Power) -> gate.Key:
     return (v.backend, v.direction, v.workload, v.metric)
