@@ -164,9 +164,17 @@ def rr_argv(spec: TrafficSpec) -> list[str]:
 def parse_rr(text: str, message_bytes: int) -> TrafficResult:
     """Parse sockperf ping-pong's summary. Transactions are the round trips of the whole run (the
     window the counters cover); the rate and percentiles are sockperf's, over its valid duration.
-    Raises CellFailed with sockperf's own text when it has no result."""
+    Raises CellFailed with sockperf's own text when it has no result, GuestUnresponsive when the
+    replies stopped before its warm-up ended (a hung path, not a measurement)."""
     clean = _ANSI.sub("", text)
     total, valid = _TOTAL.search(clean), _VALID.search(clean)
+    if total and not valid and int(total["recv"]) > 0:
+        # One request in flight at a time and no reply timeout: a ping-pong whose replies stop waits out
+        # its timer. Answers that stopped inside the warm-up mean the path (guest, switch) hung mid-window
+        # while the VM still runs: boot again, like an iperf3 that cannot reach the guest any more.
+        raise GuestUnresponsive(
+            f"the path stopped answering: sockperf got {total['recv']} replies, then none for the rest of its "
+            f"{float(total['t']):.1f} s (request {total['sent']} never answered)")
     if not total or not valid or int(total["recv"]) == 0:
         said = [ln for ln in clean.splitlines() if "ERROR" in ln or "error" in ln]
         raise CellFailed("sockperf completed no round trip: " + (said[-1] if said else clean.strip()[-200:]))
