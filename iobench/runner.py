@@ -472,8 +472,9 @@ def _vm_boot_and_measure(ctx: _Context, topo: topology.Topology, backend: backen
             try:
                 ctx.ok(cell, _measure_vm_cell(ctx, topo, boot, cell, idle))
             except CellFailed as exc:
-                # dead or hung: boot again (a switch that died or failed once is not trusted with another window)
-                gone = not vm.alive() or (sw is not None and not sw.alive())
+                # dead or hung (a QEMU whose monitor stopped answering included): boot again (a switch that
+                # died or failed once is not trusted with another window)
+                gone = not vm.alive() or vm.wedged or (sw is not None and not sw.alive())
                 if gone or isinstance(exc, traffic.GuestUnresponsive | switch.SwitchFailed):
                     log(f"{tag}: {cell.direction}: {str(exc).splitlines()[0]}")
                     return cells[i:], str(exc)

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from iobench.topology import enter_netns
 
 QEMU_BINARY = "qemu-system-x86_64"
 QMP_TIMEOUT_S = 30.0
+KILL_WAIT_S = 20.0  # SIGKILL -> reaped: a process still there by then is stuck in the kernel
 
 
 class VMLaunchFailure(CellFailed):
@@ -106,6 +108,22 @@ def build_argv(cfg: VMConfig, rundir: Path) -> list[str]:
     ]
 
 
+def _threads_in_kernel(pid: int) -> str:
+    """Each thread's name, state and kernel stack (/proc/<pid>/task/*/stack, root only), on one line."""
+    said = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            name = (task / "comm").read_text().strip()
+            state = next((ln.split(":", 1)[1].strip() for ln in (task / "status").read_text().splitlines()
+                          if ln.startswith("State:")), "?")
+            stack = " < ".join(ln.split()[-1] for ln in (task / "stack").read_text().splitlines()[:8])
+        except OSError as exc:
+            said.append(f"{task.name}: {exc.strerror}")
+            continue
+        said.append(f"{task.name} {name} {state}: {stack or '(no kernel stack)'}")
+    return "; ".join(said) or "(no threads left to read)"
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -126,6 +144,9 @@ class VM:
     qmp: QEMUMonitorProtocol | None = field(init=False, default=None)
     boot_seconds: float = field(init=False, default=0.0)
     ready_line: str = field(init=False, default="")
+    # A QMP command got no answer while QEMU runs: its main loop is stuck (seen in the lab: query-stats
+    # waiting for a vCPU that never left KVM_RUN). Nothing more is asked of it; the runner boots again.
+    wedged: bool = field(init=False, default=False)
     _lock: int | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -219,7 +240,9 @@ class VM:
         try:
             return self.qmp.cmd(cmd, **args)
         except TimeoutError as exc:
-            raise self.failure(f"QMP command {cmd} got no answer in {QMP_TIMEOUT_S:.0f} s") from exc
+            self.wedged = True
+            raise self.failure(f"QMP command {cmd} got no answer in {QMP_TIMEOUT_S:.0f} s: QEMU's monitor is "
+                               "stuck") from exc
         except (ExecInterruptedError, EOFError, OSError) as exc:
             # The connection went away under the command: QEMU died (a counter is read once a
             # second during traffic, so a death lands mid-command sooner or later). Say how it ended.
@@ -235,16 +258,22 @@ class VM:
         try:
             if self.proc is not None and self.proc.poll() is None:
                 try:
-                    if self.qmp is not None:
+                    if self.qmp is not None and not self.wedged:
                         self.qmp.settimeout(grace)
                         self.qmp.cmd_obj({"execute": "quit"})
                 except Exception:  # noqa: BLE001 - QMP may already be gone; kill below handles it
                     pass
                 try:
-                    self.proc.wait(timeout=grace)
+                    self.proc.wait(timeout=0 if self.wedged else grace)
                 except subprocess.TimeoutExpired:
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait()
+                    try:
+                        self.proc.wait(timeout=KILL_WAIT_S)
+                    except subprocess.TimeoutExpired:
+                        # A process SIGKILL cannot end is in the kernel, uninterruptibly: say where, and go
+                        # on (iobench clean finds it later) rather than hang the run on it.
+                        print(f"iobench: QEMU {self.proc.pid} still there {KILL_WAIT_S:.0f} s after SIGKILL: "
+                              f"{_threads_in_kernel(self.proc.pid)}", file=sys.stderr, flush=True)
         finally:
             try:
                 self._keep_logs()  # may fail (a full disk): the runtime dir goes anyway

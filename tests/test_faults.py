@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from iobench import stale
+from iobench import stale, vm
 from iobench.runner import run
 from iobench.scenario import Scenario
 
 pytestmark = pytest.mark.slow
 
 
-def kill_run(monkeypatch: pytest.MonkeyPatch, out: Path, retries: int):
-    monkeypatch.setenv("IOBENCH_FAULT", "kill-qemu:e1000:rx")
+def kill_run(monkeypatch: pytest.MonkeyPatch, out: Path, retries: int, also: str = ""):
+    monkeypatch.setenv("IOBENCH_FAULT", "kill-qemu:e1000:rx" + also)
     scn = Scenario(backends=("e1000", "virtio"), directions=("rx",), accel="tcg", duration_s=3, omit_s=0,
                    repeats=1, retries=retries)
     return run(scn, out, log=lambda m: None)
@@ -34,14 +34,22 @@ def test_qemu_killed_mid_traffic_fails_the_cell_and_the_run_goes_on(guest_image,
     assert (report.directory / "raw/e1000/r1/serial.log").exists()
 
 
-def test_a_killed_vm_is_booted_again_and_the_attempt_recorded(guest_image, tmp_path, monkeypatch) -> None:
-    report = kill_run(monkeypatch, tmp_path, retries=1)
+def test_a_killed_vm_is_booted_again_and_the_attempt_recorded(guest_image, tmp_path, monkeypatch, qemu_pids) -> None:
+    """And one whose monitor stops answering (QEMU stopped: alive, silent) is booted again too, after one
+    QMP timeout, instead of failing its cell and being asked again (the lab saw such a QEMU hang its run)."""
+    before = qemu_pids()
+    monkeypatch.setattr(vm, "QMP_TIMEOUT_S", 3.0)
+    report = kill_run(monkeypatch, tmp_path, retries=1, also=",stop-qemu:virtio:rx")
     meta = json.loads((report.directory / "run.json").read_text())
     assert meta["status"] == "ok"
-    (lost,) = meta["failed_attempts"]
-    assert lost["backend"] == "e1000" and lost["attempt"] == 1 and "signal 9" in lost["reason"]
+    killed, stopped = meta["failed_attempts"]
+    assert killed["backend"] == "e1000" and killed["attempt"] == 1 and "signal 9" in killed["reason"]
+    assert stopped["backend"] == "virtio" and stopped["attempt"] == 1
+    assert "got no answer in 3 s: QEMU's monitor is stuck" in stopped["reason"]
     assert {r.backend for r in report.rows} == {"e1000", "virtio"}
     assert (report.directory / "raw/e1000/r1-attempt2/serial.log").exists()
+    assert (report.directory / "raw/virtio/r1-attempt2/serial.log").exists()
+    assert qemu_pids() <= before  # the stopped QEMU too
 
 
 def test_guest_that_never_becomes_ready_fails_after_one_retry(guest_image, tmp_path) -> None:

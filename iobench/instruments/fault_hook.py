@@ -1,7 +1,8 @@
 """The test hook's faults inside a window (IOBENCH_FAULT, iobench.faults): `kill-qemu` SIGKILLs QEMU
 one second into the cell's first VM attempt, so that the runner's retry and the lab's recording of a
 lost attempt are tested on a real death; `kill-switch` does the same to the vhost-user switch (the
-poller dying mid-window)."""
+poller dying mid-window); `stop-qemu` SIGSTOPs QEMU instead (alive, its monitor silent: the stuck main
+loop the lab has seen, where a QMP command never gets its answer)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from iobench.vm import VM
 
 class FaultHook(Instrument):
     name = "fault-hook"
-    faults = ("kill-qemu", "kill-switch")  # what it injects (the registry makes it only where one is asked for)
+    faults = ("kill-qemu", "kill-switch", "stop-qemu")  # what it injects (the registry makes it only where one is asked for)
 
     def __init__(self) -> None:
         self.timer: threading.Timer | None = None
@@ -26,11 +27,12 @@ class FaultHook(Instrument):
         vm, cell = window.vm, window.cell
         if vm is None or cell is None or window.attempt != 1:
             return
-        victims = {"kill-qemu": vm, "kill-switch": window.boot.switch if window.boot is not None else None}
+        victims = {"kill-qemu": (vm, signal.SIGKILL), "stop-qemu": (vm, signal.SIGSTOP),
+                   "kill-switch": (window.boot.switch if window.boot is not None else None, signal.SIGKILL)}
         for fault in faults.at(f"{cell.backend}:{cell.direction}"):
-            victim = victims.get(fault)
+            victim, sig = victims.get(fault, (None, signal.SIGKILL))
             if victim is not None:
-                self.timer = threading.Timer(1.0, _kill, (victim,))
+                self.timer = threading.Timer(1.0, _signal, (victim, sig))
                 self.timer.start()
 
     def stop(self, window: Window) -> None:
@@ -39,7 +41,7 @@ class FaultHook(Instrument):
             self.timer = None
 
 
-def _kill(victim: VM | Switch) -> None:
-    """SIGKILL, unless it is gone already."""
+def _signal(victim: VM | Switch, sig: signal.Signals) -> None:
+    """The fault's signal, unless the victim is gone already."""
     if victim.alive():
-        os.kill(victim.pid, signal.SIGKILL)
+        os.kill(victim.pid, sig)
