@@ -23,6 +23,7 @@ not that our code is slow.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
 import sys
@@ -52,9 +53,17 @@ def in_lab() -> bool:
 
 
 def announce(what: str, budget_s: float) -> None:
-    """Inside the lab: tell the host's watchdog that `what` starts and may take `budget_s` at most."""
+    """Inside the lab: tell the host's watchdog that `what` starts and may take `budget_s` at most.
+
+    And arm a dump of every thread's Python stack to the console for when the phase overruns its budget
+    (half the margin before the host gives up on L1): an inner run stuck in a call of its own (a child
+    it waits for, a QMP socket) is then told apart from L1 stopping, and the call is named."""
     if in_lab():
         print(f"{PHASE_MARKER} {budget_s:.0f} {what}", file=sys.stderr, flush=True)
+        try:
+            faulthandler.dump_traceback_later(budget_s + MARGIN_S / 2, repeat=False, file=sys.stderr)
+        except (AttributeError, ValueError, OSError):  # a stderr with no file descriptor (a test's capture)
+            pass
 
 
 @contextmanager
@@ -76,6 +85,7 @@ def heartbeat(every_s: float = BEAT_S) -> Iterator[None]:
     finally:
         done.set()
         thread.join(timeout=1.0)
+        faulthandler.cancel_dump_traceback_later()  # the last phase's overrun dump (announce)
 
 
 def traffic_budget(duration_s: float, omit_s: float) -> float:

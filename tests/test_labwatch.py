@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -88,6 +91,28 @@ def test_announce_prints_only_inside_the_lab(monkeypatch: pytest.MonkeyPatch, ca
 
 def _real_row(data: Path, direction: str, repeat: int):
     return captured_row(data, "e1000", direction, repeat)
+
+
+def test_a_phase_that_overruns_its_budget_prints_where_the_inner_run_is() -> None:
+    """Before the host gives up on L1, the inner run dumps its threads' stacks to the console: a call
+    of its own that hangs (here a sleep standing for a stuck wait) is named, not taken for L1 stopping.
+    Outside the lab nothing is armed."""
+    code = ("import time; from iobench import labwatch\n"
+            "labwatch.MARGIN_S = 0.4\n"
+            "def stuck_wait(): time.sleep(1.5)\n"
+            "with labwatch.heartbeat(60):\n"
+            "    labwatch.announce('e1000/r2: rr-tcp-l64B rr traffic', 0.3); stuck_wait()\n"
+            "    labwatch.announce('next', 60)\n"
+            "time.sleep(0.1)\n")
+    lab = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "IOBENCH_ENVIRONMENT": "lab"})
+    assert lab.returncode == 0, lab.stderr
+    assert "IOBENCH-PHASE 0 e1000/r2: rr-tcp-l64B rr traffic" in lab.stderr
+    assert "most recent call first" in lab.stderr and 'in stuck_wait' in lab.stderr
+    assert lab.stderr.count("Timeout (") == 1  # once: the next phase's and the end's dumps are cancelled
+    env = {k: v for k, v in os.environ.items() if k != "IOBENCH_ENVIRONMENT"}
+    outside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert outside.returncode == 0 and outside.stderr == ""
 
 
 def test_a_checkpoint_of_a_run_cut_short_publishes_its_finished_cells(data: Path, tmp_path: Path) -> None:
