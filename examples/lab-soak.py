@@ -6,7 +6,8 @@
 Each RUN_DIR is a results directory of a lab run (`--accel lab`). Read from its run.json only:
 - VM cells: the cells of VM backends that reached an outcome (ok or failed), per backend and direction;
 - L1 lost (`lab.failed_l1_attempts`): a *stall* (the watchdog's "L1 stalled: ...": no progress or a
-  silent console) or a *death* (anything else: L1's QEMU or kernel ended), charged to the backend and
+  silent console), the *inner run stuck* while L1 kept beating ("inner run stuck: ...", L1 replaced all
+  the same) or a *death* (anything else: L1's QEMU or kernel ended), charged to the backend and
   direction of the phase L1 was in (a boot or idle window counts as its backend's "boot"/"idle");
 - L2 lost (`failed_attempts`, each retried on a new boot): a *reset* ("qemu exited (status 0)": the
   nested guest reset under -no-reboot), a *boot* lost, or a *hung* guest or path (no answer, an
@@ -53,7 +54,7 @@ def kind_of_l2(reason: str) -> str:
     return "L2 hung"
 
 
-KINDS = ("L1 stall", "L1 death", "L2 reset", "L2 hung", "L2 boot lost")
+KINDS = ("L1 stall", "inner stuck", "L1 death", "L2 reset", "L2 hung", "L2 boot lost")
 
 
 def tally(dirs: list[Path]) -> tuple[Counter[tuple[str, str]], dict[str, Counter[tuple[str, str]]], list[float]]:
@@ -69,7 +70,9 @@ def tally(dirs: list[Path]) -> tuple[Counter[tuple[str, str]], dict[str, Counter
             if c["backend"] != NATIVE and c["status"] in ("ok", "failed"):
                 cells[(c["backend"], c["direction"])] += 1
         for a in lab.get("failed_l1_attempts", []):
-            kind = "L1 stall" if str(a.get("reason", "")).startswith("L1 stalled") else "L1 death"
+            why = str(a.get("reason", ""))
+            kind = ("L1 stall" if why.startswith("L1 stalled") else "inner stuck" if why.startswith("inner run stuck")
+                    else "L1 death")
             lost[kind][charge_l1(a.get("phase", ""))] += 1
         for a in meta.get("failed_attempts", []):
             if a.get("attempt") is None:  # a cell failed inside an L1 that was then lost: that L1's loss

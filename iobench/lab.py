@@ -320,7 +320,7 @@ def _follow(l1: VM, watch: labwatch.Watchdog, log: Log, stall_at: tuple[str, str
                 raise L1Lost(f"lab VM (L1) stopped before the job finished ({l1.exit_text()}{cause})", watch.phase)
             why = watch.stalled()
             if why:
-                raise L1Lost(f"L1 stalled: {why}", watch.phase)
+                raise L1Lost(labwatch.Watchdog.reason(why), watch.phase)
             time.sleep(0.5)
 
 

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 PHASE_MARKER = "IOBENCH-PHASE"
+INNER_STUCK = "inner run stuck"
 BEAT_MARKER = "IOBENCH-BEAT"
 BEAT_S = 5.0
 BEAT_GAP_S = 30.0  # six beats missed: measured beats under load arrive within a second or two of their time
@@ -129,6 +130,15 @@ class Watchdog:
                     f"during {self.phase}")
         waited = now - self.since
         if waited > self.budget_s + self.margin_s:
-            return (f"no progress from L1 for {waited:.0f} s during {self.phase} "
-                    f"(budget {self.budget_s:.0f} s + {self.margin_s:.0f} s margin)")
+            budget = f"(budget {self.budget_s:.0f} s + {self.margin_s:.0f} s margin)"
+            if self.last_beat is not None:  # beats within the gap: L1 runs, the inner run's main thread does not
+                return (f"{INNER_STUCK}: no progress for {waited:.0f} s during {self.phase} {budget} while L1 kept "
+                        "beating (the inner run's thread stacks are on L1's console)")
+            return f"no progress from L1 for {waited:.0f} s during {self.phase} {budget}"
         return None
+
+    @staticmethod
+    def reason(why: str) -> str:
+        """The lost L1 attempt's reason: an L1 stall, or the inner run stuck while L1 ran (L1 is replaced
+        either way: the host cannot reach into L1 to end one call)."""
+        return why if why.startswith(INNER_STUCK) else f"L1 stalled: {why}"

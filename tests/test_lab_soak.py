@@ -34,7 +34,9 @@ def test_losses_are_charged_to_their_cell_and_kind(tmp_path: Path) -> None:
         "lab": {"wall_s": 300.0, "failed_l1_attempts": [
             {"attempt": 1, "reason": "L1 stalled: no progress from L1 for 93 s during e1000/r2: stream tx traffic",
              "phase": "e1000/r2: stream tx traffic"},
-            {"attempt": 2, "reason": "L1's QEMU exited (signal 6)", "phase": "virtio/r1-l1attempt2: boot"}]}}
+            {"attempt": 2, "reason": "L1's QEMU exited (signal 6)", "phase": "virtio/r1-l1attempt2: boot"},
+            {"attempt": 3, "reason": "inner run stuck: no progress for 95 s during virtio/r2-l1attempt3: stream rx "
+             "traffic (budget 63 s + 30 s margin) while L1 kept beating", "phase": "virtio/r2-l1attempt3: stream rx traffic"}]}}
     (tmp_path / "run.json").write_text(json.dumps(meta))
     m = soak()
     counted, lost, walls = m.tally([tmp_path])
@@ -42,5 +44,7 @@ def test_losses_are_charged_to_their_cell_and_kind(tmp_path: Path) -> None:
     assert lost["L2 reset"] == {("virtio", "tx"): 1} and lost["L2 boot lost"] == {("e1000", "rx"): 1}
     assert lost["L2 hung"] == {("e1000", "tx"): 1}  # the cell failed in the lost L1 is not an L2 loss
     assert lost["L1 stall"] == {("e1000", "tx"): 1} and lost["L1 death"] == {("virtio", "boot"): 1}
+    assert lost["inner stuck"] == {("virtio", "rx"): 1}
     text = m.table(counted, lost, "backend direction")
-    assert "| **all** | 8 | 1 (12.5) | 1 (12.5) | 1 (12.5) | 1 (12.5) | 1 (12.5) |" in text and walls == [300.0]
+    assert "| **all** | 8 | 1 (12.5) | 1 (12.5) | 1 (12.5) | 1 (12.5) | 1 (12.5) | 1 (12.5) |" in text
+    assert walls == [300.0]

@@ -61,6 +61,19 @@ def test_once_the_inner_run_beats_a_silent_console_is_a_stall_long_before_the_bu
     assert why and why.startswith("L1's console silent for 31 s") and "vhost/r1: tcp-P1-ldefault rx traffic" in why
 
 
+def test_a_phase_overrun_while_l1_beats_is_the_inner_run_stuck_not_l1() -> None:
+    """The ci-kvm lab runs' "stalls" in e1000 rr: L1 idle and beating, the inner run waiting on a stuck
+    QEMU of its own. Still a lost attempt (L1 is replaced), named for what it is."""
+    w = labwatch.Watchdog(margin_s=30, since=0.0)
+    w.line("IOBENCH-PHASE 63 e1000/r2: rr-tcp-l64B rr traffic", now=100.0)
+    for t in range(105, 200, 5):
+        w.line("IOBENCH-BEAT", now=float(t))
+    why = w.stalled(now=195.0)
+    assert why and why.startswith("inner run stuck: no progress for 95 s during e1000/r2: rr-tcp-l64B rr traffic")
+    assert "while L1 kept beating" in why and labwatch.Watchdog.reason(why) == why
+    assert labwatch.Watchdog.reason("L1's console silent for 31 s").startswith("L1 stalled: ")
+
+
 def test_the_heartbeat_beats_only_inside_the_lab(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("IOBENCH_ENVIRONMENT", "lab")
