@@ -50,7 +50,8 @@ def our_netns() -> list[str]:
 def test_killed_run_is_found_by_doctor_and_removed_by_clean(guest_image, tmp_path, capsys, qemu_pids) -> None:
     out = tmp_path / "results"
     before = qemu_pids()
-    proc = start_run(out, "--direction", "rx", "--duration", "60", "--omit", "0")
+    # 8 s windows: the traffic still runs 1 s in (and the idle window before it is no longer than that)
+    proc = start_run(out, "--direction", "rx", "--duration", "8", "--omit", "0")
     wait_for(proc, "s of traffic")
     time.sleep(1)
     proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up by the run itself
