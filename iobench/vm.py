@@ -234,9 +234,12 @@ class VM:
             raise self.failure(self.exit_text())
 
     def command(self, cmd: str, **args: Any) -> Any:
-        """Execute one QMP command and return its 'return' value."""
+        """Execute one QMP command and return its 'return' value. A wedged QEMU is not asked again: each
+        question would cost another QMP timeout (the window's last counter reads, its sampler)."""
         assert self.qmp is not None
         self.check_alive()
+        if self.wedged:
+            raise self.failure(f"QEMU's monitor is stuck (an earlier QMP command got no answer): {cmd} not sent")
         try:
             return self.qmp.cmd(cmd, **args)
         except TimeoutError as exc:
