@@ -164,13 +164,24 @@ class Measurement:
         try:
             if exc_type is None:
                 self._sample(last=True)
-        finally:
-            self._stop()
+        except BaseException:
+            self._stop(quiet=True)
+            raise
+        self._stop(quiet=exc_type is not None)
 
-    def _stop(self) -> None:
+    def _stop(self, quiet: bool = False) -> None:
+        """Stop every started instrument, last first, each even if one before it fails. `quiet`: the
+        window already failed, and that failure is the one to report (a stuck QEMU's first timeout, not
+        an instrument's later "not sent")."""
+        errors: list[Exception] = []
         for inst in reversed(self._started):
-            inst.stop(self.window)
+            try:
+                inst.stop(self.window)
+            except Exception as exc:  # noqa: BLE001 - raised below unless the window's own failure goes first
+                errors.append(exc)
         self._started = []
+        if errors and not quiet:
+            raise errors[0]
 
     def _sample(self, last: bool = False, edge: bool = True) -> None:
         """One reading of every instrument, kept in registry order; the window's last one is taken last
