@@ -92,6 +92,10 @@ class TrafficResult:
     # datagrams are those of the window the counters cover)
     paced: dict[str, float] | None = None
 
+# How long a client may run past its window before the guest counts as hung (labwatch.IPERF3_SLACK_S
+# budgets the same); read at each call, so a test of a hung guest need not wait the whole of it.
+OVERRUN_SLACK_S = 30.0
+
 # iperf3 sends a paced burst every pacing tick (1000 us by default); a tick no longer than the gap
 # between two datagrams keeps them spaced instead of sent in bursts of rate/1000.
 PACING_TICK_US_MAX = 1000
@@ -220,7 +224,7 @@ def parse(text: str) -> TrafficResult:
     )
 
 
-def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
+def run(spec: TrafficSpec, netns: str, timeout_extra: float | None = None,
         watch: Callable[[], str | None] | None = None, started: Callable[[int], None] | None = None,
         cpus: list[int] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
@@ -246,7 +250,7 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float = 30.0,
             os.sched_setaffinity(0, own)
     if started:
         started(proc.pid)
-    limit = spec.duration_s + spec.omit_s + timeout_extra
+    limit = spec.duration_s + spec.omit_s + (OVERRUN_SLACK_S if timeout_extra is None else timeout_extra)
     deadline = time.monotonic() + limit
     stop: str | None = None  # why iobench stopped the client itself
     overran = False

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iobench import stale, vm
+from iobench import stale, traffic, vm
 from iobench.runner import run
 from iobench.scenario import Scenario
 
@@ -35,17 +35,20 @@ def test_qemu_killed_mid_traffic_fails_the_cell_and_the_run_goes_on(guest_image,
 
 
 def test_a_killed_vm_is_booted_again_and_the_attempt_recorded(guest_image, tmp_path, monkeypatch, qemu_pids) -> None:
-    """And one whose monitor stops answering (QEMU stopped: alive, silent) is booted again too, after one
-    QMP timeout, instead of failing its cell and being asked again (the lab saw such a QEMU hang its run)."""
+    """And one that stops (SIGSTOP: alive, its guest and monitor silent) is booted again too: under TCG no
+    counter is read over QMP mid-window, so the client's overrun says it first; the instruments' QMP at the
+    window's end then times out (3 s here), quietly, and the stopped QEMU is killed without a quit
+    (test_vm_wedged.py has the wedged monitor itself)."""
     before = qemu_pids()
     monkeypatch.setattr(vm, "QMP_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(traffic, "OVERRUN_SLACK_S", 5.0)  # the stopped guest's client gives up 5 s past its window
     report = kill_run(monkeypatch, tmp_path, retries=1, also=",stop-qemu:virtio:rx")
     meta = json.loads((report.directory / "run.json").read_text())
     assert meta["status"] == "ok"
     killed, stopped = meta["failed_attempts"]
     assert killed["backend"] == "e1000" and killed["attempt"] == 1 and "signal 9" in killed["reason"]
     assert stopped["backend"] == "virtio" and stopped["attempt"] == 1
-    assert "got no answer in 3 s: QEMU's monitor is stuck" in stopped["reason"]
+    assert "did not finish within" in stopped["reason"]  # the window's own failure, not a later instrument's
     assert {r.backend for r in report.rows} == {"e1000", "virtio"}
     assert (report.directory / "raw/e1000/r1-attempt2/serial.log").exists()
     assert (report.directory / "raw/virtio/r1-attempt2/serial.log").exists()
