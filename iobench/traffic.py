@@ -92,8 +92,8 @@ class TrafficResult:
     # datagrams are those of the window the counters cover)
     paced: dict[str, float] | None = None
 
-# How long a client may run past its window before the guest counts as hung (labwatch.IPERF3_SLACK_S
-# budgets the same); read at each call, so a test of a hung guest need not wait the whole of it.
+# How long a client may run past its window before the guest counts as hung (the lab's phase budget,
+# labwatch.traffic_budget, includes it); read at each call, so a test of a hung guest need not wait it out.
 OVERRUN_SLACK_S = 30.0
 
 # iperf3 sends a paced burst every pacing tick (1000 us by default); a tick no longer than the gap
@@ -224,14 +224,14 @@ def parse(text: str) -> TrafficResult:
     )
 
 
-def run(spec: TrafficSpec, netns: str, timeout_extra: float | None = None,
+def run(spec: TrafficSpec, netns: str,
         watch: Callable[[], str | None] | None = None, started: Callable[[int], None] | None = None,
         cpus: list[int] | None = None) -> str:
     """Run the client to completion inside `netns` and return its raw JSON (saved
     by the caller before `parse`, so a failure keeps iperf3's own output).
 
     The client is killed (with its process group) if it overruns the window by
-    `timeout_extra` seconds, if iobench is interrupted, or as soon as `watch` (called
+    OVERRUN_SLACK_S seconds, if iobench is interrupted, or as soon as `watch` (called
     about four times a second: the runner also samples its counters there) returns a
     reason (QEMU died: waiting for iperf3's own timeout would hang the cell).
     `started` gets the client's pid (the copy trace charges its copies to iperf3: the kernel
@@ -250,7 +250,7 @@ def run(spec: TrafficSpec, netns: str, timeout_extra: float | None = None,
             os.sched_setaffinity(0, own)
     if started:
         started(proc.pid)
-    limit = spec.duration_s + spec.omit_s + (OVERRUN_SLACK_S if timeout_extra is None else timeout_extra)
+    limit = spec.duration_s + spec.omit_s + OVERRUN_SLACK_S
     deadline = time.monotonic() + limit
     stop: str | None = None  # why iobench stopped the client itself
     overran = False
