@@ -350,9 +350,9 @@ def diagnose(l1: VM, dest: Path, lost: L1Lost) -> dict[str, Any]:
     Each step that fails (a QEMU that does not answer) is recorded as such; nothing here raises."""
     dest.mkdir(parents=True, exist_ok=True)
     diag: dict[str, Any] = {"reason": str(lost).splitlines()[0], "phase": lost.phase, "at": time.time()}
-    first = _threads(l1.pid)
+    first = proc.thread_states(l1.pid)
     time.sleep(2.0)
-    second = _threads(l1.pid)
+    second = proc.thread_states(l1.pid)
     diag["threads"] = [{**t, "cpu_s_in_2s": round(t["cpu_s"] - first.get(tid, t)["cpu_s"], 2)}
                        for tid, t in second.items()]
     if l1.qmp is not None:
@@ -398,19 +398,6 @@ def _try(call: Callable[[], Any]) -> Any:
         return call()
     except Exception as exc:  # noqa: BLE001 - a diagnosis records what failed and goes on
         return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-def _threads(pid: int) -> dict[int, dict[str, Any]]:
-    """L1 QEMU's threads: name, scheduler state (R running, S sleeping, T stopped) and CPU seconds."""
-    found: dict[int, dict[str, Any]] = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            stat = (task / "stat").read_text()
-            found[int(task.name)] = {"tid": int(task.name), "comm": (task / "comm").read_text().strip(),
-                                     "state": stat[stat.rindex(")") + 2], "cpu_s": proc.parse_stat_cpu_s(stat)}
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def _inner_results(labdir: Path) -> list[Path]:

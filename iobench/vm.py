@@ -25,6 +25,7 @@ from typing import Any
 from qemu.qmp import ExecInterruptedError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from iobench.counters import proc
 from iobench.errors import CellFailed, UserError, exit_status
 from iobench.guest import ERROR_MARKER, READY_MARKER, GuestImage
 from iobench.stale import VM_DIR_PREFIX, hold, release
@@ -109,18 +110,15 @@ def build_argv(cfg: VMConfig, rundir: Path) -> list[str]:
 
 
 def _threads_in_kernel(pid: int) -> str:
-    """Each thread's name, state and kernel stack (/proc/<pid>/task/*/stack, root only), on one line."""
+    """Each thread's name, state and kernel stack (/proc/<pid>/task/<tid>/stack, root only), on one line."""
     said = []
-    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+    for tid, t in sorted(proc.thread_states(pid).items()):
         try:
-            name = (task / "comm").read_text().strip()
-            state = next((ln.split(":", 1)[1].strip() for ln in (task / "status").read_text().splitlines()
-                          if ln.startswith("State:")), "?")
-            stack = " < ".join(ln.split()[-1] for ln in (task / "stack").read_text().splitlines()[:8])
+            frames = Path(f"/proc/{pid}/task/{tid}/stack").read_text().splitlines()[:8]
+            stack = " < ".join(ln.split()[-1] for ln in frames) or "(no kernel stack)"
         except OSError as exc:
-            said.append(f"{task.name}: {exc.strerror}")
-            continue
-        said.append(f"{task.name} {name} {state}: {stack or '(no kernel stack)'}")
+            stack = f"(stack: {exc.strerror})"
+        said.append(f"{tid} {t['comm']} {t['state']}: {stack}")
     return "; ".join(said) or "(no threads left to read)"
 
 

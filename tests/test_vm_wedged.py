@@ -6,6 +6,7 @@ answers, as the stuck monitor did."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -50,3 +51,19 @@ def test_a_wedged_qemu_is_asked_nothing_more_and_killed_without_a_quit(tmp_path:
     machine.shutdown()
     assert monitor.asked == ["query-stats"]  # neither the second question nor a quit
     assert machine.proc.returncode == -9 and not rundir.exists()
+
+
+def test_a_process_sigkill_cannot_end_is_described_thread_by_thread() -> None:
+    """What the run prints for a QEMU still there after SIGKILL: every thread's tid, name, state and
+    kernel stack (root reads it here; elsewhere the reason it could not be read)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        while " S: " not in (said := vm._threads_in_kernel(child.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it is asleep in the kernel (just started, it may still run)
+    finally:
+        child.kill()
+        child.wait()
+    assert said.startswith(f"{child.pid} sleep S: ")
+    assert "hrtimer_nanosleep" in said or "(stack:" in said
+    assert vm._threads_in_kernel(child.pid) == "(no threads left to read)"

@@ -13,6 +13,7 @@ import resource
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -60,6 +61,21 @@ def thread_kind(comm: str, tid: int, pid: int) -> str:
     if comm.startswith("IO "):
         return "iothread"
     return "other"
+
+
+def thread_states(pid: int) -> dict[int, dict[str, Any]]:
+    """A process's threads by tid: name, scheduler state (R running, S sleeping, D uninterruptible,
+    T stopped) and CPU seconds; a thread that ends while read is left out (the lab's L1 diagnosis,
+    a QEMU that SIGKILL did not end)."""
+    found: dict[int, dict[str, Any]] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+            found[int(task.name)] = {"tid": int(task.name), "comm": (task / "comm").read_text().strip(),
+                                     "state": stat[stat.rindex(")") + 2], "cpu_s": parse_stat_cpu_s(stat)}
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def read_threads(pid: int, vhost_tids: Collection[int] | None = None) -> list[ThreadCPU]:
