@@ -16,6 +16,7 @@ the lab directory is its one writable share. run.json's `lab.exports` lists them
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -169,6 +170,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
     lock = stale.hold(labdir)  # a live run owns it (iobench clean leaves it alone)
     started = time.monotonic()
     lost: list[dict[str, Any]] = []
+    spent: list[tuple[int, str, float]] = []  # (L1 attempt, phase, seconds): where the run's time went
     l1_line, l1_boot_s = "", 0.0
     try:
         for attempt in range(1, L1_ATTEMPTS + 1):
@@ -176,7 +178,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
                 break
             try:
                 l1_line, l1_boot_s = _attempt(labdir, image, guest_image, run_args, extra_env, attempt, boot_timeout_s,
-                                              log, placement_spec)
+                                              log, placement_spec, spent)
                 break
             except L1Lost as exc:
                 reason = str(exc).splitlines()[0]
@@ -187,12 +189,13 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
                     + ("resuming the run in a new L1" if more else "no attempts left"))
         else:
             return _publish_partial(labdir, out, "failed", None, f"L1 lost {len(lost)} times: {lost[-1]['reason']}",
-                                    l1_line, l1_boot_s, started, why, lost)
-        return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost)
+                                    l1_line, l1_boot_s, started, why, lost, spent)
+        return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost, spent, log)
     except (KeyboardInterrupt, Terminated) as exc:
         name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else signal.Signals(exc.signum).name
         try:
-            done = _publish_partial(labdir, out, "interrupted", name, None, l1_line, l1_boot_s, started, why, lost)
+            done = _publish_partial(labdir, out, "interrupted", name, None, l1_line, l1_boot_s, started, why, lost,
+                                    spent)
             log(f"lab: interrupted by {name}; the cells finished so far are in {done}")
         except L1Lost:
             log(f"lab: interrupted by {name} before any cell was finished; nothing to publish")
@@ -214,9 +217,9 @@ def _cells_done(labdir: Path) -> int:
 
 def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImage, run_args: list[str],
              extra_env: dict[str, str], attempt: int, boot_timeout_s: float, log: Log,
-             placement_spec: str = "none") -> tuple[str, float]:
+             placement_spec: str = "none", spent: list[tuple[int, str, float]] | None = None) -> tuple[str, float]:
     """One boot of L1 running the job (resumed from the checkpoint after the first).
-    Returns L1's info line and boot time; raises L1Lost."""
+    Returns L1's info line and boot time, adds the phases it saw to `spent`; raises L1Lost."""
     env = {**extra_env, "IOBENCH_L1_ATTEMPT": str(attempt)}
     staging = checkpoint.find_staging(labdir / "out")
     if staging is not None:
@@ -241,6 +244,9 @@ def _attempt(labdir: Path, image: guest.GuestImage, guest_image: guest.GuestImag
                 log(f"lab: {exc}; diagnosing L1 before stopping it")
                 diagnose(l1, labdir / f"diag-attempt{attempt}", exc)
             raise
+        finally:
+            if spent is not None:
+                spent.extend((attempt, phase, seconds) for phase, seconds in watch.spent)
         return l1.ready_line, l1.boot_seconds
 
 
@@ -406,18 +412,20 @@ def _inner_results(labdir: Path) -> list[Path]:
 
 
 def _publish_partial(labdir: Path, out: Path, status: str, interrupted_by: str | None, error: str | None,
-                     l1_line: str, l1_boot_s: float, started: float, why: str, lost: list[dict[str, Any]]) -> Path:
+                     l1_line: str, l1_boot_s: float, started: float, why: str, lost: list[dict[str, Any]],
+                     spent: list[tuple[int, str, float]] | None = None) -> Path:
     """The cells finished before the job was cut short, as an ordinary results directory."""
     from iobench import runner
 
     staging = checkpoint.find_staging(labdir / "out")
     if staging is None or runner.publish_checkpoint(staging, status, interrupted_by, error) is None:
         raise L1Lost(f"the lab job was cut short ({error or interrupted_by}) before it finished any cell")
-    return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost)
+    return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost, spent)
 
 
 def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str,
-             lost: list[dict[str, Any]]) -> Path:
+             lost: list[dict[str, Any]], spent: list[tuple[int, str, float]] | None = None,
+             log: Log | None = None) -> Path:
     code_file = labdir / "exit-code"
     inner = _inner_results(labdir)
     if not inner:
@@ -439,6 +447,9 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
         "l1_tcg": "single-threaded" if os.environ.get(L1_TCG_ENV) == "single" else "multi-threaded",
         "l1_boot_s": round(l1_boot_s, 1),
         "wall_s": round(wall_s, 1),
+        # by the host's clock, from one IOBENCH-PHASE line to the next (a traffic window until the next
+        # phase, so a VM's shutdown counts in its last window); raw/lab/phases.csv has each phase
+        "time_by_phase": labwatch.time_by_kind([(phase, seconds) for _, phase, seconds in spent or []]),
         "inner_exit_code": code_file.read_text().strip() if code_file.exists() else None,
         "failed_l1_attempts": lost,
         "watchdog": {"margin_s": labwatch.MARGIN_S, "startup_budget_s": labwatch.STARTUP_BUDGET_S,
@@ -454,6 +465,13 @@ def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: fl
     for diag in sorted(labdir.glob("diag-*")):
         shutil.copytree(diag, raw / diag.name, dirs_exist_ok=True)
     (raw / "job.sh").write_text((labdir / "job.sh").read_text())
+    with (raw / "phases.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["l1_attempt", "phase", "kind", "seconds"])
+        writer.writerows((a, phase, labwatch.phase_kind(phase), f"{seconds:.2f}") for a, phase, seconds in spent or [])
+    if log and meta["lab"]["time_by_phase"]:
+        log("lab: where the time went: " + ", ".join(f"{kind} {v['seconds']:.0f} s ({v['count']})"
+                                                    for kind, v in meta["lab"]["time_by_phase"].items()))
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     from iobench import report
 

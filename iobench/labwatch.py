@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 PHASE_MARKER = "IOBENCH-PHASE"
 INNER_STUCK = "inner run stuck"
 BEAT_MARKER = "IOBENCH-BEAT"
+DONE_MARKER = "IOBENCH-LAB-DONE"  # L1's init, once the job has ended (data/lab-init.sh)
 BEAT_S = 5.0
 BEAT_GAP_S = 30.0  # six beats missed: measured beats under load arrive within a second or two of their time
 MARGIN_S = 30.0  # on top of every budget: writing raw files, a VM's shutdown, 9p under emulation
@@ -107,6 +108,9 @@ class Watchdog:
     lockup: str | None = None
     beat_gap_s: float = BEAT_GAP_S
     last_beat: float | None = None  # when the last console line came, once the inner run beats
+    # Each finished phase and how long it took by the host's clock (L1's own clock runs under emulation):
+    # where a lab run's time goes, so that a slow run is explained by its phases, not guessed at.
+    spent: list[tuple[str, float]] = field(default_factory=list)
 
     def line(self, text: str, now: float | None = None) -> None:
         """Take one console line."""
@@ -119,7 +123,11 @@ class Watchdog:
                 self.budget_s = float(budget)
             except ValueError:
                 return
+            self.spent.append((self.phase, now - self.since))
             self.phase, self.since = what, now
+        elif text.startswith(DONE_MARKER):
+            self.spent.append((self.phase, now - self.since))
+            self.phase, self.since = "done", now
         elif self.lockup is None and LOCKUP.search(text):
             self.lockup = text.strip()
 
@@ -145,3 +153,22 @@ class Watchdog:
         """The lost L1 attempt's reason: an L1 stall, or the inner run stuck while L1 ran (L1 is replaced
         either way: the host cannot reach into L1 to end one call)."""
         return why if why.startswith(INNER_STUCK) else f"L1 stalled: {why}"
+
+
+def phase_kind(phase: str) -> str:
+    """What a phase is, without its VM and cell: "e1000/r2: tcp-P1-ldefault rx traffic" -> "traffic window"."""
+    kind = phase.split(": ", 1)[1] if ": " in phase and "/r" in phase.split(": ", 1)[0] else phase
+    if kind.endswith(" traffic"):
+        return "traffic window"
+    return kind.split(" (", 1)[0]
+
+
+def time_by_kind(spent: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
+    """Seconds and count per kind of phase, largest first (run.json's lab.time_by_phase)."""
+    out: dict[str, dict[str, float]] = {}
+    for phase, seconds in spent:
+        entry = out.setdefault(phase_kind(phase), {"seconds": 0.0, "count": 0})
+        entry["seconds"] += seconds
+        entry["count"] += 1
+    return {k: {"seconds": round(v["seconds"], 1), "count": v["count"]}
+            for k, v in sorted(out.items(), key=lambda kv: -kv[1]["seconds"])}

@@ -90,6 +90,13 @@ def test_lab_run_publishes_an_ordinary_results_dir(lab_run) -> None:
     assert meta["lab"]["l1"]["kvm"] == "yes" and meta["lab"]["l1"]["vhost_net"] == "yes"
     assert "EPYC" in meta["lab"]["l1"]["cpu"]
     assert (run_dir / "raw/lab/l1-serial.log").exists()
+    # where the time went, by the host's clock: every boot and traffic window of the job is a timed phase
+    spent = meta["lab"]["time_by_phase"]
+    assert {"startup", "preparing the run", "boot", "idle window", "traffic window", "writing results"} <= set(spent)
+    assert spent["boot"]["count"] >= 3 and all(v["seconds"] > 0 for v in spent.values())
+    assert sum(v["seconds"] for v in spent.values()) < meta["lab"]["wall_s"]
+    assert (run_dir / "raw/lab/phases.csv").read_text().startswith("l1_attempt,phase,kind,seconds\n")
+    assert any(line.startswith("lab: where the time went: ") for line in relayed), relayed
     drawn = {p.name for p in (run_dir / "plots").glob("*.png")}  # drawn by the host
     # exit reasons are on by default in the lab: a registers figure per backend as well
     assert drawn == {*plots.FIGURES, plots.TIMELINE_FIGURE,

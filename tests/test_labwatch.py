@@ -32,6 +32,27 @@ def test_a_phase_line_sets_the_budget_and_silence_past_it_is_a_stall() -> None:
     assert "budget 66 s + 30 s margin" in why
 
 
+def test_each_phase_is_timed_by_the_host_clock_from_its_line_to_the_next() -> None:
+    w = labwatch.Watchdog(since=0.0)
+    for now, line in ((12.0, "IOBENCH-PHASE 300 preparing the run"), (20.0, "IOBENCH-PHASE 120 e1000/r1: boot"),
+                      (21.0, "IOBENCH-BEAT"), (29.5, "IOBENCH-PHASE 36 e1000/r1: idle window"),
+                      (36.0, "IOBENCH-PHASE 66 e1000/r1: tcp-P1-ldefault rx traffic"),
+                      (43.0, "IOBENCH-PHASE 66 e1000/r1: rr-udp-l64 tx traffic"),
+                      (52.0, "IOBENCH-PHASE 66 native/r1: tcp-P1-ldefault rx traffic"),
+                      (59.0, "IOBENCH-PHASE 120 virtio/r1: boot"), (66.0, "IOBENCH-PHASE 300 writing results"),
+                      (80.0, "IOBENCH-LAB-DONE status=0")):
+        w.line(line, now=now)
+    assert w.spent[0] == ("startup (L1 ready, before the inner run's first phase)", 12.0)
+    assert w.spent[2] == ("e1000/r1: boot", 9.5)  # the beat inside it neither ends nor splits it
+    assert w.spent[-1] == ("writing results", 14.0)
+    by = labwatch.time_by_kind(w.spent)
+    assert by["traffic window"] == {"seconds": 23.0, "count": 3}
+    assert by["boot"] == {"seconds": 16.5, "count": 2}
+    assert by["startup"]["seconds"] == 12.0 and by["idle window"]["count"] == 1
+    assert list(by)[0] == "traffic window"  # largest first
+    assert sum(v["seconds"] for v in by.values()) == 80.0  # every second between L1 ready and done, once
+
+
 def test_other_lines_do_not_extend_a_phase() -> None:
     """Relayed progress inside a phase is not a new budget: only a phase line is."""
     w = labwatch.Watchdog(margin_s=30, since=0.0)
