@@ -49,6 +49,7 @@ class Backend:
     qemu_args: tuple[str, ...] = ()  # a variant's raw QEMU arguments, after the scenario's
     switch: str = ""  # the userspace switch serving the rings ("testpmd": vhost-user; iobench.switch)
     qemu: str = ""  # another QEMU build for this backend's VMs ("": the system's; iobench.qemubuilds)
+    kernel: str = ""  # another Debian guest kernel for this backend's VMs (its release; "": the default image's)
 
     @property
     def needs_vhost_net(self) -> bool:
@@ -176,6 +177,7 @@ class Variant:
     guest: tuple[tuple[str, str, str], ...] = ()
     qemu_args: tuple[str, ...] = ()  # raw QEMU arguments for this variant's VMs only (a CPU model, a -global)
     qemu: str = ""  # another QEMU binary for this variant's VMs (an A/B of two builds: iobench ab)
+    kernel: str = ""  # another Debian guest kernel (a release such as 6.12.100+deb12-amd64): its own image
 
 
 def qemu_value(value: object) -> str:
@@ -192,10 +194,12 @@ def make(variant: Variant) -> Backend:
                        *([f"{variant.queues} queue pairs"] if variant.queues > 1 else []),
                        *(f"guest {tool} {k}={v}" for tool, k, v in variant.guest),
                        *([" ".join(variant.qemu_args)] if variant.qemu_args else []),
-                       *([f"QEMU {variant.qemu}"] if variant.qemu else [])])
+                       *([f"QEMU {variant.qemu}"] if variant.qemu else []),
+                       *([f"guest kernel {variant.kernel}"] if variant.kernel else [])])
     return replace(base, name=variant.name, summary=f"{base.name} with {knobs}" if knobs else f"{base.name} (a copy)",
                    base=base.name, device_props=(*base.device_props, *variant.device), netdev_props=variant.netdev,
-                   queues=variant.queues, guest=variant.guest, qemu_args=variant.qemu_args, qemu=variant.qemu)
+                   queues=variant.queues, guest=variant.guest, qemu_args=variant.qemu_args, qemu=variant.qemu,
+                   kernel=variant.kernel)
 
 
 def catalog(variants: tuple[Variant, ...] = ()) -> dict[str, Backend]:

@@ -393,7 +393,7 @@ def _auto_wants_lab() -> str | None:
 def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run / --accel lab)") -> int:
     import json as _json
 
-    from iobench import lab, qemudesc, report
+    from iobench import lab, qemudesc, report, scenario
 
     scn = scenario_from_args(args)  # validated on the host, before L1 boots
     qemudesc.check_variants(scn.variants, scn.source)  # L1 runs the same Debian QEMU; it checks again
@@ -403,7 +403,7 @@ def cmd_lab_run(args: argparse.Namespace, why: str = "asked for (iobench lab run
         run_args += ["--retries", "2"]  # nested guests can die silently (docs/lab.md): two more boots per cell set
     try:
         directory = lab.run(run_args, args.out, lab.L1_BOOT_TIMEOUT_S, _log, why, copy_trace=scn.copy_trace,
-                            placement_spec=scn.placement)
+                            placement_spec=scn.placement, kernels=scenario.variant_kernels(scn))
     except CellFailed as exc:
         _log(f"lab run failed: {exc}")
         return 1

@@ -25,6 +25,8 @@ from pathlib import Path
 from iobench import debpkg, elfdeps, kmod
 from iobench.errors import UserError
 
+PINNED_ENV = "IOBENCH_GUEST_IMAGE"  # the lab: the default image's directory, built by the host
+PINNED_KERNELS_ENV = "IOBENCH_GUEST_IMAGES"  # the lab: release=directory,... of the variants' guest kernels
 BUILDER_VERSION = 2  # 2: the manifest records each .deb's sha256 (verified against apt's index)
 READY_MARKER = "IOBENCH-READY"
 ERROR_MARKER = "IOBENCH-ERROR"
@@ -82,9 +84,10 @@ def init_script(spec: ImageSpec = GUEST) -> bytes:
     return resources.files("iobench").joinpath(f"data/{spec.init}").read_bytes()
 
 
-def resolve_inputs(spec: ImageSpec = GUEST) -> list[debpkg.Package]:
-    """The exact package versions this host's apt would use for the image."""
-    kernel = debpkg.kernel_package()
+def resolve_inputs(spec: ImageSpec = GUEST, kernel_release: str = "") -> list[debpkg.Package]:
+    """The exact package versions this host's apt would use for the image (with `kernel_release`, that
+    Debian kernel instead of the distribution's default)."""
+    kernel = kernel_package(kernel_release) if kernel_release else debpkg.kernel_package()
     pkgs = {p.name: p for p in debpkg.library_closure(*spec.tools, "busybox-static")}
     pkgs[kernel.name] = kernel
     return sorted(pkgs.values(), key=lambda p: p.name)
@@ -164,18 +167,40 @@ def _check_tools() -> None:
             raise UserError(f"{tool} is missing: apt-get install {package}, or run the README's setup command.")
 
 
-def build(force: bool = False, log: Callable[[str], None] = print, spec: ImageSpec = GUEST) -> GuestImage:
-    """Build the image of `spec` (the benchmark guest by default), or return the
-    cached one whose inputs match.
+def kernel_package(release: str) -> debpkg.Package:
+    """A variant's guest kernel: Debian's linux-image-<release>, or one sentence saying how to find one."""
+    try:
+        return debpkg.candidate(f"linux-image-{release}")
+    except UserError:
+        raise UserError(f"guest kernel {release!r}: apt knows no package linux-image-{release}; name a release "
+                        "that `apt-cache search --names-only '^linux-image-[0-9]'` lists (after apt-get update).") from None
+
+
+def pinned_images() -> dict[str, Path]:
+    """The images the lab's host built for the inner run, by guest kernel ("" the default one): L1 boots
+    exactly these (and runs no apt: it has no network, and apt is slow under emulation)."""
+    out = {"": Path(p)} if (p := os.environ.get(PINNED_ENV)) else {}
+    for item in filter(None, os.environ.get(PINNED_KERNELS_ENV, "").split(",")):
+        release, _, path = item.partition("=")
+        out[release] = Path(path)
+    return out
+
+
+def build(force: bool = False, log: Callable[[str], None] = print, spec: ImageSpec = GUEST,
+          kernel_release: str = "") -> GuestImage:
+    """Build the image of `spec` (the benchmark guest by default; with `kernel_release`, on that Debian
+    kernel), or return the cached one whose inputs match.
 
     Raises UserError when apt cannot resolve or download a package.
     """
-    pinned = os.environ.get("IOBENCH_GUEST_IMAGE")
+    pinned = pinned_images()
     if pinned and spec is GUEST:
-        # The lab's inner run boots exactly the image the host built (and skips apt, slow under emulation).
-        return load(Path(pinned))
+        if kernel_release in pinned:
+            return load(pinned[kernel_release])
+        raise UserError(f"guest kernel {kernel_release!r} has no image here: the host that started this run "
+                        "builds each variant's image before it starts (iobench lab run).")
     _check_tools()
-    packages = resolve_inputs(spec)
+    packages = resolve_inputs(spec, kernel_release)
     key = image_key(packages, spec)
     final = cache_root() / ("images" if spec is GUEST else f"{spec.name}-images") / key
     if final.exists() and not force:

@@ -111,7 +111,7 @@ def job_script(argv: list[str], labdir: Path, guest_image: Path, extra_env: dict
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
         "IOBENCH_ENVIRONMENT": "lab", "PYTHONDONTWRITEBYTECODE": "1",
         "TMPDIR": "/run/iobench-tmp", "MPLCONFIGDIR": "/run/iobench-tmp/mpl",
-        "IOBENCH_GUEST_IMAGE": str(guest_image),
+        guest.PINNED_ENV: str(guest_image),
         **({provenance.REVISION_ENV: rev} if (rev := provenance.revision()) else {}),
         **({"IOBENCH_FAULT": os.environ["IOBENCH_FAULT"]} if os.environ.get("IOBENCH_FAULT") else {}),
     }
@@ -146,7 +146,7 @@ def inner_argv(run_args: list[str], labdir: Path) -> list[str]:
 
 def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
         why: str = "asked for (iobench lab run / --accel lab)", copy_trace: bool = False,
-        placement_spec: str = "none") -> Path:
+        placement_spec: str = "none", kernels: tuple[str, ...] = ()) -> Path:
     """Boot L1, run the inner matrix, publish its results under `out`. Returns the results dir.
 
     L1 is watched phase by phase (labwatch): a stalled L1 is diagnosed (raw/lab/diag-*) and
@@ -157,6 +157,7 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
     With `copy_trace`, the copy-trace module is built here for L1's kernel first: L1 has no
     network for the headers and sees the cache read-only. With a `placement_spec` other than none,
     L1's vCPU threads are pinned to distinct host cores (the inner run places the threads inside L1).
+    `kernels`: the guest kernels of the scenario's variants, whose images are built here too (L1 has no apt).
 
     Raises UserError when the host lacks QEMU, L1Lost when no attempt measured anything.
     """
@@ -165,6 +166,9 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
     guest_image = guest.build(log=log)  # the inner run boots this very image, from the read-only cache
     image = guest.build(log=log, spec=LAB)
     extra_env = _copy_trace_env(image.kernel_release, log) if copy_trace else {}
+    if kernels:  # and these, for the variants with a guest kernel of their own
+        extra_env[guest.PINNED_KERNELS_ENV] = ",".join(f"{k}={guest.build(log=log, kernel_release=k).directory}"
+                                                       for k in kernels)
     out.mkdir(parents=True, exist_ok=True)
     labdir = Path(tempfile.mkdtemp(prefix=".lab-", dir=out.resolve()))
     lock = stale.hold(labdir)  # a live run owns it (iobench clean leaves it alone)

@@ -162,6 +162,7 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
     chosen, unavailable = select_backends(scn.backends, choice.accel, scn.variants, tuple(scn.topology))
     for name, reason in unavailable.items():
         log(f"{name}: unavailable: {reason}")
+    images = {"": image, **variant_images(chosen, scn, log)}
     multi = [n for n in chosen if n != NATIVE and backends.catalog(scn.variants)[n].queues > 1]
     if "macvtap" in scn.topology and multi:
         raise UserError(f"topology macvtap gives QEMU one queue of the macvtap, and {', '.join(multi)} asks for "
@@ -175,13 +176,14 @@ def run(scn: Scenario, out: Path, log: Log = print, progress: Progress | None = 
         writer = ResultsWriter(out, run_id)
     host = hostinfo.describe()
     cpu_hz = hostinfo.cpu_hz(host)
-    ctx = _Context(scn, run_id, writer, image, choice, cpu_hz, log,
+    ctx = _Context(scn, run_id, writer, images, choice, cpu_hz, log,
                    total=scn.repeats * len(chosen) * len(scn.topology) * scn.cells_per_backend_round, progress=progress,
                    l1_attempt=int(os.environ["IOBENCH_L1_ATTEMPT"]) if os.environ.get("IOBENCH_L1_ATTEMPT") else None)
     ctx.state = prior or checkpoint.Progress({
         "iobench_version": __version__, "iobench_revision": provenance.revision(), "run_id": run_id, "started": time.time(),
         "environment": os.environ.get("IOBENCH_ENVIRONMENT", "host"), "host": host,
         "accel": accel.as_dict(choice), "image": image.manifest, "scenario": as_dict(scn),
+        "variant_images": {k: img.manifest for k, img in images.items() if k},
         "backends": {n: {"status": "available", **_described(n, scn)} for n in chosen}
         | {n: {"status": f"unavailable: {r}"} for n, r in unavailable.items()},
         "timeline": {"interval_s": scn.timeline_interval_s, "sampling_cost": timeline.SAMPLING_COST},
@@ -265,12 +267,24 @@ def _artifacts(staging: Path) -> None:
     report.write_artifacts(staging)
 
 
+def variant_images(chosen: list[str] | tuple[str, ...], scn: Scenario, log: Log) -> dict[str, guest.GuestImage]:
+    """The images of the chosen variants' own guest kernels, built (or found in the cache) and verified
+    before the first boot: a kernel apt does not know stops the run here, not in the middle."""
+    catalog = backends.catalog(scn.variants)
+    kernels = sorted({catalog[n].kernel for n in chosen if n != NATIVE and catalog[n].kernel})
+    out = {}
+    for release in kernels:
+        out[release] = guest.build(log=log, kernel_release=release)
+        guest.verify(out[release])
+    return out
+
+
 def _described(name: str, scn: Scenario) -> dict[str, Any]:
     """run.json's record of one backend: what it is, and for a variant its base and knobs."""
     if name == NATIVE:
         return {"summary": "no VM: iperf3 between two namespaces over veth, the ceiling of every backend"}
     b = backends.catalog(scn.variants)[name]
-    built = {"qemu": qemubuilds.record(b.qemu or QEMU_BINARY)}
+    built = {"qemu": qemubuilds.record(b.qemu or QEMU_BINARY)} | ({"guest_kernel": b.kernel} if b.kernel else {})
     if not b.base:
         return {"summary": b.summary} | built
     return {"summary": b.summary, "base": b.base, "device": dict(b.device_props), "netdev": dict(b.netdev_props),
@@ -282,7 +296,7 @@ class _Context:
     scn: Scenario
     run_id: str
     writer: ResultsWriter
-    image: guest.GuestImage
+    images: dict[str, guest.GuestImage]  # by guest kernel release ("": the default image)
     choice: accel.AccelChoice
     cpu_hz: float | None
     log: Log
@@ -408,7 +422,7 @@ def _vm_attempt(ctx: _Context, topo: topology.Topology, backend: backends.Backen
     topo.tap_for(backend.queues)
     try:
         with topo.open_tap() as tap_fd, _switch_for(ctx, topo, backend, repeat, attempt) as sw:
-            cfg = vm_config(ctx.scn, backend, ctx.choice.accel, ctx.image, topo.tap,
+            cfg = vm_config(ctx.scn, backend, ctx.choice.accel, ctx.images[backend.kernel], topo.tap,
                             f"{topo.plan.guest}/{topo.plan.prefixlen}", topo.netns, tap_fd,
                             socket=str(sw.socket) if sw is not None else None)
             return _vm_boot_and_measure(ctx, topo, backend, repeat, cells, attempt, cfg, sw)

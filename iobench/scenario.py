@@ -76,7 +76,9 @@ from iobench.errors import UserError
 
 BACKEND_NAMES = ("e1000", "virtio", "vhost", "e1000e", "rtl8139", "native")
 _VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
-_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args", "qemu")
+# A Debian kernel release (linux-image-<release>): 6.1.0-47-amd64, 6.12.100+deb12-amd64, 6.1.0-47-cloud-amd64
+_KERNEL_RELEASE = re.compile(r"[0-9][0-9A-Za-z.+~]*(?:-[0-9A-Za-z.+~]+)+")
+_VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args", "qemu", "kernel")
 _GUEST_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -365,9 +367,14 @@ def _variants(table: Any, origin: str) -> tuple[Variant, ...]:
         if not isinstance(qemu, str) or (spec.get("qemu") is not None and not qemu.strip()):
             raise UserError(f"{where}: qemu = {qemu!r}: expected the path of a qemu-system-x86_64 binary, e.g. "
                             "one `iobench qemu fetch` unpacked.")
+        kernel = spec.get("kernel", "")
+        if not isinstance(kernel, str) or (spec.get("kernel") is not None and not _KERNEL_RELEASE.fullmatch(kernel)):
+            raise UserError(f"{where}: kernel = {kernel!r}: expected a Debian kernel release, what follows "
+                            "linux-image- in its package name (e.g. \"6.12.100+deb12-amd64\"; "
+                            "`apt-cache search --names-only '^linux-image-[0-9]'` lists them).")
         out.append(Variant(name, spec["base"], knobs["device"], knobs["netdev"], queues,
                            _guest_knobs(spec.get("guest", {}), where), tuple(qemu_args),
-                           os.path.expanduser(qemu) if qemu else ""))
+                           os.path.expanduser(qemu) if qemu else "", kernel))
     return tuple(out)
 
 
@@ -389,6 +396,12 @@ def _guest_knobs(table: Any, where: str) -> tuple[tuple[str, str, str], ...]:
                                 "true/false or a word.")
             out.append((tool, key, text))
     return tuple(out)
+
+
+def variant_kernels(s: Scenario) -> tuple[str, ...]:
+    """The guest kernels of the variants this scenario runs (each needs an image of its own)."""
+    runs = set(s.backends)
+    return tuple(sorted({v.kernel for v in s.variants if v.kernel and ("all" in runs or v.name in runs)}))
 
 
 def backend_names(s: Scenario) -> tuple[str, ...]:
@@ -421,7 +434,8 @@ def validate(s: Scenario, origin: str) -> None:
 def as_dict(s: Scenario) -> dict[str, Any]:
     out = {f.name: getattr(s, f.name) for f in fields(Scenario)}
     out["variants"] = [{"name": v.name, "base": v.base, "device": dict(v.device), "netdev": dict(v.netdev),
-                        "queues": v.queues, "guest": [list(g) for g in v.guest], "qemu_args": list(v.qemu_args), "qemu": v.qemu}
+                        "queues": v.queues, "guest": [list(g) for g in v.guest], "qemu_args": list(v.qemu_args), "qemu": v.qemu,
+                        "kernel": v.kernel}
                        for v in s.variants]
     out["more_workloads"] = [asdict(w) for w in s.more_workloads]
     return out

@@ -50,7 +50,7 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     # run.json records every variant's base and knobs
     assert scenario.as_dict(scn)["variants"][0] == {"name": "virtio-packed", "base": "virtio",
                                                    "device": {"packed": "on", "rx_queue_size": "1024"}, "netdev": {},
-                                                   "queues": 1, "guest": [], "qemu_args": [], "qemu": ""}
+                                                   "queues": 1, "guest": [], "qemu_args": [], "qemu": "", "kernel": ""}
     # "all" runs the variants too; a vhost variant needs what vhost needs (TCG has no vhost-net)
     chosen, unavailable = select_backends(("all",), "tcg", scn.variants)
     assert [c for c in chosen if c != "vhost-user"] == ["e1000", "virtio", "virtio-packed", "e1000-nomit", "native"]
@@ -63,7 +63,10 @@ def test_variants_are_backends_with_their_bases_datapath_and_their_own_knobs(tmp
     ('[backends.x]\nbase = "ne2k_pci"\n',
      "base = 'ne2k_pci': expected one of e1000, virtio, vhost, vhost-user, vhost-nooffload, e1000e, rtl8139"),
     ('[backends.x]\nbase = "virtio"\nmtu = 9000\n',
-     "unknown key 'mtu': allowed are base, device, netdev, queues, guest, qemu_args, qemu"),
+     "unknown key 'mtu': allowed are base, device, netdev, queues, guest, qemu_args, qemu, kernel"),
+    ('[backends.x]\nbase = "virtio"\nkernel = "linux-image-6.1"\n',
+     "kernel = 'linux-image-6.1': expected a Debian kernel release, what follows linux-image- in its package name"),
+    ('[backends.x]\nbase = "virtio"\nkernel = 6\n', "kernel = 6: expected a Debian kernel release"),
     ('[backends.x]\nbase = "virtio"\nqemu = 10\n', "qemu = 10: expected the path of a qemu-system-x86_64 binary"),
     ('[backends.x]\nbase = "virtio"\nqemu_args = "-cpu host"\n', "qemu_args = '-cpu host': expected a list of strings"),
     ('[backends.x]\nbase = "virtio"\nnetdev = { vhost = true }\n', "netdev.vhost is set by iobench itself"),
@@ -135,6 +138,58 @@ def test_a_variants_own_qemu_is_checked_before_anything_starts_and_runs_its_vms(
     cfg = runner.vm_config(scn, other, "tcg", None, "tap0", "198.18.0.2/30", None)  # type: ignore[arg-type]
     assert cfg.extra_args[:2] == ("-L", str(tmp_path / "prefix" / "share" / "qemu"))
     assert qemubuilds.record(str(copy))["version"] == qemubuilds.record("qemu-system-x86_64")["version"]
+
+
+def _other_kernel_release() -> str:
+    """A Debian kernel release apt lists here other than the default guest's (bookworm carries several)."""
+    import subprocess
+
+    from iobench import debpkg
+
+    default = debpkg.kernel_package().name.removeprefix("linux-image-")
+    listed = subprocess.run(["apt-cache", "search", "--names-only", r"^linux-image-[0-9].*-amd64$"],
+                            capture_output=True, text=True, check=False).stdout.split()
+    others = sorted({w.removeprefix("linux-image-") for w in listed if w.startswith("linux-image-")
+                     and not w.endswith(("-dbg", "-unsigned", "-rt-amd64", "-cloud-amd64"))} - {default})
+    if not others:
+        pytest.skip(f"apt lists no kernel besides the default {default} here (run apt-get update)")
+    return others[0]
+
+
+def test_a_variants_guest_kernel_is_its_own_image_resolved_by_apt_before_anything_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kernel = RELEASE`: the variant's VMs boot an image built on Debian's linux-image-RELEASE (its own
+    key, its own modules); a release apt does not know is one sentence before any boot (exit 2); in the lab
+    the inner run boots only the images the host built and passed in, by kernel."""
+    from iobench import guest, runner
+
+    other = _other_kernel_release()
+    scn = _load(tmp_path, f'[run]\nbackends = ["virtio", "virtio-k"]\n[backends.virtio-k]\nbase = "virtio"\n'
+                          f'kernel = "{other}"\n')
+    variant = backends.catalog(scn.variants)["virtio-k"]
+    assert variant.kernel == other and f"guest kernel {other}" in variant.summary
+    assert scenario.variant_kernels(scn) == (other,) and scenario.as_dict(scn)["variants"][0]["kernel"] == other
+    mine, default = guest.resolve_inputs(kernel_release=other), guest.resolve_inputs()
+    kernels = [p.name for p in mine if p.name.startswith("linux-image-")]
+    assert kernels == [f"linux-image-{other}"] and f"linux-image-{other}" not in {p.name for p in default}
+    assert guest.image_key(mine) != guest.image_key(default)
+    # a release apt does not know: one sentence naming it and how to list the others, before any image is built
+    bad = _load(tmp_path, '[run]\nbackends = ["virtio-k"]\n[backends.virtio-k]\nbase = "virtio"\n'
+                          'kernel = "6.0.0-99-amd64"\n')
+    with pytest.raises(UserError) as info:
+        runner.variant_images(["virtio-k", "native"], bad, log=lambda _: None)
+    assert str(info.value).count(". ") == 0 and "apt knows no package linux-image-6.0.0-99-amd64" in str(info.value)
+    assert "apt-cache search" in str(info.value) and info.value.exit_code == 2
+    # the lab: the host's images by kernel, nothing built inside L1
+    for name, release in (("default", ""), ("other", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(f'{{"kernel_file": "vmlinux", "kernel_release": "{release}"}}')
+    monkeypatch.setenv(guest.PINNED_ENV, str(tmp_path / "default"))
+    monkeypatch.setenv(guest.PINNED_KERNELS_ENV, f"{other}={tmp_path / 'other'}")
+    assert guest.build().directory == tmp_path / "default"
+    assert guest.build(kernel_release=other).directory == tmp_path / "other"
+    with pytest.raises(UserError, match="guest kernel '6.0.0-99-amd64' has no image here"):
+        guest.build(kernel_release="6.0.0-99-amd64")
 
 
 def test_qemus_help_and_schema_are_parsed() -> None:
