@@ -1,8 +1,8 @@
 """Test hook: IOBENCH_FAULT=<fault>:<backend>:<direction>[,...] injects real faults into those cells.
 
-- `kill-qemu` (instruments.fault_hook): SIGKILLs QEMU one second into the cell's first VM attempt;
+- `kill-qemu` (instruments.fault_hook): SIGKILLs QEMU one second into the cell's first window that runs;
 - `kill-switch` (the same): SIGKILLs the vhost-user switch (testpmd) one second into that window;
-- `stop-qemu` (the same): SIGSTOPs QEMU one second into the cell's first VM attempt (its monitor silent);
+- `stop-qemu` (the same): SIGSTOPs QEMU one second into that window (its monitor silent);
 - `iperf3-port` (`adjust_spec`, for the runner): points the client at a port where the guest has no server;
 - `stall-l1` (the lab's host): freezes L1 (QMP stop) as that cell's round-1 traffic starts.
 
