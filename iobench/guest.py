@@ -142,7 +142,7 @@ def _stage_initramfs(tree: Path, stage: Path, kernel_release: str, spec: ImageSp
             shutil.copyfile(src, stage / inside)
             (stage / inside).chmod(0o755)
     index = kmod.index_modules(tree / "lib/modules" / kernel_release / "kernel")
-    order = kmod.load_order(list(spec.modules), index)
+    order = kmod.load_order(list(spec.modules), index, kmod.builtin_modules(tree / "lib/modules" / kernel_release))
     for name in order:
         (stage / "lib/modules" / f"{name}.ko").write_bytes(kmod.module_bytes(index[name]))
     (stage / "etc/iobench/modules.order").write_text("\n".join(order) + "\n")

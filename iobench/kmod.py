@@ -91,23 +91,33 @@ def depends(data: bytes) -> list[str]:
     return [canonical(d) for d in values[0].split(",") if d]
 
 
-def load_order(wanted: list[str], index: dict[str, Path]) -> list[str]:
-    """`wanted` and all their dependencies, each after everything it depends on.
+def builtin_modules(modules_dir: Path) -> frozenset[str]:
+    """The modules this kernel has built in (`modules.builtin`: one `kernel/.../name.ko` per line), which
+    need no loading: Debian's 6.12 builds virtio, virtio_ring and virtio_pci in, its 6.1 ships them as modules."""
+    path = modules_dir / "modules.builtin"
+    if not path.exists():
+        return frozenset()
+    return frozenset(canonical(Path(line.strip()).name.split(".ko")[0]) for line in path.read_text().splitlines()
+                     if line.strip())
 
-    Raises UserError naming a module the kernel package does not ship (it may be
-    built in, which `builtin` in the caller accounts for).
+
+def load_order(wanted: list[str], index: dict[str, Path], builtin: frozenset[str] = frozenset()) -> list[str]:
+    """`wanted` and all their dependencies, each after everything it depends on; those the kernel has
+    built in (`builtin`) are left out.
+
+    Raises UserError naming a module the kernel package neither ships nor has built in.
     """
     order: list[str] = []
     visiting: set[str] = set()
 
     def visit(name: str) -> None:
         name = canonical(name)
-        if name in order:
+        if name in order or name in builtin:
             return
         if name in visiting:
             raise UserError(f"kernel module dependency cycle through {name}.")
         if name not in index:
-            raise UserError(f"the guest kernel package has no module {name}.")
+            raise UserError(f"the guest kernel package has no module {name}, and does not build it in.")
         visiting.add(name)
         for dep in depends(module_bytes(index[name])):
             visit(dep)
