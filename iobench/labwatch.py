@@ -123,13 +123,16 @@ class Watchdog:
                 self.budget_s = float(budget)
             except ValueError:
                 return
-            self.spent.append((self.phase, now - self.since))
-            self.phase, self.since = what, now
+            self._begin(what, now)
         elif text.startswith(DONE_MARKER):
-            self.spent.append((self.phase, now - self.since))
-            self.phase, self.since = "done", now
+            self._begin("done", now)
         elif self.lockup is None and LOCKUP.search(text):
             self.lockup = text.strip()
+
+    def _begin(self, phase: str, now: float) -> None:
+        """End the current phase (its time into `spent`) and start `phase`."""
+        self.spent.append((self.phase, now - self.since))
+        self.phase, self.since = phase, now
 
     def stalled(self, now: float | None = None) -> str | None:
         """Why L1 counts as stalled now, or None."""
