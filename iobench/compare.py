@@ -51,8 +51,9 @@ def environment(meta: dict[str, Any]) -> dict[str, Any]:
             "cpu_model": host.get("cpu_model"), "placement": scn.get("placement", "none"),  # runs before it: none
             "outer_kernel": outer.get("kernel"),
             "outer_cpu_model": outer.get("cpu_model"), **_state(outer or host),
-            "scenario": {k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
-                                                 "protocol", "streams", "vcpus", "offloads", "qemu_args")}}
+            "scenario": {**{k: scn.get(k) for k in ("name", "duration_s", "omit_s", "repeats", "kind", "message_bytes",
+                                                    "protocol", "streams", "vcpus", "offloads", "qemu_args")},
+                         "kernel_args": list(scn.get("kernel_args") or ())}}  # runs before it: none
 
 
 def _state(host: dict[str, Any]) -> dict[str, Any]:

@@ -382,7 +382,8 @@ def vm_config(scn: Scenario, backend: backends.Backend, choice_accel: str, image
         pass_fds=(tap_fd,) if tap_fd is not None else (), qemu=backend.qemu or QEMU_BINARY,
         extra_args=(*(qemubuilds.data_args(backend.qemu) if backend.qemu else ()),
                     *backends.shared_memory_args(backend, scn.memory_mb), *scn.qemu_args, *backend.qemu_args),
-        cmdline_extra=(() if scn.offloads else ("iobench.offloads=off",)) + backends.guest_cmdline(backend),
+        cmdline_extra=((() if scn.offloads else ("iobench.offloads=off",)) + scn.kernel_args
+                       + backends.guest_cmdline(backend)),
     )
 
 

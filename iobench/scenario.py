@@ -47,6 +47,8 @@ File layout (every key optional; defaults below):
     memory_mb = 256
     offloads = true             # false: the guest's init turns TSO/GSO/GRO/checksum offloads off with ethtool
     qemu_args = []              # raw QEMU arguments appended to every VM (e.g. "-global", "e1000.mitigation=off")
+    kernel_args = []            # words added to every guest's kernel command line (e.g. "nohz=off": a periodic
+                                # tick, so the guest's LAPIC timer writes stop following its idle periods)
 
     [placement]                 # where the I/O path's threads run (iobench.placement; docs/placement.md)
     mode = "none"               # none (the scheduler places them; facts still recorded), auto (vCPUs, vhost
@@ -79,6 +81,10 @@ _VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 # A Debian kernel release (linux-image-<release>): 6.1.0-47-amd64, 6.12.100+deb12-amd64, 6.1.0-47-cloud-amd64
 _KERNEL_RELEASE = re.compile(r"[0-9][0-9A-Za-z.+~]*(?:-[0-9A-Za-z.+~]+)+")
 _VARIANT_KEYS = ("base", "device", "netdev", "queues", "guest", "qemu_args", "qemu", "kernel")
+# A word of the guest kernel's command line: no spaces or quotes (one word each), and none of the words
+# iobench's guest depends on (vm.kernel_cmdline, guest-init.sh reads iobench.*)
+_KERNEL_WORD = re.compile(r"^[A-Za-z0-9_.,:=/+-]{1,200}$")
+_RESERVED_KERNEL_WORDS = ("console=", "panic=", "iobench.", "init=", "rdinit=")
 _GUEST_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -141,6 +147,7 @@ class Scenario:
     memory_mb: int = 256
     offloads: bool = True
     qemu_args: tuple[str, ...] = field(default=())
+    kernel_args: tuple[str, ...] = field(default=())  # [guest]: guest kernel command-line words (vm.kernel_cmdline)
     variants: tuple[Variant, ...] = ()  # [backends.<name>]: built-ins with knobs set (backends.Variant)
     order: str = "fixed"  # [run]: "abba" reverses the backends' order every other round (iobench ab)
     topology: tuple[str, ...] = (topologies.DEFAULT,)  # [run]: the host side of the tap (iobench.topologies)
@@ -214,6 +221,10 @@ _SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "memory_mb": (int, lambda v: 128 <= v <= 65536, "an integer from 128 to 65536"),
         "offloads": (bool, lambda v: True, "true or false"),
         "qemu_args": (list, lambda v: all(isinstance(x, str) for x in v), "a list of strings"),
+        "kernel_args": (list, lambda v: all(isinstance(x, str) and _KERNEL_WORD.match(x)
+                                            and not x.startswith(_RESERVED_KERNEL_WORDS) for x in v),
+                        'a list of kernel command-line words such as "nohz=off" (no spaces or quotes; '
+                        'console=, panic=, iobench.* and init= are iobench\'s own)'),
     },
     "gate": {
         "on_host_change": (str, lambda v: v in ("not-comparable", "report"), '"not-comparable" or "report"'),

@@ -1,6 +1,7 @@
 """The gate catches a real, injected regression and judges an identical build unchanged, in one TCG job.
 
-One real run (`iobench run --order abba`) of three backends of the CI scenario's guest->host stream:
+One real run (`iobench run --order abba`) of three backends of the CI scenario, with a saturated guest->host
+TCP stream for its workload (the one its gate ran before it was paced: what TSO changes is a stream's):
 virtio, `virtio-copy` (virtio on the same QEMU build copied to another path with its modules: `qemu = PATH`, nothing
 changed) and `virtio-notso` (QEMU's virtio-net
 no longer offers TSO to the guest, `-global virtio-net-pci.host_tso4=off`, as a QEMU upgrade that lost a
@@ -58,6 +59,7 @@ def job(guest_image, tmp_path_factory: pytest.TempPathFactory) -> results.RunDat
     # does not pose as a difference between identical builds. virtio-notso's effect dwarfs any position.
     scn = scenario.load(path).with_overrides(
         accel="tcg", backends=("virtio", "virtio-notso", "virtio-copy"), duration_s=2, repeats=3,
+        kind="stream", protocol="tcp", message_bytes=(0,), rates_pps=(), kernel_args=(),
         more_workloads=(), directions=("tx",), order="abba")
     report = run(scn, out, log=lambda m: None)
     assert report.status == "ok", report.cells

@@ -19,8 +19,10 @@ from iobench import gate, hostspeed, results, scenario
 from iobench.schema import cell_kind
 
 ROOT = Path(__file__).parent.parent
-BASELINE = ROOT / "results" / "baselines" / "ci-tcg.json"
-CI = ROOT / "scenarios" / "ci.toml"
+# The CI gate as it was with a saturated stream and a native ceiling (2026-12-06, 8 runs): what follows
+# the host's speed is best seen there; scenarios/ci.toml is paced since (its own checks are below)
+BASELINE = ROOT / "tests" / "data" / "baselines" / "ci-tcg-stream.json"
+CI = ROOT / "tests" / "data" / "scenarios" / "ci-stream.toml"
 LAB_BASELINE = ROOT / "results" / "baselines" / "ci-lab.json"
 CI_LAB = ROOT / "scenarios" / "ci-lab.toml"
 
@@ -104,7 +106,7 @@ def test_a_code_regression_is_still_caught_across_a_host_change(base) -> None:
 
 def test_the_ci_scenario_reports_host_bound_metrics_across_a_host_change(base) -> None:
     """scenarios/ci.toml says on_host_change = "report": the CI job stays a judge of the code."""
-    assert scenario.load(CI).on_host_change == "report"
+    assert scenario.load(CI).on_host_change == "report" == scenario.load(ROOT / "scenarios" / "ci.toml").on_host_change
     result = gate.gate(replay(base, scale={("*host-bound", ""): 1.3}), other_kernel(base))
     assert result.exit_code == 0 and not result.host_changed
     assert any("reported, not gated" in n and "host kernel 6.1.0-old-host" in n for n in result.notes), result.notes

@@ -45,6 +45,10 @@ def test_exit_reasons_can_alternate_between_rounds(tmp_path: Path) -> None:
      '[run] exit_reasons = \'sometimes\' is not allowed: expected true, false or "alternate"'),
     ("[run]\nexit_reasons = 1\n", "[run] exit_reasons = 1 is not allowed"),
     ("[run\nduration_s = 5\n", "not valid TOML"),
+    ("[guest]\nkernel_args = \"nohz=off\"\n", "[guest] kernel_args = 'nohz=off' has the wrong type"),
+    ("[guest]\nkernel_args = [\"nohz=off idle=poll\"]\n", "is not allowed: expected a list of kernel command-line words"),
+    ("[guest]\nkernel_args = [\"console=tty0\"]\n", "console=, panic=, iobench.* and init= are iobench's own"),
+    ("[guest]\nkernel_args = [\"iobench.addr=1.2.3.4\"]\n", "[guest] kernel_args"),
 ])
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -91,3 +95,20 @@ def test_topologies_are_checked_and_counted(tmp_path: Path) -> None:
                                         "non-empty list of distinct topologies: direct, bridge"):
         scenario.load(bad)
     assert main(["plan", str(ROOT / "scenarios/topology.toml"), "--accel", "tcg", "--backend", "e1000"]) == 0
+
+
+def test_kernel_args_reach_every_guests_command_line(tmp_path: Path) -> None:
+    """[guest] kernel_args: words on every guest's kernel command line, after iobench's own, and part of
+    what makes two runs comparable (a gate baseline made with a periodic tick is not one without)."""
+    from iobench import backends, compare, runner, vm
+
+    path = tmp_path / "tick.toml"
+    path.write_text('[guest]\nkernel_args = ["nohz=off", "tsc=reliable"]\n')
+    scn = scenario.load(path)
+    cfg = runner.vm_config(scn, backends.catalog(())["virtio"], "tcg", None, "tap0",  # type: ignore[arg-type]
+                           "198.18.0.2/30", None)
+    line = vm.kernel_cmdline(cfg).split()
+    assert line[0] == "console=ttyS0" and line[-2:] == ["nohz=off", "tsc=reliable"]
+    meta = {"accel": {"accel": "tcg", "exit_source": "tcg-traps"}, "scenario": scenario.as_dict(scn)}
+    assert compare.environment(meta)["scenario"]["kernel_args"] == ["nohz=off", "tsc=reliable"]
+    assert scenario.load(ROOT / "scenarios/ci.toml").kernel_args == ("nohz=off",)
