@@ -213,8 +213,7 @@ def make_baseline(runs: results.RunData | Sequence[results.RunData], name: str) 
         between = decide.measured_between(logs, within)
         pooled = [v for r in raw for v in r]
         bound = hostspeed.host_bound(env, runs[-1].meta.get("scenario", {}), topologies.backend_of(key[0]),
-                                     cell_kind(key[1], key[2]),
-                                     metric)
+                                     cell_kind(key[1], key[2]), metric, key[2])
         cells.append({"backend": key[0], "direction": key[1], "workload": key[2], "metric": metric,
                       "host_bound": bound or "", "runs": raw, "values": pooled,
                       "cv": None if (c := cv(pooled)) is None else round(c, 4),
@@ -480,7 +479,8 @@ def gate(run: results.RunData, baseline: dict[str, Any], allow_partial: bool = F
         if len(current[key]) < expected:
             short.append(f"{'/'.join(key)} ({len(current[key])} of {expected})")
         rule = baseline["metrics"][key[3]]
-        hb = hostspeed.host_bound(env, scenario, topologies.backend_of(key[0]), cell_kind(key[1], key[2]), key[3]) or ""
+        hb = hostspeed.host_bound(env, scenario, topologies.backend_of(key[0]), cell_kind(key[1], key[2]), key[3],
+                                  key[2]) or ""
         judged = _cell(cell, current[key], rule, baseline["environment"], one_job, bool(hb))
         pair = (statistics.median(cell["values"]), statistics.median(current[key]))
         if why and hb:  # follows the host's speed, and the host changed: shown, not judged (nor in the family)

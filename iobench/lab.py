@@ -193,13 +193,13 @@ def run(run_args: list[str], out: Path, boot_timeout_s: float, log: Log,
                     + ("resuming the run in a new L1" if more else "no attempts left"))
         else:
             return _publish_partial(labdir, out, "failed", None, f"L1 lost {len(lost)} times: {lost[-1]['reason']}",
-                                    l1_line, l1_boot_s, started, why, lost, spent)
+                                    l1_line, l1_boot_s, started, why, lost, spent, log)
         return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost, spent, log)
     except (KeyboardInterrupt, Terminated) as exc:
         name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else signal.Signals(exc.signum).name
         try:
             done = _publish_partial(labdir, out, "interrupted", name, None, l1_line, l1_boot_s, started, why, lost,
-                                    spent)
+                                    spent, log)
             log(f"lab: interrupted by {name}; the cells finished so far are in {done}")
         except L1Lost:
             log(f"lab: interrupted by {name} before any cell was finished; nothing to publish")
@@ -417,14 +417,15 @@ def _inner_results(labdir: Path) -> list[Path]:
 
 def _publish_partial(labdir: Path, out: Path, status: str, interrupted_by: str | None, error: str | None,
                      l1_line: str, l1_boot_s: float, started: float, why: str, lost: list[dict[str, Any]],
-                     spent: list[tuple[int, str, float]] | None = None) -> Path:
-    """The cells finished before the job was cut short, as an ordinary results directory."""
+                     spent: list[tuple[int, str, float]] | None = None, log: Log | None = None) -> Path:
+    """The cells finished before the job was cut short, as an ordinary results directory (its time by
+    phase said as a whole run's is: where a cut-short run's time went is what its user asks first)."""
     from iobench import runner
 
     staging = checkpoint.find_staging(labdir / "out")
     if staging is None or runner.publish_checkpoint(staging, status, interrupted_by, error) is None:
         raise L1Lost(f"the lab job was cut short ({error or interrupted_by}) before it finished any cell")
-    return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost, spent)
+    return _publish(labdir, out, l1_line, l1_boot_s, time.monotonic() - started, why, lost, spent, log)
 
 
 def _publish(labdir: Path, out: Path, l1_line: str, l1_boot_s: float, wall_s: float, why: str,

@@ -10,6 +10,7 @@ column means and where it is read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -292,6 +293,12 @@ def cell_kind(direction: str, workload: str) -> str:
     """A row's workload kind from its identity: rr cells have the direction "rr", paced workloads' labels
     start "paced-" (scenario.Workload.label); the rest are streams. Views and the gate split rows by it."""
     return "rr" if direction == "rr" else "paced" if workload.startswith("paced-") else "stream"
+
+
+def paced_rate(workload: str) -> int | None:
+    """A paced workload's offered datagrams per second from its label (`paced-udp-2000pps-l1472B`), else None."""
+    m = re.match(r"paced-[a-z]+-(\d+)pps-", workload)
+    return int(m[1]) if m else None
 
 
 # paced rows: the row fields a paced cell fills from iperf3 (traffic.PACED_FIELDS, same names)

@@ -263,6 +263,7 @@ def test_rr_and_paced_cells_are_gated_on_their_per_transaction_and_per_datagram_
     got = {(k[1], k[3]) for k in gate.samples(run)}
     assert got == {("rr", "exits_per_transaction"), ("rr", "irq_injections_per_transaction"),
                    ("tx", "exits_per_datagram"), ("tx", "irq_injections_per_datagram"),
+                   ("tx", "copies_per_packet_measured"),  # a paced cell's copies per packet: one datagram, one packet
                    *(("tx", m) for m in gate.GATED_BY_KIND["stream"])}
 
 

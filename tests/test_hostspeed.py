@@ -42,7 +42,8 @@ def replay(baseline: dict[str, Any], kernel: str | None = None, scale: dict[tupl
     run_env = {**env, "accel": accel}
     rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for c in baseline["cells"]:
-        bound = hostspeed.host_bound(run_env, scn, c["backend"], cell_kind(c["direction"], c["workload"]), c["metric"])
+        bound = hostspeed.host_bound(run_env, scn, c["backend"], cell_kind(c["direction"], c["workload"]), c["metric"],
+                                     c["workload"])
         factor = (scale or {}).get((c["backend"], c["metric"]), 1.0)
         if bound:
             factor *= (scale or {}).get(("*host-bound", ""), 1.0)
@@ -161,3 +162,22 @@ def test_in_the_lab_the_outer_hosts_kernel_decides_and_e1000s_timers_follow_it()
     del old["environment"]["outer_kernel"]
     assert "host kernel under L1 not recorded" in gate.gate(replay(lab, accel="kvm", scn_path=CI_LAB,
                                                                     on_host_change="not-comparable"), old).host_changed[0]
+
+
+def test_paced_counts_hold_at_the_ci_rate_and_not_above_it() -> None:
+    """Datagrams 500 us apart are each handled alone on any host (measured under load, and longer apart than
+    e1000's moderation window): their counts judge code. Faster paced cells were not shown to hold; rates and
+    CPU time follow the host whatever the rate; copies per packet never do."""
+    tcg = {"accel": "tcg", "environment": "host"}
+    scn = scenario.as_dict(scenario.load(ROOT / "scenarios" / "ci.toml"))
+    (label,) = [w.label for w in scenario.load(ROOT / "scenarios" / "ci.toml").workloads if w.kind == "paced"]
+    assert label == "paced-udp-2000pps-l1472B"
+    for backend in ("e1000", "e1000-nomitigation", "virtio"):
+        for metric in ("exits_per_datagram", "irq_injections_per_datagram", "copies_per_packet_measured"):
+            assert hostspeed.host_bound(tcg, scn, backend, "paced", metric, label) is None
+    assert "not shown to hold" in (hostspeed.host_bound(tcg, scn, "virtio", "paced", "exits_per_datagram",
+                                                        "paced-udp-50000pps-l64B") or "")
+    assert hostspeed.host_bound(tcg, scn, "virtio", "paced", "copies_per_packet_measured", "paced-udp-50000pps-l64B") is None
+    assert hostspeed.host_bound(tcg, scn, "virtio", "paced", "cpu_us_per_datagram", label)
+    assert hostspeed.host_bound({"accel": "kvm", "environment": "host"}, scn, "virtio", "paced", "exits_per_datagram",
+                                "paced-udp-50000pps-l64B") is None  # on the CPU itself: no emulator's speed

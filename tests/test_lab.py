@@ -366,6 +366,7 @@ def test_ctrl_c_in_round_2_keeps_every_round_1_cell(guest_image, tmp_path: Path)
     assert all(r["topology"] == "ovs" and int(r["ovs_hits"]) + int(r["ovs_misses"]) > 0 and r["ovs_masks_hit"] != ""
                for r in rows), rows
     assert (run_dir / "report.md").exists() and "the cells finished so far are in" in text
+    assert "lab: where the time went: " in text and meta["lab"]["time_by_phase"]  # said of a cut-short run too
     assert "## Open vSwitch" in (run_dir / "report.md").read_text()
     assert not list(out.glob(".*"))  # no staging or lab dir left
     test_nothing_of_the_lab_is_left_on_the_host(None)
