@@ -37,12 +37,14 @@ from iobench.schema import paced_rate
 SPEED_METRICS = frozenset({"throughput_bps", "cpu_us_per_packet", "cpu_us_per_transaction", "cpu_us_per_datagram"})
 # Per-packet counts of a saturated stream: batching follows timing.
 STREAM_COUNTS = frozenset({"exits_per_packet", "irq_injections_per_packet"})
-# Paced datagrams at most this often are each handled alone, whatever the host's speed: measured under TCG
-# (2026-12-08, scenarios/ci.toml's 2000/s of 1472 B, guest tick periodic) with one of the machine's two cores
-# taken by a busy loop, the per-datagram medians of e1000, e1000 without mitigation and virtio stayed within
-# 0-3% of the quiet runs'. e1000's moderation does not batch them either: QEMU raises an interrupt at once
-# and holds only those that come within its delay window (ITR, at least 500 x 256 ns = 128 us) of it, and
-# datagrams 500 us apart do not. Faster paced cells near a backend's ceiling batch as streams do.
+# Paced datagrams at most this often are each handled alone, whatever the host's speed. Measured under TCG
+# (2026-12-08, scenarios/ci.toml's 2000/s of 1472 B, guest tick periodic), with one of the machine's two
+# cores taken by a busy loop: the per-datagram medians of e1000, e1000 without mitigation and virtio came out
+# 0.7-4.4% *lower* than in quiet runs (a delayed sender sends a burst, and a burst shares interrupts), never
+# higher: quiet runs already take one interrupt per datagram (0.99-1.00), the most there can be, so a slower
+# or faster host cannot make them look worse. e1000's moderation does not batch them: QEMU raises an
+# interrupt at once and holds only those that come within its delay window (ITR, at least 500 x 256 ns =
+# 128 us), and datagrams 500 us apart do not. Faster paced cells near a backend's ceiling batch as streams do.
 PACED_HOLDS_PPS = 2000
 
 
