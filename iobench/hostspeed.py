@@ -72,7 +72,7 @@ def timer_moderated(backend: str, scenario: Mapping[str, Any]) -> str | None:
 
 
 def host_bound(env: Mapping[str, Any], scenario: Mapping[str, Any], backend: str, kind: str,
-               metric: str, workload: str = "") -> str | None:
+               metric: str, workload: str) -> str | None:
     """Why this metric of this cell follows the host's speed (None: it does not, or the guest runs on
     the CPU itself). `env` is the run's `compare.environment()`, `scenario` its run.json scenario,
     `workload` the cell's workload label (a paced cell's rate is in it)."""
